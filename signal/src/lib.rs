@@ -1,0 +1,28 @@
+//! Signal: the link between viscript and every component it supervises.
+//!
+//! Each component gets a sealed memfd with two single-producer single-consumer rings
+//! ([`ring`]) and an eventfd doorbell each way ([`channel`]). Messages ([`proto`]) are small
+//! binary records: register, ping/pong, resource usage, shutdown, log lines, events.
+//!
+//! Components use [`Client`]: `Client::from_env()` when viscript started them, or
+//! `Client::attach(socket, name)` when they were started elsewhere, then
+//! [`Client::register`] to get a [`Session`] that answers pings and usage requests by itself.
+//! viscript uses [`Channel::create`] per client and drives the server halves from its event loop.
+//!
+//! Both sides treat the other as untrusted: no index, length or record the peer writes can make
+//! this side read out of bounds, panic or hang.
+
+#![warn(missing_docs)]
+
+pub mod attach;
+pub mod channel;
+pub mod client;
+pub mod proto;
+pub mod ring;
+pub mod shm;
+mod sync;
+pub mod usage;
+
+pub use channel::{Channel, ClientFds, RecvError, Rx, SendError, Tx};
+pub use client::{Client, ClientError, ENV_FDS, ENV_ID, Session};
+pub use proto::{DecodeError, Level, Msg, Usage};
