@@ -1,1 +1,7 @@
-pub fn x() {}
+pub mod command;
+pub mod config;
+pub mod control;
+pub mod logbuf;
+pub mod proc;
+pub mod repl;
+pub mod supervisor;

@@ -1,0 +1,330 @@
+//! Operator commands: tokenizing a typed line (quotes and case kept) and parsing it.
+
+use std::fmt;
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `apps`: the catalogue.
+    Apps,
+    /// `help [app]`.
+    Help(Option<String>),
+    /// `start|s [-a] [-w] APP [ARGS...]`.
+    Start {
+        /// App name from the config.
+        app: String,
+        /// Replaces the app's default_args when `Some`.
+        args: Option<Vec<String>>,
+        /// Stream its output after starting.
+        attach: bool,
+        /// Wait until it registers.
+        wait: bool,
+    },
+    /// `list|la`.
+    List,
+    /// `ping ID`.
+    Ping(u64),
+    /// `ru ID`.
+    Ru(u64),
+    /// `sd ID`: graceful shutdown.
+    Shutdown(u64),
+    /// `kill ID`.
+    Kill(u64),
+    /// `restart ID`.
+    Restart(u64),
+    /// `logs ID [-n N] [-f]`.
+    Logs {
+        /// Component id.
+        id: u64,
+        /// Lines of history.
+        n: usize,
+        /// Keep streaming.
+        follow: bool,
+    },
+    /// `attach ID`: stream output until detached.
+    Attach(u64),
+    /// `quit`: stop everything and exit.
+    Quit,
+}
+
+/// A command line that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn err<T>(m: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError(m.into()))
+}
+
+/// Splits a line like a shell does for words: whitespace separates, single quotes keep
+/// everything literally, double quotes allow `\"` and `\\`, a backslash outside quotes escapes
+/// the next character. Case is kept.
+pub fn tokenize(line: &str) -> Result<Vec<String>, ParseError> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return err("unterminated ' quote"),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => cur.push(c),
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => return err("unterminated \" quote"),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return err("unterminated \" quote"),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => cur.push(c),
+                    None => return err("trailing backslash"),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn id(cmd: &str, arg: Option<&String>) -> Result<u64, ParseError> {
+    match arg {
+        None => err(format!("{cmd} needs a component id: see `list`")),
+        Some(a) => match a.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => err(format!(
+                "{cmd}: {a:?} is not a component id (a number from `list`)"
+            )),
+        },
+    }
+}
+
+fn no_more(cmd: &str, rest: &[String]) -> Result<(), ParseError> {
+    match rest.first() {
+        None => Ok(()),
+        Some(x) => err(format!("{cmd}: unexpected argument {x:?}; see `help`")),
+    }
+}
+
+/// One line of help per command, for `help`.
+pub const HELP: &str = "\
+apps                       list the apps in config.yaml
+help [APP]                 this text, or an app's help
+start|s [-a] [-w] APP [ARGS...]
+                           start APP (ARGS replace its default_args; -a streams its output,
+                           -w waits until it registers)
+list|la                    running components
+ping ID                    round trip through the component's signal ring
+ru ID                      resource usage: CPU, RSS, threads, uptime and the component's counters
+sd ID                      graceful shutdown (then SIGTERM, then SIGKILL at the deadlines)
+kill ID                    SIGKILL the component's process group
+restart ID                 stop it and start it again with the same arguments
+logs ID [-n N] [-f]        last N (50) output lines; -f keeps following
+attach ID                  follow the component's output (press Enter to detach)
+quit                       stop every component and exit";
+
+impl Command {
+    /// Parses tokens (as from [`tokenize`], or argv).
+    pub fn parse(tokens: &[String]) -> Result<Command, ParseError> {
+        let Some((cmd, rest)) = tokens.split_first() else {
+            return err("empty command; try `help`");
+        };
+        Ok(match cmd.as_str() {
+            "apps" => {
+                no_more(cmd, rest)?;
+                Command::Apps
+            }
+            "help" | "?" => {
+                no_more(cmd, rest.get(1..).unwrap_or(&[]))?;
+                Command::Help(rest.first().cloned())
+            }
+            "start" | "s" => {
+                let mut attach = false;
+                let mut wait = false;
+                let mut i = 0;
+                while let Some(flag) = rest.get(i) {
+                    match flag.as_str() {
+                        "-a" => attach = true,
+                        "-w" => wait = true,
+                        "-aw" | "-wa" => {
+                            attach = true;
+                            wait = true;
+                        }
+                        _ => break,
+                    }
+                    i += 1;
+                }
+                let Some(app) = rest.get(i) else {
+                    return err("start needs an app name: see `apps`");
+                };
+                let args = &rest[i + 1..];
+                Command::Start {
+                    app: app.clone(),
+                    args: if args.is_empty() {
+                        None
+                    } else {
+                        Some(args.to_vec())
+                    },
+                    attach,
+                    wait,
+                }
+            }
+            "list" | "la" | "ls" => {
+                no_more(cmd, rest)?;
+                Command::List
+            }
+            "ping" => Command::Ping(one_id(cmd, rest)?),
+            "ru" => Command::Ru(one_id(cmd, rest)?),
+            "sd" | "shutdown" => Command::Shutdown(one_id(cmd, rest)?),
+            "kill" => Command::Kill(one_id(cmd, rest)?),
+            "restart" => Command::Restart(one_id(cmd, rest)?),
+            "attach" => Command::Attach(one_id(cmd, rest)?),
+            "logs" | "log" => {
+                let id = id(cmd, rest.first())?;
+                let mut n = 50;
+                let mut follow = false;
+                let mut it = rest[1..].iter();
+                while let Some(a) = it.next() {
+                    match a.as_str() {
+                        "-f" => follow = true,
+                        "-n" => {
+                            n = match it.next().map(|v| v.parse::<usize>()) {
+                                Some(Ok(v)) => v,
+                                _ => return err("logs: -n needs a number of lines"),
+                            }
+                        }
+                        other => {
+                            return err(format!(
+                                "logs: unexpected argument {other:?}; usage: logs ID [-n N] [-f]"
+                            ));
+                        }
+                    }
+                }
+                Command::Logs { id, n, follow }
+            }
+            "quit" | "exit" | "q" => {
+                no_more(cmd, rest)?;
+                Command::Quit
+            }
+            other => return err(format!("unknown command {other:?}; try `help`")),
+        })
+    }
+}
+
+fn one_id(cmd: &str, rest: &[String]) -> Result<u64, ParseError> {
+    let v = id(cmd, rest.first())?;
+    no_more(cmd, &rest[1..])?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn toks(s: &str) -> Vec<String> {
+        tokenize(s).unwrap()
+    }
+
+    #[test]
+    fn quoting_and_case_are_kept() {
+        assert_eq!(
+            toks(r#"start demo "Hello World" 'It''s' CaseKept a\ b "q\"x""#),
+            [
+                "start",
+                "demo",
+                "Hello World",
+                "Its",
+                "CaseKept",
+                "a b",
+                "q\"x"
+            ]
+        );
+        assert_eq!(toks("  "), Vec::<String>::new());
+        assert_eq!(toks("s x ''"), ["s", "x", ""]);
+        assert!(tokenize("start 'oops").is_err());
+    }
+
+    #[test]
+    fn parses_every_command() {
+        let p = |s: &str| Command::parse(&toks(s));
+        assert_eq!(
+            p("s -a demo X y").unwrap(),
+            Command::Start {
+                app: "demo".into(),
+                args: Some(vec!["X".into(), "y".into()]),
+                attach: true,
+                wait: false
+            }
+        );
+        assert_eq!(
+            p("start demo").unwrap(),
+            Command::Start {
+                app: "demo".into(),
+                args: None,
+                attach: false,
+                wait: false
+            }
+        );
+        assert_eq!(p("la").unwrap(), Command::List);
+        assert_eq!(p("ping 3").unwrap(), Command::Ping(3));
+        assert_eq!(
+            p("logs 2 -n 5 -f").unwrap(),
+            Command::Logs {
+                id: 2,
+                n: 5,
+                follow: true
+            }
+        );
+        assert!(p("ping").unwrap_err().0.contains("needs a component id"));
+        assert!(p("ping x").unwrap_err().0.contains("not a component id"));
+        assert!(p("frobnicate").unwrap_err().0.contains("try `help`"));
+        assert!(p("start").unwrap_err().0.contains("see `apps`"));
+    }
+
+    proptest! {
+        #[test]
+        fn tokenize_and_parse_never_panic(s in ".{0,80}") {
+            if let Ok(t) = tokenize(&s) { let _ = Command::parse(&t); }
+        }
+    }
+}
