@@ -597,6 +597,7 @@ impl Supervisor {
                     } else {
                         p.want = Want::Up;
                         p.next_start = None;
+                        p.restarts += 1;
                         if let Err(e) = self.spawn(id) {
                             let _ = reply.send(Reply::err(e));
                             return;
@@ -1044,6 +1045,8 @@ impl Supervisor {
             },
         );
         self.note(id, &format!("attached external process {pid} as {name}"));
+        // Arms the ring (and reads a registration that may already be there).
+        self.dirty.push(id);
         Ok((id, fds))
     }
 
