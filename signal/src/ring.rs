@@ -50,12 +50,10 @@ pub enum PushError {
 
 /// Pads to a cache line so producer and consumer indices never share one.
 #[repr(C, align(64))]
-#[derive(Default)]
 pub struct CachePadded<T>(pub T);
 
 /// The control block of one ring: head and tail on their own cache lines.
 #[repr(C)]
-#[derive(Default)]
 pub struct RingCtl {
     /// Consumer position; written by the consumer only.
     pub head: CachePadded<AtomicU64>,
@@ -63,6 +61,23 @@ pub struct RingCtl {
     pub tail: CachePadded<AtomicU64>,
     /// Non-zero while the consumer is (about to be) asleep on its doorbell.
     pub waiting: CachePadded<AtomicU32>,
+}
+
+impl RingCtl {
+    /// A zeroed control block (heap-backed rings; shared memory starts zeroed).
+    pub fn new() -> Self {
+        RingCtl {
+            head: CachePadded(AtomicU64::new(0)),
+            tail: CachePadded(AtomicU64::new(0)),
+            waiting: CachePadded(AtomicU32::new(0)),
+        }
+    }
+}
+
+impl Default for RingCtl {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Where a ring's control block and bytes live: shared memory in production, a heap model
@@ -160,7 +175,7 @@ impl<M: RingMem> Producer<M> {
 
     fn refresh_head(&mut self) -> Result<(), Corrupt> {
         let head = self.mem.ctl().head.0.load(Ordering::Acquire);
-        if head < self.head_cache || head > self.tail || head % 8 != 0 {
+        if head < self.head_cache || head > self.tail || !head.is_multiple_of(8) {
             return Err(Corrupt("consumer head out of range"));
         }
         self.head_cache = head;
@@ -195,7 +210,7 @@ impl<M: RingMem> Consumer<M> {
 
     fn refresh_tail(&mut self) -> Result<(), Corrupt> {
         let tail = self.mem.ctl().tail.0.load(Ordering::Acquire);
-        if tail < self.tail_cache || tail % 8 != 0 || tail - self.head > self.mem.capacity() as u64
+        if tail < self.tail_cache || !tail.is_multiple_of(8) || tail - self.head > self.mem.capacity() as u64
         {
             return Err(Corrupt("producer tail out of range"));
         }
@@ -277,7 +292,7 @@ pub(crate) mod heap {
     impl HeapRing {
         pub fn new(cap: usize) -> Arc<HeapRing> {
             Arc::new(HeapRing {
-                ctl: RingCtl::default(),
+                ctl: RingCtl::new(),
                 data: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
             })
         }

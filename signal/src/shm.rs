@@ -159,7 +159,7 @@ impl Region {
     }
 
     fn atomic_u64(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off + 8 <= DATA && off % 8 == 0);
+        debug_assert!(off + 8 <= DATA && off.is_multiple_of(8));
         // SAFETY: `off` is one of the fixed header offsets, 8-aligned and inside the mapping,
         // which lives as long as `self`. AtomicU64 has the layout of u64 and any bit pattern is
         // valid; the peer may change it at any time, which atomics allow.

@@ -37,7 +37,7 @@ struct Cli {
     command: Vec<String>,
 }
 
-fn load(path: &PathBuf) -> Config {
+fn load(path: &std::path::Path) -> Config {
     match Config::load(path) {
         Ok(c) => c,
         Err(e) => {

@@ -1135,14 +1135,13 @@ impl Supervisor {
                     if p.health.is_none() {
                         self.nonce += 1;
                         let nonce = self.nonce;
-                        if let Some(p) = self.procs.get_mut(&id) {
-                            if p.chan
+                        if let Some(p) = self.procs.get_mut(&id)
+                            && p.chan
                                 .as_mut()
                                 .is_some_and(|c| c.tx.send(&Msg::Ping { nonce }).is_ok())
                             {
                                 p.health = Some((nonce, now));
                             }
-                        }
                     }
                 }
                 State::Backoff | State::Degraded if p.next_start.is_some_and(|t| now >= t) => {
@@ -1159,19 +1158,18 @@ impl Supervisor {
                         .app(&p.app)
                         .map(|a| a.after.clone())
                         .unwrap_or_default();
-                    if deps.iter().all(|d| self.app_ready(d)) {
-                        if let Err(e) = self.spawn(id) {
+                    if deps.iter().all(|d| self.app_ready(d))
+                        && let Err(e) = self.spawn(id) {
                             self.note(id, &e);
                         }
-                    }
                 }
                 _ => {}
             }
             let Some(p) = self.procs.get_mut(&id) else {
                 continue;
             };
-            if let Some((phase, deadline)) = p.stop {
-                if now >= deadline {
+            if let Some((phase, deadline)) = p.stop
+                && now >= deadline {
                     match (phase, p.pid) {
                         (Phase::Signal, Some(pid)) => {
                             p.stop = Some((Phase::Term, now + s.term_grace));
@@ -1202,7 +1200,6 @@ impl Supervisor {
                         (Phase::Signal, None) => p.stop = None,
                     }
                 }
-            }
         }
         // Answers that never came.
         let mut i = 0;
@@ -1395,11 +1392,10 @@ impl Supervisor {
             id,
             &format!("signal ring broken ({e}); dropping the connection"),
         );
-        if let Some(p) = self.procs.get_mut(&id) {
-            if let Some(ch) = p.chan.take() {
+        if let Some(p) = self.procs.get_mut(&id)
+            && let Some(ch) = p.chan.take() {
                 let _ = epoll::delete(&self.epoll, ch.rx.bell_fd());
             }
-        }
         self.kill_now(id, "protocol violation");
     }
 
@@ -1446,8 +1442,8 @@ impl Supervisor {
                 let mut i = 0;
                 while i < self.waiters.len() {
                     let w = &self.waiters[i];
-                    if let (true, WaitKind::Pong { nonce: n, sent }) = (w.id == id, &w.kind) {
-                        if *n == nonce {
+                    if let (true, WaitKind::Pong { nonce: n, sent }) = (w.id == id, &w.kind)
+                        && *n == nonce {
                             let rtt = now.saturating_duration_since(*sent);
                             let w = self.waiters.swap_remove(i);
                             let _ = w.reply.send(Reply::ok(
@@ -1460,20 +1456,16 @@ impl Supervisor {
                             answered = true;
                             break;
                         }
-                    }
                     i += 1;
                 }
-                if !answered {
-                    if let Some(p) = self.procs.get_mut(&id) {
-                        if let Some((n, sent)) = p.health {
-                            if n == nonce {
+                if !answered
+                    && let Some(p) = self.procs.get_mut(&id)
+                        && let Some((n, sent)) = p.health
+                            && n == nonce {
                                 p.last_rtt = Some(now.saturating_duration_since(sent));
                                 p.health = None;
                                 p.missed = 0;
                             }
-                        }
-                    }
-                }
             }
             Msg::Usage { nonce, usage } => {
                 let Some(pos) = self.waiters.iter().position(|w| {

@@ -126,12 +126,11 @@ fn main() {
             println!("signal-demo: exiting as asked (--exit-after)");
             return;
         }
-        if let (Some(every), Some(s)) = (opts.log_every, &session) {
-            if last_log.elapsed() >= Duration::from_millis(every) {
+        if let (Some(every), Some(s)) = (opts.log_every, &session)
+            && last_log.elapsed() >= Duration::from_millis(every) {
                 s.log(Level::Info, &format!("tick at {age:.1}s"));
                 last_log = Instant::now();
             }
-        }
         if shutdown.is_some() {
             if opts.ignore_shutdown {
                 if !announced {
