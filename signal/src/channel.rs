@@ -90,6 +90,21 @@ impl Tx {
         self.send_raw_record()
     }
 
+    /// Encodes `msg` into the ring without publishing it; [`Tx::flush`] publishes everything
+    /// queued at once. For bursts (log lines, counters): one publication instead of many.
+    pub fn queue(&mut self, msg: &Msg) -> Result<(), SendError> {
+        msg.encode(&mut self.buf)?;
+        Ok(self.prod.stage(&self.buf)?)
+    }
+
+    /// Publishes what [`Tx::queue`] staged, ringing the peer's doorbell if it sleeps.
+    pub fn flush(&mut self) -> Result<(), SendError> {
+        if self.prod.publish() {
+            ring_bell(self.bell.as_fd())?;
+        }
+        Ok(())
+    }
+
     /// Publishes raw bytes as one record (tests use this to play a hostile peer).
     pub fn send_raw(&mut self, rec: &[u8]) -> Result<(), SendError> {
         self.buf.clear();

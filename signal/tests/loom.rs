@@ -57,8 +57,14 @@ fn model(cap: usize, records: &'static [&'static [u8]]) {
     // finish.
     b.preemption_bound = Some(3);
     b.check(move || {
-        let mem = Shared(Arc::new(Mem { ctl: RingCtl::new(), data: (0..cap).map(|_| UnsafeCell::new(0)).collect() }));
-        let bell = Arc::new(Bell { count: Mutex::new(0), cv: Condvar::new() });
+        let mem = Shared(Arc::new(Mem {
+            ctl: RingCtl::new(),
+            data: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
+        }));
+        let bell = Arc::new(Bell {
+            count: Mutex::new(0),
+            cv: Condvar::new(),
+        });
 
         let pm = mem.clone();
         let pb = bell.clone();

@@ -37,12 +37,13 @@ pub fn default_socket() -> PathBuf {
 /// Binds the control socket, refusing to steal one that a live daemon answers on.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(

@@ -1139,9 +1139,9 @@ impl Supervisor {
                             && p.chan
                                 .as_mut()
                                 .is_some_and(|c| c.tx.send(&Msg::Ping { nonce }).is_ok())
-                            {
-                                p.health = Some((nonce, now));
-                            }
+                        {
+                            p.health = Some((nonce, now));
+                        }
                     }
                 }
                 State::Backoff | State::Degraded if p.next_start.is_some_and(|t| now >= t) => {
@@ -1159,9 +1159,10 @@ impl Supervisor {
                         .map(|a| a.after.clone())
                         .unwrap_or_default();
                     if deps.iter().all(|d| self.app_ready(d))
-                        && let Err(e) = self.spawn(id) {
-                            self.note(id, &e);
-                        }
+                        && let Err(e) = self.spawn(id)
+                    {
+                        self.note(id, &e);
+                    }
                 }
                 _ => {}
             }
@@ -1169,37 +1170,34 @@ impl Supervisor {
                 continue;
             };
             if let Some((phase, deadline)) = p.stop
-                && now >= deadline {
-                    match (phase, p.pid) {
-                        (Phase::Signal, Some(pid)) => {
-                            p.stop = Some((Phase::Term, now + s.term_grace));
-                            if p.external {
-                                if let Some(fd) = &p.pidfd {
-                                    let _ = proc::signal_pidfd(fd.as_fd(), Signal::TERM);
-                                }
-                            } else {
-                                proc::signal_group(pid, Signal::TERM);
+                && now >= deadline
+            {
+                match (phase, p.pid) {
+                    (Phase::Signal, Some(pid)) => {
+                        p.stop = Some((Phase::Term, now + s.term_grace));
+                        if p.external {
+                            if let Some(fd) = &p.pidfd {
+                                let _ = proc::signal_pidfd(fd.as_fd(), Signal::TERM);
                             }
-                            self.note(
-                                id,
-                                &format!(
-                                    "no exit within {}: sent SIGTERM",
-                                    fmt_dur(s.shutdown_grace)
-                                ),
-                            );
+                        } else {
+                            proc::signal_group(pid, Signal::TERM);
                         }
-                        (Phase::Term, _) => {
-                            let why =
-                                format!("no exit within {} of SIGTERM", fmt_dur(s.term_grace));
-                            self.kill_now(id, &why);
-                        }
-                        (Phase::Kill, _) => {
-                            // SIGKILL was not enough (uninterruptible sleep): try again.
-                            self.kill_now(id, "still alive");
-                        }
-                        (Phase::Signal, None) => p.stop = None,
+                        self.note(
+                            id,
+                            &format!("no exit within {}: sent SIGTERM", fmt_dur(s.shutdown_grace)),
+                        );
                     }
+                    (Phase::Term, _) => {
+                        let why = format!("no exit within {} of SIGTERM", fmt_dur(s.term_grace));
+                        self.kill_now(id, &why);
+                    }
+                    (Phase::Kill, _) => {
+                        // SIGKILL was not enough (uninterruptible sleep): try again.
+                        self.kill_now(id, "still alive");
+                    }
+                    (Phase::Signal, None) => p.stop = None,
                 }
+            }
         }
         // Answers that never came.
         let mut i = 0;
@@ -1393,9 +1391,10 @@ impl Supervisor {
             &format!("signal ring broken ({e}); dropping the connection"),
         );
         if let Some(p) = self.procs.get_mut(&id)
-            && let Some(ch) = p.chan.take() {
-                let _ = epoll::delete(&self.epoll, ch.rx.bell_fd());
-            }
+            && let Some(ch) = p.chan.take()
+        {
+            let _ = epoll::delete(&self.epoll, ch.rx.bell_fd());
+        }
         self.kill_now(id, "protocol violation");
     }
 
@@ -1443,29 +1442,31 @@ impl Supervisor {
                 while i < self.waiters.len() {
                     let w = &self.waiters[i];
                     if let (true, WaitKind::Pong { nonce: n, sent }) = (w.id == id, &w.kind)
-                        && *n == nonce {
-                            let rtt = now.saturating_duration_since(*sent);
-                            let w = self.waiters.swap_remove(i);
-                            let _ = w.reply.send(Reply::ok(
-                                format!("pong from {id} in {:.1} us", rtt.as_secs_f64() * 1e6),
-                                json!({"id": id, "rtt_us": rtt.as_secs_f64() * 1e6}),
-                            ));
-                            if let Some(p) = self.procs.get_mut(&id) {
-                                p.last_rtt = Some(rtt);
-                            }
-                            answered = true;
-                            break;
+                        && *n == nonce
+                    {
+                        let rtt = now.saturating_duration_since(*sent);
+                        let w = self.waiters.swap_remove(i);
+                        let _ = w.reply.send(Reply::ok(
+                            format!("pong from {id} in {:.1} us", rtt.as_secs_f64() * 1e6),
+                            json!({"id": id, "rtt_us": rtt.as_secs_f64() * 1e6}),
+                        ));
+                        if let Some(p) = self.procs.get_mut(&id) {
+                            p.last_rtt = Some(rtt);
                         }
+                        answered = true;
+                        break;
+                    }
                     i += 1;
                 }
                 if !answered
                     && let Some(p) = self.procs.get_mut(&id)
-                        && let Some((n, sent)) = p.health
-                            && n == nonce {
-                                p.last_rtt = Some(now.saturating_duration_since(sent));
-                                p.health = None;
-                                p.missed = 0;
-                            }
+                    && let Some((n, sent)) = p.health
+                    && n == nonce
+                {
+                    p.last_rtt = Some(now.saturating_duration_since(sent));
+                    p.health = None;
+                    p.missed = 0;
+                }
             }
             Msg::Usage { nonce, usage } => {
                 let Some(pos) = self.waiters.iter().position(|w| {

@@ -127,10 +127,11 @@ fn main() {
             return;
         }
         if let (Some(every), Some(s)) = (opts.log_every, &session)
-            && last_log.elapsed() >= Duration::from_millis(every) {
-                s.log(Level::Info, &format!("tick at {age:.1}s"));
-                last_log = Instant::now();
-            }
+            && last_log.elapsed() >= Duration::from_millis(every)
+        {
+            s.log(Level::Info, &format!("tick at {age:.1}s"));
+            last_log = Instant::now();
+        }
         if shutdown.is_some() {
             if opts.ignore_shutdown {
                 if !announced {
