@@ -418,3 +418,38 @@ fn bad_configs_name_file_line_and_column() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.yaml"));
 }
+
+#[test]
+fn hung_daemon_is_killed_and_restarted() {
+    let d = Daemon::start(
+        "hung",
+        &demo_config("    default_args: [\"--freeze-after\", \"0.3\"]\n"),
+    );
+    let v = d.ok(&["start", "-w", "demo"]);
+    let id = id_of(&v);
+    let pid = v["data"]["pid"].as_u64().unwrap();
+    // Pings every 200 ms, 3 missed = hung: killed and restarted well within 5 s.
+    let c = d.wait_for(id, "restart after hang", Duration::from_secs(8), |c| {
+        c["restarts"].as_u64() >= Some(1)
+    });
+    assert_ne!(c["pid"].as_u64(), Some(pid));
+    assert!(!alive(pid));
+    let logs = d.logs(id);
+    assert!(logs.contains("missed 3 pings"), "{logs}");
+}
+
+#[test]
+fn quit_stops_dependents_before_their_dependencies() {
+    let s = Scratch::new("order");
+    let mark = s.dir.join("marks");
+    let m = path_str(&mark);
+    let extra = format!(
+        "    default_args: [\"--mark\", \"{m}\", \"--name\", \"base\"]\n  top:\n    path: {}\n    daemon: true\n    after: [demo]\n    default_args: [\"--mark\", \"{m}\", \"--name\", \"top\"]\n",
+        demo_bin().display()
+    );
+    let d = Daemon::start("order", &demo_config(&extra));
+    d.ok(&["start", "-w", "top"]);
+    assert!(d.quit().success());
+    let marks = std::fs::read_to_string(&mark).unwrap();
+    assert_eq!(marks, "top shutdown\nbase shutdown\n");
+}

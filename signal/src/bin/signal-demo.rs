@@ -11,6 +11,8 @@
 //! - `--name NAME`: the component name used with `--attach` (default `signal-demo`).
 //! - `--log-every MS`: send a log line through the ring every MS milliseconds.
 //! - `--exit-after SECS`: exit cleanly (status 0) after SECS seconds.
+//! - `--freeze-after SECS`: stop itself with SIGSTOP after SECS seconds (a hung process).
+//! - `--mark FILE`: on shutdown, append `MARK-NAME shutdown` to FILE (`--name` or `demo`).
 
 use signal::{Client, Level};
 use std::io::Write;
@@ -26,6 +28,8 @@ struct Opts {
     attach: Option<String>,
     name: Option<String>,
     log_every: Option<u64>,
+    freeze_after: Option<f64>,
+    mark: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -46,6 +50,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--exit-after" => o.exit_after = Some(secs(val(a)?, a)?),
             "--register-after" => o.register_after = Some(secs(val(a)?, a)?),
             "--ignore-shutdown" => o.ignore_shutdown = true,
+            "--freeze-after" => o.freeze_after = Some(secs(val(a)?, a)?),
+            "--mark" => o.mark = Some(val(a)?),
             "--attach" => o.attach = Some(val(a)?),
             "--name" => o.name = Some(val(a)?),
             "--log-every" => {
@@ -122,6 +128,14 @@ fn main() {
         if opts.crash_after.is_some_and(|c| age >= c) {
             panic!("signal-demo: crashing as asked (--crash-after)");
         }
+        if opts.freeze_after.is_some_and(|c| age >= c) {
+            println!("signal-demo: freezing as asked (--freeze-after)");
+            let _ = std::io::stdout().flush();
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::STOP,
+            );
+        }
         if opts.exit_after.is_some_and(|c| age >= c) {
             println!("signal-demo: exiting as asked (--exit-after)");
             return;
@@ -143,6 +157,18 @@ fn main() {
             }
             if let Some(s) = &session {
                 s.ack_shutdown();
+            }
+            if let Some(path) = &opts.mark {
+                let name = opts.name.as_deref().unwrap_or("demo");
+                let line = format!("{name} shutdown\n");
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(line.as_bytes()));
+                if let Err(e) = written {
+                    eprintln!("signal-demo: --mark {path}: {e}");
+                }
             }
             println!("signal-demo: shutting down");
             return;
