@@ -1,0 +1,23 @@
+//! skywire-node: forwards IP packets between the TUN device `sky0` and encrypted UDP links.
+//!
+//! - [`wire`]: the frame format and its AEAD (in place, zero copy); [`replay`]: anti-replay.
+//! - [`fib`]: sessions, label rules and prefix routes as an immutable snapshot.
+//! - [`shard`]: what a shard does to one packet, independent of I/O.
+//! - [`io_epoll`]: the epoll + recvmmsg/sendmmsg backend.
+//! - [`tun`], [`netlink`]: the device and its addresses.
+//! - [`config`]: the static mode file.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod fib;
+pub mod io_epoll;
+pub mod mmsg;
+#[allow(missing_docs)] // wire-level structs mirror the kernel headers field by field
+pub mod netlink;
+pub mod packet;
+pub mod replay;
+pub mod shard;
+pub mod stats;
+pub mod tun;
+pub mod wire;

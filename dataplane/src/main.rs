@@ -1,0 +1,246 @@
+//! skywire-node: the Skywire dataplane.
+
+use clap::Parser;
+use dataplane::config::Static;
+use dataplane::fib::{FibCell, Prefix};
+use dataplane::io_epoll::{self, ShardIo};
+use dataplane::shard::Shard;
+use dataplane::stats::{NodeStats, traffic};
+use dataplane::{netlink, tun};
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Forward IP packets between sky0 and encrypted UDP links.
+#[derive(Parser, Debug)]
+#[command(name = "skywire-node", version)]
+struct Cli {
+    /// Sessions, rules and routes from a file (no controlplane).
+    #[arg(long = "static", value_name = "FILE")]
+    static_file: PathBuf,
+    /// Shard threads (default: the file's node.shards, else one per CPU).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// I/O backend.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "epoll", "uring"])]
+    backend: String,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("skywire-node: {msg}");
+    std::process::exit(1);
+}
+
+/// Termination signals are blocked in every thread and taken by one, which sets `stop`.
+fn watch_signals(stop: Arc<AtomicBool>) {
+    // SAFETY: plain sigset manipulation on a local, then pthread_sigmask for this thread before
+    // any other thread exists (they inherit it).
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialised sigset and `sig` a valid out pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            stop.store(true, Ordering::SeqCst);
+        }
+    });
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone());
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // The shard count must be known to size counters: flag, else file, else CPUs.
+    let probe = Static::load(&cli.static_file, 1).unwrap_or_else(|e| fail(e));
+    let shards = cli
+        .shards
+        .or(probe.node.shards)
+        .unwrap_or(cpus)
+        .clamp(1, 64);
+    let st = Static::load(&cli.static_file, shards).unwrap_or_else(|e| fail(e));
+    if cli.backend == "uring" {
+        fail("the io_uring backend is not built yet; use --backend epoll (auto picks epoll)");
+    }
+
+    // The device: remove a stale one, create ours (non-persistent: it goes when we do).
+    match tun::Tun::remove_stale(&st.node.tun) {
+        Ok(true) => eprintln!("skywire-node: removed a stale {}", st.node.tun),
+        Ok(false) => {}
+        Err(e) => eprintln!(
+            "skywire-node: cannot check for a stale {}: {e}",
+            st.node.tun
+        ),
+    }
+    let dev = tun::Tun::create(&st.node.tun, shards)
+        .unwrap_or_else(|e| fail(format!("{}: {e}", st.node.tun)));
+    let mut nl = netlink::Netlink::open().unwrap_or_else(|e| fail(format!("netlink: {e}")));
+    let index = dev
+        .index()
+        .unwrap_or_else(|e| fail(format!("{}: {e}", st.node.tun)));
+    nl.set_mtu(index, st.node.mtu).unwrap_or_else(|e| fail(e));
+    for (addr, len) in &st.node.addresses {
+        nl.add_address(index, *addr, *len)
+            .unwrap_or_else(|e| fail(e));
+    }
+    nl.set_link_up(index, true).unwrap_or_else(|e| fail(e));
+
+    let stats = Arc::new(NodeStats::new(shards));
+    let cell = Arc::new(FibCell::new(st.fib));
+    let mut threads = Vec::new();
+    for i in 0..shards {
+        let mut addr = st.node.listen;
+        addr.set_port(
+            addr.port()
+                .checked_add(i as u16)
+                .unwrap_or_else(|| fail("listen port + shards overflows")),
+        );
+        let udp = UdpSocket::bind(addr).unwrap_or_else(|e| fail(format!("bind {addr}: {e}")));
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&udp, 4 << 20);
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&udp, 4 << 20);
+        let tunq = dev
+            .queue(i)
+            .try_clone_to_owned()
+            .unwrap_or_else(|e| fail(e));
+        let io = ShardIo {
+            shard: Shard::new(i as u8, cell.clone(), stats.clone()),
+            tun: tunq,
+            udp,
+            stop: stop.clone(),
+        };
+        let th = std::thread::Builder::new()
+            .name(format!("shard{i}"))
+            .spawn(move || {
+                let mut cpu = rustix::thread::CpuSet::new();
+                cpu.set(i % cpus);
+                let _ = rustix::thread::sched_setaffinity(None, &cpu);
+                io_epoll::run(io)
+            })
+            .unwrap_or_else(|e| fail(e));
+        threads.push(th);
+    }
+    eprintln!(
+        "skywire-node: {} up ({} shards, epoll backend, {} sessions, {} rules, {} routes), listening on {}",
+        st.node.tun,
+        shards,
+        cell.load().0.sessions.len(),
+        cell.load().0.rules.len(),
+        cell.load().0.routes.len(),
+        st.node.listen
+    );
+
+    // viscript, when it started us.
+    let session = match signal::Client::from_env() {
+        Ok(Some(c)) => match c.register("skywire-node", env!("CARGO_PKG_VERSION")) {
+            Ok(s) => Some(s),
+            Err(e) => fail(format!("register with viscript: {e}")),
+        },
+        Ok(None) => None,
+        Err(e) => fail(format!("viscript: {e}")),
+    };
+    let mut published: HashMap<String, Arc<AtomicU64>> = HashMap::new();
+    let mut last_pkts = vec![0u64; shards];
+    let mut last_tick = Instant::now();
+    let mut idle_since: HashMap<Prefix, (u64, Instant)> = HashMap::new();
+    loop {
+        let shutdown = match &session {
+            Some(s) => s.wait_shutdown(Some(Duration::from_millis(250))).is_some(),
+            None => {
+                std::thread::sleep(Duration::from_millis(250));
+                false
+            }
+        };
+        if shutdown || stop.load(Ordering::SeqCst) {
+            if let Some(s) = &session {
+                s.ack_shutdown();
+            }
+            break;
+        }
+        if threads.iter().any(|t| t.is_finished()) {
+            break;
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            let dt = last_tick.elapsed().as_secs_f64();
+            last_tick = Instant::now();
+            if let Some(s) = &session {
+                let mut report = stats.report();
+                for (i, last) in last_pkts.iter_mut().enumerate() {
+                    let now =
+                        stats.udp.get(i, traffic::RX_PKTS) + stats.tun.get(i, traffic::RX_PKTS);
+                    report.push((format!("shard{i}_pps"), ((now - *last) as f64 / dt) as u64));
+                    *last = now;
+                }
+                let fib = cell.load().0;
+                report.push(("sessions".into(), fib.sessions.len() as u64));
+                report.push(("routes".into(), fib.routes.len() as u64));
+                for (name, v) in report {
+                    published
+                        .entry(name.clone())
+                        .or_insert_with(|| s.counter(&name))
+                        .store(v, Ordering::Relaxed);
+                }
+            }
+            // Idle routes expire unless kept alive.
+            let fib = cell.load().0;
+            if let Some(idle) = fib.route_idle {
+                let mut expired = Vec::new();
+                for (p, r) in fib.routes.iter() {
+                    if r.keepalive {
+                        continue;
+                    }
+                    let pk = r.traffic.sum(traffic::TX_PKTS);
+                    let e = idle_since.entry(p).or_insert((pk, Instant::now()));
+                    if e.0 != pk {
+                        *e = (pk, Instant::now());
+                    } else if e.1.elapsed() >= idle {
+                        expired.push(p);
+                    }
+                }
+                if !expired.is_empty() {
+                    cell.update(|f| {
+                        for p in &expired {
+                            f.routes.remove(p);
+                        }
+                    });
+                    for p in expired {
+                        idle_since.remove(&p);
+                        eprintln!("skywire-node: route {p} expired (idle)");
+                    }
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut failed = false;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("skywire-node: shard failed: {e}");
+                failed = true;
+            }
+            Err(_) => failed = true,
+        }
+    }
+    drop(dev);
+    let counters: Vec<String> = stats
+        .report()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    eprintln!("skywire-node: counters: {}", counters.join(" "));
+    eprintln!("skywire-node: stopped; {} removed", st.node.tun);
+    std::process::exit(if failed { 1 } else { 0 });
+}

@@ -1,0 +1,212 @@
+//! recvmmsg/sendmmsg batches for the epoll backend: one syscall per batch of datagrams.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Datagrams per syscall.
+pub const BATCH: usize = 32;
+
+/// Converts an address for the kernel.
+pub fn to_storage(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut st as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (st, len as libc::socklen_t)
+}
+
+/// Converts a kernel address back (`None` for families other than IPv4/IPv6).
+pub fn from_storage(st: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(st.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Receives up to `bufs.len()` datagrams (`lens[i]` gets each length). Returns how many; 0 when
+/// nothing is pending.
+pub fn recv_batch(
+    fd: BorrowedFd<'_>,
+    bufs: &mut [&mut [u8]],
+    lens: &mut [usize],
+) -> io::Result<usize> {
+    let n = bufs.len().min(lens.len()).min(BATCH);
+    let mut iov: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+    // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iov[i].write(libc::iovec {
+            iov_base: bufs[i].as_mut_ptr().cast(),
+            iov_len: bufs[i].len(),
+        });
+        hdrs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: hdrs[..n] point at n initialised iovecs over live, exclusively borrowed buffers;
+    // the kernel writes at most iov_len bytes into each and fills msg_len.
+    let r = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(e),
+        };
+    }
+    let got = r as usize;
+    for i in 0..got {
+        lens[i] = hdrs[i].msg_len as usize;
+    }
+    Ok(got)
+}
+
+/// Sends `n` datagrams, the `i`th being `item(i)` (payload, destination). Returns how many the
+/// kernel took; the rest would block (the caller counts them as dropped). A per-datagram error
+/// after the first is skipped; an error on the first is returned.
+pub fn send_batch<'a>(
+    fd: BorrowedFd<'_>,
+    n: usize,
+    item: impl Fn(usize) -> (&'a [u8], SocketAddr),
+) -> io::Result<usize> {
+    let n = n.min(BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut iov: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        let (data, to) = item(i);
+        let (st, len) = to_storage(&to);
+        addrs[i] = st;
+        iov[i].write(libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        });
+        hdrs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+        hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+        hdrs[i].msg_hdr.msg_namelen = len;
+    }
+    let mut sent = 0;
+    while sent < n {
+        // SAFETY: hdrs[sent..n] point at initialised iovecs over live buffers (borrowed for 'a)
+        // and at addresses in `addrs`; the kernel only reads them.
+        let r = unsafe {
+            libc::sendmmsg(
+                fd.as_raw_fd(),
+                hdrs.as_mut_ptr().add(sent),
+                (n - sent) as u32,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(sent),
+                _ if sent == 0 => return Err(e),
+                // A per-datagram error (e.g. unreachable peer) after some went out: skip it.
+                _ => {
+                    sent += 1;
+                    continue;
+                }
+            }
+        }
+        if r == 0 {
+            break;
+        }
+        sent += r as usize;
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn batch_round_trip_on_loopback() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        let to = b.local_addr().unwrap();
+        let msgs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
+        assert_eq!(send_batch(a.as_fd(), 5, |i| (&msgs[i][..], to)).unwrap(), 5);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut store = vec![[0u8; 64]; 8];
+        let mut bufs: Vec<&mut [u8]> = store.iter_mut().map(|b| &mut b[..]).collect();
+        let mut lens = [0usize; 8];
+        let n = recv_batch(b.as_fd(), &mut bufs, &mut lens).unwrap();
+        assert_eq!(n, 5);
+        for i in 0..5 {
+            assert_eq!(&bufs[i][..lens[i]], &msgs[i][..]);
+        }
+        assert_eq!(recv_batch(b.as_fd(), &mut bufs, &mut lens).unwrap(), 0);
+        let back = from_storage(&to_storage(&to).0).unwrap();
+        assert_eq!(back, to);
+        let v6: SocketAddr = "[fd00::1]:7000".parse().unwrap();
+        assert_eq!(from_storage(&to_storage(&v6).0).unwrap(), v6);
+    }
+}

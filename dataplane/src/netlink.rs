@@ -1,0 +1,954 @@
+//! Minimal rtnetlink client over a raw `NETLINK_ROUTE` socket.
+//!
+//! Every request is sent with `NLM_F_REQUEST | NLM_F_ACK`; the kernel's ACK
+//! (or error) is read back and turned into an [`io::Error`] whose message
+//! names the operation, e.g.
+//! `add address 10.1.0.1/24 to sky0: File exists (os error 17)`.
+//! The raw errno stays reachable through [`NetlinkError`] / [`os_errno`].
+//!
+//! Replies are parsed defensively: every length field coming from the kernel
+//! is bounds-checked, so short or garbled messages yield
+//! [`io::ErrorKind::InvalidData`] instead of a panic.
+//!
+//! The socket lives in the network namespace of the thread that called
+//! [`Netlink::open`]; all operations act on that namespace.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::net::netlink::SocketAddrNetlink;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+// ---- constants from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_*.h> ----
+
+const NLMSG_HDRLEN: usize = 16;
+const NLA_HDRLEN: usize = 4;
+const NLA_ALIGNTO: usize = 4;
+const NLA_TYPE_MASK: u16 = !((1 << 15) | (1 << 14)); // ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
+
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+
+const NLM_F_REQUEST: u16 = 0x01;
+const NLM_F_ACK: u16 = 0x04;
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+/// In an `NLMSG_ERROR` reply: the original request was not echoed in full.
+const NLM_F_CAPPED: u16 = 0x100;
+/// In an `NLMSG_ERROR` reply: extended-ACK TLVs follow.
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+const SOL_NETLINK: libc::c_int = 270;
+const NETLINK_CAP_ACK: libc::c_int = 10;
+const NETLINK_EXT_ACK: libc::c_int = 11;
+
+#[cfg(test)]
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_SETLINK: u16 = 19;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_EXT_MASK: u16 = 29;
+const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+const IFA_F_NODAD: u32 = 0x02;
+
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_TABLE: u16 = 15;
+
+const RT_TABLE_COMPAT: u8 = 252;
+const RT_TABLE_MAIN: u32 = 254;
+const RTPROT_STATIC: u8 = 4;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+const RT_SCOPE_NOWHERE: u8 = 255;
+const RTN_UNICAST: u8 = 1;
+
+const AF_UNSPEC: u8 = 0;
+const AF_INET: u8 = libc::AF_INET as u8;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
+const IFF_UP: u32 = 0x1;
+const IFNAMSIZ: usize = 16;
+
+const RECV_BUF: usize = 32 * 1024;
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---- errors ----
+
+/// A request refused by the kernel. Wrapped inside the returned
+/// [`io::Error`] (whose kind is derived from `errno`).
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {}{}", io::Error::from_raw_os_error(*errno), ext_msg.as_ref().map(|m| format!(" ({m})")).unwrap_or_default())]
+pub struct NetlinkError {
+    /// Human-readable operation, e.g. `add address 10.1.0.1/24 to sky0`.
+    pub op: String,
+    /// Positive errno reported by the kernel.
+    pub errno: i32,
+    /// Extended-ACK message from the kernel, if it sent one.
+    pub ext_msg: Option<String>,
+}
+
+impl NetlinkError {
+    fn into_io(self) -> io::Error {
+        let kind = io::Error::from_raw_os_error(self.errno).kind();
+        io::Error::new(kind, self)
+    }
+}
+
+/// The errno of an error returned by [`Netlink`] (kernel refusal) or a plain
+/// OS error; `None` otherwise.
+pub fn os_errno(err: &io::Error) -> Option<i32> {
+    err.raw_os_error().or_else(|| {
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<NetlinkError>())
+            .map(|e| e.errno)
+    })
+}
+
+/// Error from parsing a kernel reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("netlink message truncated: header needs {NLMSG_HDRLEN} bytes, {0} left")]
+    ShortHeader(usize),
+    #[error("netlink message length {len} invalid ({left} bytes left)")]
+    BadLength { len: usize, left: usize },
+    #[error("netlink error message too short ({0} bytes)")]
+    ShortError(usize),
+    #[error("netlink payload too short for {what} ({len} bytes)")]
+    ShortPayload { what: &'static str, len: usize },
+}
+
+impl From<ParseError> for io::Error {
+    fn from(e: ParseError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+// ---- parsing ----
+
+/// One netlink message inside a received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NlMsg<'a> {
+    pub ty: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub pid: u32,
+    pub payload: &'a [u8],
+}
+
+fn align(len: usize) -> usize {
+    len.saturating_add(NLA_ALIGNTO - 1) & !(NLA_ALIGNTO - 1)
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    let s = b.get(off..off.checked_add(2)?)?;
+    Some(u16::from_ne_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Split a datagram into netlink messages, checking every length field.
+pub fn parse_messages(mut buf: &[u8]) -> Result<Vec<NlMsg<'_>>, ParseError> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (Some(len), Some(ty), Some(flags), Some(seq), Some(pid)) = (
+            u32_at(buf, 0),
+            u16_at(buf, 4),
+            u16_at(buf, 6),
+            u32_at(buf, 8),
+            u32_at(buf, 12),
+        ) else {
+            return Err(ParseError::ShortHeader(buf.len()));
+        };
+        let len = len as usize;
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            return Err(ParseError::BadLength {
+                len,
+                left: buf.len(),
+            });
+        }
+        out.push(NlMsg {
+            ty,
+            flags,
+            seq,
+            pid,
+            payload: &buf[NLMSG_HDRLEN..len],
+        });
+        buf = buf.get(align(len)..).unwrap_or(&[]);
+    }
+    Ok(out)
+}
+
+/// Iterate over `(type, value)` of the route attributes in `buf`. Stops (with
+/// no panic) at the first malformed attribute.
+pub fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let len = u16_at(rest, 0)? as usize;
+        let ty = u16_at(rest, 2)? & NLA_TYPE_MASK;
+        if len < NLA_HDRLEN || len > rest.len() {
+            rest = &[];
+            return None;
+        }
+        let val = &rest[NLA_HDRLEN..len];
+        rest = rest.get(align(len)..).unwrap_or(&[]);
+        Some((ty, val))
+    })
+}
+
+/// Decoded `NLMSG_ERROR` payload (`errno == 0` is an ACK).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorMsg {
+    pub errno: i32,
+    pub ext_msg: Option<String>,
+}
+
+/// Decode the payload of an `NLMSG_ERROR` message with header flags `flags`.
+pub fn parse_error(payload: &[u8], flags: u16) -> Result<ErrorMsg, ParseError> {
+    let Some(raw) = u32_at(payload, 0) else {
+        return Err(ParseError::ShortError(payload.len()));
+    };
+    // The kernel sends a negative errno; accept either sign defensively.
+    let errno = (raw as i32).checked_abs().unwrap_or(i32::MAX);
+    let mut ext_msg = None;
+    if flags & NLM_F_ACK_TLVS != 0 {
+        // struct nlmsgerr { int error; struct nlmsghdr msg; } then, unless
+        // capped, the echoed request payload; then the TLVs.
+        let echoed_len = u32_at(payload, 4).unwrap_or(0) as usize;
+        let tlv_off = if flags & NLM_F_CAPPED != 0 {
+            4 + NLMSG_HDRLEN
+        } else {
+            4usize.saturating_add(align(echoed_len.max(NLMSG_HDRLEN)))
+        };
+        if let Some(tlvs) = payload.get(tlv_off..) {
+            ext_msg = attrs(tlvs)
+                .find(|(t, _)| *t == NLMSGERR_ATTR_MSG)
+                .map(|(_, v)| {
+                    let v = v.split(|b| *b == 0).next().unwrap_or(&[]);
+                    String::from_utf8_lossy(v).into_owned()
+                })
+                .filter(|s| !s.is_empty());
+        }
+    }
+    Ok(ErrorMsg { errno, ext_msg })
+}
+
+/// Link properties decoded from an `RTM_NEWLINK` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: Option<String>,
+    pub mtu: Option<u32>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+}
+
+fn parse_link(payload: &[u8]) -> Result<LinkInfo, ParseError> {
+    // struct ifinfomsg: family u8, pad u8, type u16, index i32, flags u32, change u32
+    let (Some(index), Some(flags)) = (u32_at(payload, 4), u32_at(payload, 8)) else {
+        return Err(ParseError::ShortPayload {
+            what: "ifinfomsg",
+            len: payload.len(),
+        });
+    };
+    let mut info = LinkInfo {
+        index,
+        name: None,
+        mtu: None,
+        up: flags & IFF_UP != 0,
+    };
+    for (ty, val) in attrs(payload.get(16..).unwrap_or(&[])) {
+        match ty {
+            IFLA_IFNAME => {
+                let v = val.split(|b| *b == 0).next().unwrap_or(&[]);
+                info.name = Some(String::from_utf8_lossy(v).into_owned());
+            }
+            IFLA_MTU => info.mtu = u32_at(val, 0),
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+// ---- building ----
+
+/// Builds one netlink message with 4-byte aligned attributes.
+#[derive(Debug, Clone)]
+pub struct MsgBuilder {
+    buf: Vec<u8>,
+}
+
+impl MsgBuilder {
+    /// Header with a placeholder length (filled by [`MsgBuilder::finish`]).
+    pub fn new(ty: u16, flags: u16, seq: u32) -> Self {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // pid: kernel fills in
+        MsgBuilder { buf }
+    }
+
+    fn pad(&mut self) {
+        let n = align(self.buf.len());
+        self.buf.resize(n, 0);
+    }
+
+    /// Append a fixed family header (ifinfomsg, ifaddrmsg, rtmsg) as bytes.
+    pub fn header(&mut self, bytes: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(bytes);
+        self.pad();
+        self
+    }
+
+    /// Append an attribute. Values longer than 65531 bytes are invalid
+    /// netlink and are rejected with `InvalidInput`.
+    pub fn attr(&mut self, ty: u16, val: &[u8]) -> io::Result<&mut Self> {
+        let len = u16::try_from(NLA_HDRLEN + val.len()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "netlink attribute too long")
+        })?;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(val);
+        self.pad();
+        Ok(self)
+    }
+
+    pub fn attr_u32(&mut self, ty: u16, v: u32) -> &mut Self {
+        // 8 bytes total: cannot exceed u16.
+        self.buf.extend_from_slice(&8u16.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(&v.to_ne_bytes());
+        self
+    }
+
+    /// NUL-terminated string attribute.
+    pub fn attr_str(&mut self, ty: u16, s: &str) -> io::Result<&mut Self> {
+        let mut v = Vec::with_capacity(s.len() + 1);
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        self.attr(ty, &v)
+    }
+
+    pub fn attr_ip(&mut self, ty: u16, ip: IpAddr) -> &mut Self {
+        match ip {
+            IpAddr::V4(a) => self.attr_fixed(ty, &a.octets()),
+            IpAddr::V6(a) => self.attr_fixed(ty, &a.octets()),
+        }
+    }
+
+    fn attr_fixed<const N: usize>(&mut self, ty: u16, val: &[u8; N]) -> &mut Self {
+        // N is 4 or 16 here: always fits a u16.
+        let len = (NLA_HDRLEN + N) as u16;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(val);
+        self.pad();
+        self
+    }
+
+    /// The finished message with its length field set.
+    pub fn finish(mut self) -> io::Result<Vec<u8>> {
+        let len = u32::try_from(self.buf.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "netlink message too long"))?;
+        self.buf[..4].copy_from_slice(&len.to_ne_bytes());
+        Ok(self.buf)
+    }
+}
+
+fn family(ip: &IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => AF_INET,
+        IpAddr::V6(_) => AF_INET6,
+    }
+}
+
+fn check_prefix(ip: &IpAddr, prefix_len: u8) -> io::Result<()> {
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix_len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("prefix length /{prefix_len} too long for {ip}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Zero the host bits of `ip` beyond `prefix_len` (the kernel rejects IPv4
+/// routes whose destination has host bits set).
+fn mask(ip: IpAddr, prefix_len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0] = AF_UNSPEC;
+    h[4..8].copy_from_slice(&index.to_ne_bytes());
+    h[8..12].copy_from_slice(&flags.to_ne_bytes());
+    h[12..16].copy_from_slice(&change.to_ne_bytes());
+    h
+}
+
+fn check_ifname(name: &str) -> io::Result<()> {
+    if name.is_empty() || name.len() >= IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "interface name {name:?} must be 1..={} bytes (IFNAMSIZ)",
+                IFNAMSIZ - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+// ---- the client ----
+
+/// What a route request refers to; shared by add/replace/del.
+#[derive(Debug, Clone, Copy)]
+struct RouteSpec {
+    dest: IpAddr,
+    prefix_len: u8,
+    oif: u32,
+    gateway: Option<IpAddr>,
+    table: Option<u32>,
+}
+
+/// An rtnetlink socket bound in the calling thread's network namespace.
+///
+/// Methods take `&mut self`: one request is in flight at a time, and
+/// replies are matched by sequence number.
+#[derive(Debug)]
+pub struct Netlink {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl AsFd for Netlink {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Netlink {
+    /// Open and bind a `NETLINK_ROUTE` socket.
+    pub fn open() -> io::Result<Netlink> {
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            None, // protocol 0 = NETLINK_ROUTE
+        )
+        .map_err(|e| ctx(e.into(), "open NETLINK_ROUTE socket"))?;
+        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))
+            .map_err(|e| ctx(e.into(), "bind NETLINK_ROUTE socket"))?;
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(RECV_TIMEOUT),
+        )
+        .map_err(|e| ctx(e.into(), "set netlink receive timeout"))?;
+        // Best effort: extended ACK messages and short error echoes.
+        for opt in [NETLINK_EXT_ACK, NETLINK_CAP_ACK] {
+            let one: libc::c_int = 1;
+            // SAFETY: `fd` is a valid socket; we pass a pointer to a live
+            // c_int and its exact size, which the kernel only reads.
+            let _ = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    SOL_NETLINK,
+                    opt,
+                    (&raw const one).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+        // Start from a pid-derived value so two sockets' sequences differ.
+        let seq = rustix::process::getpid().as_raw_nonzero().get() as u32;
+        Ok(Netlink {
+            fd,
+            seq: seq.wrapping_mul(65_537),
+            buf: vec![0; RECV_BUF],
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Send one request and wait for its ACK. Returns a copy of the payload
+    /// of the last non-error reply with our sequence number, if any.
+    fn request(
+        &mut self,
+        msg: MsgBuilder,
+        seq: u32,
+        op: &dyn Fn(BorrowedFd<'_>) -> String,
+    ) -> io::Result<Option<Vec<u8>>> {
+        let bytes = msg.finish()?;
+        let kernel = SocketAddrNetlink::new(0, 0);
+        loop {
+            match rustix::net::sendto(&self.fd, &bytes, SendFlags::empty(), &kernel) {
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(ctx(e.into(), &format!("{}: send", op(self.fd.as_fd())))),
+            }
+        }
+        let mut reply: Option<Vec<u8>> = None;
+        loop {
+            let (n, full) =
+                match rustix::net::recvfrom(&self.fd, &mut self.buf[..], RecvFlags::TRUNC) {
+                    Ok((n, full, addr)) => {
+                        // Only accept messages from the kernel (port id 0).
+                        let from_kernel = addr
+                            .and_then(|a| SocketAddrNetlink::try_from(a).ok())
+                            .is_none_or(|a| a.pid() == 0);
+                        if !from_kernel {
+                            continue;
+                        }
+                        (n, full)
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(rustix::io::Errno::AGAIN) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "{}: no reply from kernel within {RECV_TIMEOUT:?}",
+                                op(self.fd.as_fd())
+                            ),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(ctx(e.into(), &format!("{}: receive", op(self.fd.as_fd()))));
+                    }
+                };
+            if full > n {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: reply of {full} bytes truncated to {n}",
+                        op(self.fd.as_fd())
+                    ),
+                ));
+            }
+            let msgs = parse_messages(&self.buf[..n]).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", op(self.fd.as_fd())),
+                )
+            })?;
+            for m in msgs {
+                if m.seq != seq {
+                    continue; // stale reply to an earlier request
+                }
+                match m.ty {
+                    NLMSG_ERROR => {
+                        let err = parse_error(m.payload, m.flags).map_err(|e| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("{}: {e}", op(self.fd.as_fd())),
+                            )
+                        })?;
+                        if err.errno == 0 {
+                            return Ok(reply);
+                        }
+                        return Err(NetlinkError {
+                            op: op(self.fd.as_fd()),
+                            errno: err.errno,
+                            ext_msg: err.ext_msg,
+                        }
+                        .into_io());
+                    }
+                    NLMSG_NOOP | NLMSG_DONE | NLMSG_OVERRUN => {}
+                    _ => reply = Some(m.payload.to_vec()),
+                }
+            }
+        }
+    }
+
+    /// Look a link up by name (`RTM_GETLINK`). `Ok(None)` if absent.
+    pub fn link(&mut self, name: &str) -> io::Result<Option<LinkInfo>> {
+        check_ifname(name)?;
+        let seq = self.next_seq();
+        let mut m = MsgBuilder::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+        m.header(&ifinfomsg(0, 0, 0));
+        m.attr_str(IFLA_IFNAME, name)?;
+        m.attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+        match self.request(m, seq, &|_| format!("look up link {name}")) {
+            Ok(Some(payload)) => Ok(Some(parse_link(&payload)?)),
+            Ok(None) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("look up link {name}: kernel acknowledged without a reply"),
+            )),
+            Err(e) if os_errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Interface index of `name`, `Ok(None)` if there is no such link.
+    pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
+        Ok(self.link(name)?.map(|l| l.index))
+    }
+
+    /// Set or clear `IFF_UP`.
+    pub fn set_link_up(&mut self, index: u32, up: bool) -> io::Result<()> {
+        let seq = self.next_seq();
+        let mut m = MsgBuilder::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+        m.header(&ifinfomsg(index, if up { IFF_UP } else { 0 }, IFF_UP));
+        let state = if up { "up" } else { "down" };
+        self.request(m, seq, &|fd| format!("set {} {state}", describe(fd, index)))
+            .map(drop)
+    }
+
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let seq = self.next_seq();
+        let mut m = MsgBuilder::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+        m.header(&ifinfomsg(index, 0, 0));
+        m.attr_u32(IFLA_MTU, mtu);
+        self.request(m, seq, &|fd| {
+            format!("set mtu {mtu} on {}", describe(fd, index))
+        })
+        .map(drop)
+    }
+
+    /// Add `addr/prefix_len` to the link. IPv6 addresses get `IFA_F_NODAD`
+    /// so they are usable immediately. Fails with `AlreadyExists` if present.
+    pub fn add_address(&mut self, index: u32, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
+        check_prefix(&addr, prefix_len)?;
+        let seq = self.next_seq();
+        let mut m = MsgBuilder::new(
+            RTM_NEWADDR,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            seq,
+        );
+        let nodad = if addr.is_ipv6() { IFA_F_NODAD } else { 0 };
+        // struct ifaddrmsg: family, prefixlen, flags, scope, index u32
+        let mut h = [0u8; 8];
+        h[0] = family(&addr);
+        h[1] = prefix_len;
+        h[2] = nodad as u8;
+        h[3] = RT_SCOPE_UNIVERSE;
+        h[4..8].copy_from_slice(&index.to_ne_bytes());
+        m.header(&h);
+        if addr.is_ipv4() {
+            m.attr_ip(IFA_LOCAL, addr);
+        }
+        m.attr_ip(IFA_ADDRESS, addr);
+        if nodad != 0 {
+            m.attr_u32(IFA_FLAGS, nodad);
+        }
+        self.request(m, seq, &|fd| {
+            format!("add address {addr}/{prefix_len} to {}", describe(fd, index))
+        })
+        .map(drop)
+    }
+
+    /// Delete the link (`RTM_DELLINK`).
+    pub fn del_link(&mut self, index: u32) -> io::Result<()> {
+        let seq = self.next_seq();
+        let mut m = MsgBuilder::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+        m.header(&ifinfomsg(index, 0, 0));
+        self.request(m, seq, &|fd| format!("delete link {}", describe(fd, index)))
+            .map(drop)
+    }
+
+    /// Add a unicast route; `AlreadyExists` if an identical one exists.
+    /// Host bits of `dest` beyond `prefix_len` are cleared. `table` defaults
+    /// to main (254). Without a gateway the route has link scope.
+    pub fn add_route(
+        &mut self,
+        dest: IpAddr,
+        prefix_len: u8,
+        oif: u32,
+        gateway: Option<IpAddr>,
+        table: Option<u32>,
+    ) -> io::Result<()> {
+        let spec = RouteSpec {
+            dest,
+            prefix_len,
+            oif,
+            gateway,
+            table,
+        };
+        self.route(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, "add route", spec)
+    }
+
+    /// Add or replace (`NLM_F_REPLACE | NLM_F_CREATE`) a unicast route.
+    pub fn replace_route(
+        &mut self,
+        dest: IpAddr,
+        prefix_len: u8,
+        oif: u32,
+        gateway: Option<IpAddr>,
+        table: Option<u32>,
+    ) -> io::Result<()> {
+        let spec = RouteSpec {
+            dest,
+            prefix_len,
+            oif,
+            gateway,
+            table,
+        };
+        self.route(
+            RTM_NEWROUTE,
+            NLM_F_REPLACE | NLM_F_CREATE,
+            "replace route",
+            spec,
+        )
+    }
+
+    /// Delete a route; `NotFound`-ish error (ESRCH) if it does not exist.
+    pub fn del_route(
+        &mut self,
+        dest: IpAddr,
+        prefix_len: u8,
+        oif: u32,
+        gateway: Option<IpAddr>,
+        table: Option<u32>,
+    ) -> io::Result<()> {
+        let spec = RouteSpec {
+            dest,
+            prefix_len,
+            oif,
+            gateway,
+            table,
+        };
+        self.route(RTM_DELROUTE, 0, "delete route", spec)
+    }
+
+    fn route(&mut self, ty: u16, extra: u16, verb: &str, r: RouteSpec) -> io::Result<()> {
+        check_prefix(&r.dest, r.prefix_len)?;
+        if let Some(gw) = r.gateway
+            && gw.is_ipv4() != r.dest.is_ipv4()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{verb} {}/{}: gateway {gw} is of another address family",
+                    r.dest, r.prefix_len
+                ),
+            ));
+        }
+        let dest = mask(r.dest, r.prefix_len);
+        let table = r.table.unwrap_or(RT_TABLE_MAIN);
+        let seq = self.next_seq();
+        let mut m = MsgBuilder::new(ty, NLM_F_REQUEST | NLM_F_ACK | extra, seq);
+        let deleting = ty == RTM_DELROUTE;
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags u32
+        let mut h = [0u8; 12];
+        h[0] = family(&dest);
+        h[1] = r.prefix_len;
+        h[4] = u8::try_from(table).unwrap_or(RT_TABLE_COMPAT);
+        if deleting {
+            // Match any protocol/type; scope NOWHERE means "any scope".
+            h[6] = RT_SCOPE_NOWHERE;
+        } else {
+            h[5] = RTPROT_STATIC;
+            h[6] = if r.gateway.is_some() {
+                RT_SCOPE_UNIVERSE
+            } else {
+                RT_SCOPE_LINK
+            };
+            h[7] = RTN_UNICAST;
+        }
+        m.header(&h);
+        m.attr_u32(RTA_TABLE, table);
+        if r.prefix_len > 0 {
+            m.attr_ip(RTA_DST, dest);
+        }
+        m.attr_u32(RTA_OIF, r.oif);
+        if let Some(gw) = r.gateway {
+            m.attr_ip(RTA_GATEWAY, gw);
+        }
+        self.request(m, seq, &|fd| {
+            let mut s = format!("{verb} {dest}/{} dev {}", r.prefix_len, describe(fd, r.oif));
+            if let Some(gw) = r.gateway {
+                s.push_str(&format!(" via {gw}"));
+            }
+            if let Some(t) = r.table {
+                s.push_str(&format!(" table {t}"));
+            }
+            s
+        })
+        .map(drop)
+    }
+}
+
+/// Name of `index` for error messages, or `ifindex N` if unknown.
+fn describe(fd: BorrowedFd<'_>, index: u32) -> String {
+    rustix::net::netdevice::index_to_name(fd, index).unwrap_or_else(|_| format!("ifindex {index}"))
+}
+
+fn ctx(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn msg(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = MsgBuilder::new(ty, flags, seq);
+        m.header(payload);
+        m.finish().unwrap()
+    }
+
+    #[test]
+    fn builder_aligns_attributes() {
+        let mut m = MsgBuilder::new(RTM_GETLINK, NLM_F_REQUEST, 7);
+        m.header(&[1, 2, 3]); // padded to 4
+        m.attr_str(IFLA_IFNAME, "ab").unwrap(); // 4 + 3 -> 8
+        m.attr_u32(IFLA_MTU, 1400);
+        m.attr_ip(RTA_DST, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        let b = m.finish().unwrap();
+        assert_eq!(b.len(), 16 + 4 + 8 + 8 + 20);
+        assert_eq!(u32_at(&b, 0), Some(b.len() as u32));
+        assert_eq!(b.len() % NLA_ALIGNTO, 0);
+        let msgs = parse_messages(&b).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].seq, 7);
+        let a: Vec<_> = attrs(&msgs[0].payload[4..]).collect();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[0], (IFLA_IFNAME, &b"ab\0"[..]));
+        assert_eq!(a[1], (IFLA_MTU, &1400u32.to_ne_bytes()[..]));
+        assert_eq!(a[2].1, &Ipv6Addr::LOCALHOST.octets()[..]);
+        assert!(m_attr_too_long());
+    }
+
+    fn m_attr_too_long() -> bool {
+        let mut m = MsgBuilder::new(1, 0, 0);
+        m.attr(1, &vec![0; 70_000]).is_err()
+    }
+
+    #[test]
+    fn parses_multiple_messages_and_errors() {
+        let mut buf = msg(RTM_NEWLINK, 0, 1, &ifinfomsg(5, IFF_UP, 0));
+        // ACK carrying an extended message, capped.
+        let mut err = Vec::new();
+        err.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
+        err.extend_from_slice(&[0u8; 16]);
+        let mut t = MsgBuilder::new(0, 0, 0);
+        t.attr_str(NLMSGERR_ATTR_MSG, "boom").unwrap();
+        err.extend_from_slice(&t.finish().unwrap()[16..]);
+        buf.extend(msg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, 1, &err));
+        let msgs = parse_messages(&buf).unwrap();
+        assert_eq!(msgs.len(), 2);
+        let l = parse_link(msgs[0].payload).unwrap();
+        assert_eq!((l.index, l.up), (5, true));
+        let e = parse_error(msgs[1].payload, msgs[1].flags).unwrap();
+        assert_eq!(e.errno, libc::EEXIST);
+        assert_eq!(e.ext_msg.as_deref(), Some("boom"));
+        let io = NetlinkError {
+            op: "add address 10.1.0.1/24 to sky0".into(),
+            errno: e.errno,
+            ext_msg: None,
+        }
+        .into_io();
+        assert_eq!(io.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(os_errno(&io), Some(libc::EEXIST));
+        assert!(
+            io.to_string()
+                .starts_with("add address 10.1.0.1/24 to sky0: File exists"),
+            "{io}"
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // Deterministic xorshift PRNG; no extra dependencies.
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let fixed: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![0xff; 3],
+            vec![0; 16],                                  // len 0 < header
+            vec![0xff; 16],                               // len huge
+            17u32.to_ne_bytes().repeat(4),                // len 17 > 16 available
+            [16u32.to_ne_bytes(), [2, 0, 0, 0]].concat(), // short header
+            msg(NLMSG_ERROR, NLM_F_ACK_TLVS, 0, &[1, 2]),
+            msg(NLMSG_ERROR, NLM_F_ACK_TLVS, 0, &[0xff; 24]),
+            msg(RTM_NEWLINK, 0, 0, &[0; 7]),
+            msg(RTM_NEWLINK, 0, 0, &[0xff; 40]),
+        ];
+        let mut bufs = fixed;
+        for _ in 0..20_000 {
+            let len = (next() % 96) as usize;
+            let mut b: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Often make the first length field plausible to go deeper.
+            if b.len() >= 4 && next() % 2 == 0 {
+                let l = (next() % (b.len() as u64 + 8)) as u32;
+                b[..4].copy_from_slice(&l.to_ne_bytes());
+            }
+            bufs.push(b);
+        }
+        for b in &bufs {
+            if let Ok(msgs) = parse_messages(b) {
+                for m in msgs {
+                    assert!(m.payload.len() <= b.len());
+                    let _ = parse_error(m.payload, m.flags);
+                    let _ = parse_error(m.payload, NLM_F_ACK_TLVS);
+                    let _ = parse_error(m.payload, NLM_F_ACK_TLVS | NLM_F_CAPPED);
+                    let _ = parse_link(m.payload);
+                    let _ = attrs(m.payload).count();
+                }
+            }
+            let _ = attrs(b).count();
+            let _ = parse_error(b, NLM_F_ACK_TLVS);
+            let _ = parse_link(b);
+        }
+        assert!(parse_messages(&[0; 16]).is_err());
+        assert!(parse_messages(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn masks_host_bits() {
+        let a = IpAddr::V4(Ipv4Addr::new(10, 98, 3, 4));
+        assert_eq!(mask(a, 16), IpAddr::V4(Ipv4Addr::new(10, 98, 0, 0)));
+        assert_eq!(mask(a, 0), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(mask(a, 32), a);
+        let b: IpAddr = "fd00::1:2".parse().unwrap();
+        assert_eq!(mask(b, 64), "fd00::".parse::<IpAddr>().unwrap());
+        assert!(check_prefix(&a, 33).is_err());
+    }
+}

@@ -1,0 +1,424 @@
+//! What one shard does to a packet, independent of how it was read or will be written: a pure
+//! function of (tables, per-shard session state, buffer) to a verdict. The I/O backends (epoll,
+//! io_uring) call these and only move bytes.
+//!
+//! Buffers: an inner packet from sky0 is read at [`HEADROOM`], so the frame header and label go
+//! in front of it and the tag after it without moving the packet. A frame from the network is
+//! read at offset 0, decrypted in place, and either re-sealed in place (relay) or delivered from
+//! offset [`HEADROOM`].
+//!
+//! Counter spaces: the top 8 bits of a frame counter are the sending shard. Shard `s` always
+//! sends to the peer's port `base + s % peer_shards`, so each (session, sending shard) stream
+//! lands on exactly one receiving shard, which keeps its own replay window for it: no state is
+//! shared between shards on the packet path.
+
+use crate::fib::{Action, Fib, FibCell, IntMap, SessionCfg, SessionId};
+use crate::packet;
+use crate::replay::ReplayWindow;
+use crate::stats::{DropReason, NodeStats, traffic};
+use crate::wire::{self, HEADER_LEN, LABEL_LEN, OpenKey, SealKey, TAG_LEN};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Bytes in front of an inner packet: frame header + label.
+pub const HEADROOM: usize = HEADER_LEN + LABEL_LEN;
+/// Largest inner packet a buffer takes (room for 64 KiB super-packets once offloads land).
+pub const MAX_PACKET: usize = 65535;
+/// Size of one packet buffer.
+pub const BUF_SIZE: usize = HEADROOM + MAX_PACKET + TAG_LEN;
+/// Bits of a counter that number packets within one shard's stream.
+const SEQ_BITS: u32 = 56;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+/// What to do with a buffer after processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send `buf[..len]` as one UDP datagram to `to`.
+    Send {
+        /// Destination endpoint.
+        to: SocketAddr,
+        /// Frame length.
+        len: usize,
+    },
+    /// Write `buf[HEADROOM..HEADROOM + len]` to sky0.
+    Deliver {
+        /// Inner packet length.
+        len: usize,
+    },
+    /// Counted and dropped.
+    Drop(DropReason),
+}
+
+struct Sess {
+    cfg: Arc<SessionCfg>,
+    seal: SealKey,
+    open: OpenKey,
+    seq: u64,
+    /// Replay windows by sending shard.
+    windows: Vec<(u8, ReplayWindow)>,
+    /// This shard's destination port offset at the peer.
+    to: SocketAddr,
+}
+
+impl Sess {
+    fn new(cfg: Arc<SessionCfg>, shard: u8) -> Option<Sess> {
+        let mut to = cfg.peer;
+        let off = u16::from(shard) % cfg.peer_shards.max(1);
+        to.set_port(cfg.peer.port().wrapping_add(off));
+        Some(Sess {
+            seal: SealKey::new(cfg.cipher, &cfg.tx_key, cfg.peer_id).ok()?,
+            open: OpenKey::new(cfg.cipher, &cfg.rx_key).ok()?,
+            seq: 0,
+            windows: Vec::new(),
+            to,
+            cfg,
+        })
+    }
+
+    fn window(&mut self, stream: u8) -> &mut ReplayWindow {
+        let i = match self.windows.iter().position(|(s, _)| *s == stream) {
+            Some(i) => i,
+            None => {
+                self.windows.push((stream, ReplayWindow::new()));
+                self.windows.len() - 1
+            }
+        };
+        &mut self.windows[i].1
+    }
+}
+
+/// One shard's packet state.
+pub struct Shard {
+    id: u8,
+    cell: Arc<FibCell>,
+    fib: Arc<Fib>,
+    generation: u64,
+    sessions: IntMap<SessionId, Sess>,
+    stats: Arc<NodeStats>,
+}
+
+impl Shard {
+    /// Shard `id` reading tables from `cell`.
+    pub fn new(id: u8, cell: Arc<FibCell>, stats: Arc<NodeStats>) -> Shard {
+        let (fib, generation) = cell.load();
+        let mut s = Shard {
+            id,
+            cell,
+            fib: Arc::new(Fib::default()),
+            generation: 0,
+            sessions: IntMap::default(),
+            stats,
+        };
+        s.install(fib, generation);
+        s
+    }
+
+    /// This shard's index.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// Node-wide counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Picks up a newer table snapshot if one was published (one atomic load when not).
+    #[inline]
+    pub fn refresh(&mut self) {
+        if self.cell.generation() != self.generation {
+            let (fib, generation) = self.cell.load();
+            self.install(fib, generation);
+        }
+    }
+
+    fn install(&mut self, fib: Arc<Fib>, generation: u64) {
+        // Keep state (sequence numbers, replay windows) of sessions whose keys did not change.
+        self.sessions
+            .retain(|id, s| fib.sessions.get(id).is_some_and(|c| Arc::ptr_eq(c, &s.cfg)));
+        for (id, cfg) in &fib.sessions {
+            if !self.sessions.contains_key(id) {
+                // Keys the AEAD refuses leave the session out: its frames count as unknown.
+                if let Some(s) = Sess::new(cfg.clone(), self.id) {
+                    self.sessions.insert(*id, s);
+                }
+            }
+        }
+        self.fib = fib;
+        self.generation = generation;
+    }
+
+    fn next_counter(shard: u8, s: &mut Sess) -> Option<u64> {
+        if s.seq > SEQ_MASK {
+            return None;
+        }
+        let c = (u64::from(shard) << SEQ_BITS) | s.seq;
+        s.seq += 1;
+        Some(c)
+    }
+
+    /// An inner packet read from sky0 at `buf[HEADROOM..HEADROOM + len]`.
+    #[inline]
+    pub fn from_tun(&mut self, buf: &mut [u8], len: usize) -> Verdict {
+        let shard = usize::from(self.id);
+        self.stats.tun.add(shard, traffic::RX_PKTS, 1);
+        self.stats.tun.add(shard, traffic::RX_BYTES, len as u64);
+        let Some(pkt) = buf.get(HEADROOM..HEADROOM + len) else {
+            return self.discard(DropReason::TooBig);
+        };
+        let Some(ip) = packet::parse(pkt) else {
+            return self.discard(DropReason::NotIp);
+        };
+        let Some(route) = self.fib.routes.lookup(ip.dst) else {
+            return self.discard(DropReason::NoRule);
+        };
+        let Some(s) = self.sessions.get_mut(&route.session) else {
+            return self.discard(DropReason::UnknownSession);
+        };
+        let Some(counter) = Self::next_counter(self.id, s) else {
+            return self.discard(DropReason::SendError);
+        };
+        match s.seal.seal_with_counter(counter, route.label, buf, len) {
+            Ok(n) => {
+                route.traffic.add(shard, traffic::TX_PKTS, 1);
+                route.traffic.add(shard, traffic::TX_BYTES, len as u64);
+                s.cfg.traffic.add(shard, traffic::TX_PKTS, 1);
+                s.cfg.traffic.add(shard, traffic::TX_BYTES, n as u64);
+                Verdict::Send { to: s.to, len: n }
+            }
+            Err(_) => self.discard(DropReason::TooBig),
+        }
+    }
+
+    /// A frame read from the network at `buf[..len]`.
+    #[inline]
+    pub fn from_udp(&mut self, buf: &mut [u8], len: usize) -> Verdict {
+        let shard = usize::from(self.id);
+        self.stats.udp.add(shard, traffic::RX_PKTS, 1);
+        self.stats.udp.add(shard, traffic::RX_BYTES, len as u64);
+        let Some(frame) = buf.get_mut(..len) else {
+            return self.discard(DropReason::TooBig);
+        };
+        let hdr = match wire::parse_header(frame) {
+            Ok(h) => h,
+            Err(_) => return self.discard(DropReason::Malformed),
+        };
+        let Some(s) = self.sessions.get_mut(&hdr.receiver) else {
+            return self.discard(DropReason::UnknownSession);
+        };
+        let stream = (hdr.counter >> SEQ_BITS) as u8;
+        if !s.window(stream).check(hdr.counter) {
+            return self.discard(DropReason::Replay);
+        }
+        let (label, plen) = match s.open.open(frame) {
+            Ok(o) => (o.label, o.packet.len()),
+            Err(_) => return self.discard(DropReason::BadTag),
+        };
+        if !s.window(stream).update(hdr.counter) {
+            return self.discard(DropReason::Replay);
+        }
+        s.cfg.traffic.add(shard, traffic::RX_PKTS, 1);
+        s.cfg.traffic.add(shard, traffic::RX_BYTES, len as u64);
+        let in_session = hdr.receiver;
+        match self.fib.rules.get(&(in_session, label)) {
+            None => self.discard(DropReason::NoRule),
+            Some(Action::Deliver { sources }) => {
+                let Some(ip) = buf.get(HEADROOM..HEADROOM + plen).and_then(packet::parse) else {
+                    return self.discard(DropReason::NotIp);
+                };
+                if !sources.iter().any(|p| p.contains(ip.src)) {
+                    return self.discard(DropReason::BadSource);
+                }
+                Verdict::Deliver { len: plen }
+            }
+            Some(Action::Forward { session, label }) => {
+                let (session, label) = (*session, *label);
+                let Some(out) = self.sessions.get_mut(&session) else {
+                    return self.discard(DropReason::UnknownSession);
+                };
+                let Some(counter) = Self::next_counter(self.id, out) else {
+                    return self.discard(DropReason::SendError);
+                };
+                match out.seal.seal_with_counter(counter, label, buf, plen) {
+                    Ok(n) => {
+                        out.cfg.traffic.add(shard, traffic::TX_PKTS, 1);
+                        out.cfg.traffic.add(shard, traffic::TX_BYTES, n as u64);
+                        Verdict::Send { to: out.to, len: n }
+                    }
+                    Err(_) => self.discard(DropReason::TooBig),
+                }
+            }
+        }
+    }
+
+    /// Counts a verdict's outcome after the backend tried it (sent / written or not).
+    #[inline]
+    pub fn sent(&self, bytes: usize) {
+        self.stats
+            .udp
+            .add(usize::from(self.id), traffic::TX_PKTS, 1);
+        self.stats
+            .udp
+            .add(usize::from(self.id), traffic::TX_BYTES, bytes as u64);
+    }
+
+    /// Counts a packet written to sky0.
+    #[inline]
+    pub fn delivered(&self, bytes: usize) {
+        self.stats
+            .tun
+            .add(usize::from(self.id), traffic::TX_PKTS, 1);
+        self.stats
+            .tun
+            .add(usize::from(self.id), traffic::TX_BYTES, bytes as u64);
+    }
+
+    /// Counts a drop.
+    #[inline]
+    pub fn discard(&self, why: DropReason) -> Verdict {
+        self.stats.count_drop(usize::from(self.id), why);
+        Verdict::Drop(why)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::Static;
+    use std::path::Path;
+
+    pub(crate) fn key(n: u8) -> String {
+        (0..32u8)
+            .map(|i| format!("{:02x}", i.wrapping_mul(7).wrapping_add(n)))
+            .collect()
+    }
+
+    /// Two nodes' tables (a: fd00::1, b: fd00::2) and a relay r between them.
+    pub(crate) fn node(yaml_rules: &str, sessions: &[(u32, u32, u8, u8)], routes: &str) -> Shard {
+        let mut y = "node:\n  listen: 127.0.0.1:7000\nsessions:\n".to_string();
+        for (id, peer_id, tx, rx) in sessions {
+            y.push_str(&format!(
+                "  - {{id: {id}, peer_id: {peer_id}, peer: \"127.0.0.1:7100\", tx_key: {}, rx_key: {}}}\n",
+                key(*tx),
+                key(*rx)
+            ));
+        }
+        y.push_str(&format!("rules:\n{yaml_rules}routes:\n{routes}"));
+        let st = Static::parse(&y, Path::new("t.yaml"), 1).unwrap();
+        Shard::new(
+            0,
+            Arc::new(FibCell::new(st.fib)),
+            Arc::new(NodeStats::new(1)),
+        )
+    }
+
+    pub(crate) fn v6_packet(src: u8, dst: u8, payload: usize) -> Vec<u8> {
+        let mut p = vec![0u8; 40 + payload];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+        p[6] = 17;
+        p[8] = 0xfd;
+        p[23] = src;
+        p[24] = 0xfd;
+        p[39] = dst;
+        p
+    }
+
+    pub(crate) fn pair() -> (Shard, Shard) {
+        let a = node(
+            "  - {session: 1, label: 100, deliver: [fd00::2/128]}\n",
+            &[(1, 1, 1, 2)],
+            "  - {prefix: fd00::2/128, session: 1, label: 100}\n",
+        );
+        let b = node(
+            "  - {session: 1, label: 100, deliver: [fd00::1/128]}\n",
+            &[(1, 1, 2, 1)],
+            "  - {prefix: fd00::1/128, session: 1, label: 100}\n",
+        );
+        (a, b)
+    }
+
+    #[test]
+    fn a_to_b_delivers_and_checks_the_source() {
+        let (mut a, mut b) = pair();
+        let pkt = v6_packet(1, 2, 100);
+        let mut buf = vec![0u8; BUF_SIZE];
+        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, pkt.len()) else {
+            panic!("not sent")
+        };
+        let mut replay = buf[..len].to_vec();
+        assert_eq!(
+            b.from_udp(&mut buf, len),
+            Verdict::Deliver { len: pkt.len() }
+        );
+        assert_eq!(&buf[HEADROOM..HEADROOM + pkt.len()], &pkt[..]);
+        // The same frame again is a replay.
+        assert_eq!(
+            b.from_udp(&mut replay, len),
+            Verdict::Drop(DropReason::Replay)
+        );
+        // A spoofed source from a (fd00::9 instead of fd00::1) is refused at b.
+        let spoof = v6_packet(9, 2, 10);
+        buf[HEADROOM..HEADROOM + spoof.len()].copy_from_slice(&spoof);
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, spoof.len()) else {
+            panic!()
+        };
+        assert_eq!(
+            b.from_udp(&mut buf, len),
+            Verdict::Drop(DropReason::BadSource)
+        );
+        // No route.
+        let lost = v6_packet(1, 7, 10);
+        buf[HEADROOM..HEADROOM + lost.len()].copy_from_slice(&lost);
+        assert_eq!(
+            a.from_tun(&mut buf, lost.len()),
+            Verdict::Drop(DropReason::NoRule)
+        );
+    }
+
+    #[test]
+    fn relay_rewrites_label_and_session() {
+        let mut a = node(
+            "",
+            &[(1, 1, 1, 2)],
+            "  - {prefix: fd00::3/128, session: 1, label: 200}\n",
+        );
+        let mut r = node(
+            "  - {session: 1, label: 200, forward: {session: 2, label: 201}}\n",
+            &[(1, 1, 2, 1), (2, 1, 3, 4)],
+            "",
+        );
+        let mut b = node(
+            "  - {session: 1, label: 201, deliver: [fd00::1/128]}\n",
+            &[(1, 2, 4, 3)],
+            "",
+        );
+        let pkt = v6_packet(1, 3, 1200);
+        let mut buf = vec![0u8; BUF_SIZE];
+        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, pkt.len()) else {
+            panic!()
+        };
+        let Verdict::Send { len, .. } = r.from_udp(&mut buf, len) else {
+            panic!("relay did not forward")
+        };
+        assert_eq!(
+            b.from_udp(&mut buf, len),
+            Verdict::Deliver { len: pkt.len() }
+        );
+        assert_eq!(&buf[HEADROOM..HEADROOM + pkt.len()], &pkt[..]);
+    }
+
+    proptest::proptest! {
+        /// Any bytes from the network: a verdict, never a panic.
+        #[test]
+        fn garbage_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let (_, mut b) = pair();
+            let mut buf = vec![0u8; BUF_SIZE];
+            buf[..bytes.len()].copy_from_slice(&bytes);
+            let v = b.from_udp(&mut buf, bytes.len());
+            proptest::prop_assert!(matches!(v, Verdict::Drop(_)));
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Counters. Every counter is an array with one cache-line-padded slot per shard: a shard only
+//! ever writes its own slot (plain load + store, no locked instruction, no sharing), readers sum
+//! the slots.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Frame shorter than a header plus tag, or an unknown frame type.
+    Malformed,
+    /// Authentication failed (wrong key, tampered).
+    BadTag,
+    /// Counter already seen or too old.
+    Replay,
+    /// No session with the frame's receiver index.
+    UnknownSession,
+    /// No rule for (session, label), or no route for a destination.
+    NoRule,
+    /// Inner source not allowed for the route's origin.
+    BadSource,
+    /// Larger than the buffers or the MTU.
+    TooBig,
+    /// The socket or TUN queue was full.
+    QueueFull,
+    /// Inner packet that is not IPv4/IPv6.
+    NotIp,
+    /// Sending failed for another reason (no route to the peer, ...).
+    SendError,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 10;
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::Malformed,
+        DropReason::BadTag,
+        DropReason::Replay,
+        DropReason::UnknownSession,
+        DropReason::NoRule,
+        DropReason::BadSource,
+        DropReason::TooBig,
+        DropReason::QueueFull,
+        DropReason::NotIp,
+        DropReason::SendError,
+    ];
+
+    /// Counter name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "drop_malformed",
+            DropReason::BadTag => "drop_bad_tag",
+            DropReason::Replay => "drop_replay",
+            DropReason::UnknownSession => "drop_unknown_session",
+            DropReason::NoRule => "drop_no_rule",
+            DropReason::BadSource => "drop_bad_source",
+            DropReason::TooBig => "drop_too_big",
+            DropReason::QueueFull => "drop_queue_full",
+            DropReason::NotIp => "drop_not_ip",
+            DropReason::SendError => "drop_send_error",
+        }
+    }
+}
+
+#[repr(C, align(64))]
+struct Slot<const N: usize>([AtomicU64; N]);
+
+/// `N` counters per shard.
+pub struct PerShard<const N: usize> {
+    slots: Box<[Slot<N>]>,
+}
+
+impl<const N: usize> std::fmt::Debug for PerShard<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries((0..N).map(|i| self.sum(i))).finish()
+    }
+}
+
+impl<const N: usize> PerShard<N> {
+    /// Zeroed counters for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        PerShard {
+            slots: (0..shards.max(1))
+                .map(|_| Slot(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+
+    /// Adds `v` to counter `i` of `shard`. Only that shard's thread may call this.
+    #[inline]
+    pub fn add(&self, shard: usize, i: usize, v: u64) {
+        if let Some(c) = self.slots.get(shard).and_then(|s| s.0.get(i)) {
+            // Single writer per slot: load + store is enough and avoids a locked add.
+            c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+        }
+    }
+
+    /// Counter `i` summed over shards.
+    pub fn sum(&self, i: usize) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.0.get(i).map_or(0, |c| c.load(Ordering::Relaxed)))
+            .sum()
+    }
+
+    /// Counter `i` of one shard.
+    pub fn get(&self, shard: usize, i: usize) -> u64 {
+        self.slots
+            .get(shard)
+            .and_then(|s| s.0.get(i))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// Packets and bytes each way: index constants for [`Traffic`].
+pub mod traffic {
+    /// Packets received (from the network for sessions, from sky0 for routes).
+    pub const RX_PKTS: usize = 0;
+    /// Bytes received.
+    pub const RX_BYTES: usize = 1;
+    /// Packets sent.
+    pub const TX_PKTS: usize = 2;
+    /// Bytes sent.
+    pub const TX_BYTES: usize = 3;
+}
+
+/// Per-session or per-route traffic counters.
+pub type Traffic = PerShard<4>;
+
+/// Node-wide counters: drops by reason, plus the device sides.
+pub struct NodeStats {
+    /// Drops, indexed by [`Drop`].
+    pub drops: PerShard<{ DropReason::COUNT }>,
+    /// sky0 side: packets read, bytes read, packets written, bytes written.
+    pub tun: Traffic,
+    /// UDP side: frames received, bytes, frames sent, bytes.
+    pub udp: Traffic,
+}
+
+impl NodeStats {
+    /// Zeroed.
+    pub fn new(shards: usize) -> Self {
+        NodeStats {
+            drops: PerShard::new(shards),
+            tun: PerShard::new(shards),
+            udp: PerShard::new(shards),
+        }
+    }
+
+    /// Counts one drop.
+    #[inline]
+    pub fn count_drop(&self, shard: usize, why: DropReason) {
+        self.drops.add(shard, why as usize, 1);
+    }
+
+    /// Name/value pairs for a usage report: totals, drops, and per-shard packet counts.
+    pub fn report(&self) -> Vec<(String, u64)> {
+        let mut v = vec![
+            ("tun_rx_packets".to_string(), self.tun.sum(traffic::RX_PKTS)),
+            ("tun_rx_bytes".to_string(), self.tun.sum(traffic::RX_BYTES)),
+            ("tun_tx_packets".to_string(), self.tun.sum(traffic::TX_PKTS)),
+            ("tun_tx_bytes".to_string(), self.tun.sum(traffic::TX_BYTES)),
+            ("udp_rx_packets".to_string(), self.udp.sum(traffic::RX_PKTS)),
+            ("udp_rx_bytes".to_string(), self.udp.sum(traffic::RX_BYTES)),
+            ("udp_tx_packets".to_string(), self.udp.sum(traffic::TX_PKTS)),
+            ("udp_tx_bytes".to_string(), self.udp.sum(traffic::TX_BYTES)),
+        ];
+        for d in DropReason::ALL {
+            v.push((d.name().to_string(), self.drops.sum(d as usize)));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_shard_sums() {
+        let s = NodeStats::new(2);
+        s.count_drop(0, DropReason::Replay);
+        s.count_drop(1, DropReason::Replay);
+        s.count_drop(1, DropReason::BadTag);
+        s.count_drop(7, DropReason::BadTag); // out of range: ignored, no panic
+        assert_eq!(s.drops.sum(DropReason::Replay as usize), 2);
+        assert_eq!(s.drops.sum(DropReason::BadTag as usize), 1);
+        let r = s.report();
+        assert!(r.contains(&("drop_replay".to_string(), 2)));
+    }
+}

@@ -1,0 +1,349 @@
+//! End-to-end forwarding in network namespaces this test creates (and always removes): two
+//! nodes (a-b) and three (a-r-b, r relays by label), static mode, ping and a TCP transfer with
+//! a checksum through sky0, and a flood of malformed UDP while traffic flows.
+//! Needs root, iproute2, ping and python3 (installed by scripts/test.sh).
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+const SERVER: &str = r#"
+import socket, hashlib, sys
+fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
+s.settimeout(30)
+c, _ = s.accept(); c.settimeout(30)
+h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+"#;
+
+const CLIENT: &str = r#"
+import socket, hashlib, sys, random, time
+fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+total = int(sys.argv[3]); rnd = random.Random(7); h = hashlib.sha256()
+for attempt in range(50):
+    try:
+        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); break
+    except OSError:
+        time.sleep(0.1)
+c.settimeout(30)
+sent = 0
+while sent < total:
+    b = rnd.randbytes(min(1 << 16, total - sent))
+    c.sendall(b); h.update(b); sent += len(b)
+c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
+print(sent, h.hexdigest(), flush=True)
+"#;
+
+const FLOOD: &str = r#"
+import socket, sys, random, time, struct
+rnd = random.Random(1); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+host = sys.argv[1]; ports = [int(p) for p in sys.argv[2].split(',')]
+deadline = time.time() + float(sys.argv[3]); n = 0
+while time.time() < deadline and n < 200000:
+    kind = n % 5
+    if kind == 0: b = rnd.randbytes(rnd.randrange(0, 40))                       # short
+    elif kind == 1: b = bytes([1,0,0,0]) + struct.pack('<I', 1) + rnd.randbytes(100)  # known session, bad tag
+    elif kind == 2: b = bytes([1,0,0,0]) + struct.pack('<I', 999) + rnd.randbytes(100) # unknown session
+    elif kind == 3: b = bytes([9]) + rnd.randbytes(60)                           # unknown type
+    else: b = rnd.randbytes(1400)
+    s.sendto(b, (host, ports[n % len(ports)])); n += 1
+print(n, flush=True)
+"#;
+
+struct Node<'a> {
+    ns: &'a str,
+    listen: &'a str,
+    addrs: &'a [&'a str],
+    sessions: Vec<String>,
+    rules: Vec<String>,
+    routes: Vec<String>,
+}
+
+fn session(id: u32, peer_id: u32, peer: &str, tx: u8, rx: u8) -> String {
+    format!(
+        "  - {{id: {id}, peer_id: {peer_id}, peer: \"{peer}\", peer_shards: 2, tx_key: {}, rx_key: {}}}\n",
+        key(tx),
+        key(rx)
+    )
+}
+
+fn write_node(dir: &Path, n: &Node<'_>) -> std::path::PathBuf {
+    let mut y = format!(
+        "node:\n  listen: \"{}\"\n  shards: 2\n  addresses: [{}]\nsessions:\n",
+        n.listen,
+        n.addrs.join(", ")
+    );
+    y.extend(n.sessions.iter().map(String::as_str));
+    y.push_str("rules:\n");
+    for r in &n.rules {
+        y.push_str(&format!("  - {r}\n"));
+    }
+    y.push_str(if n.routes.is_empty() {
+        "routes: []\n"
+    } else {
+        "routes:\n"
+    });
+    for r in &n.routes {
+        y.push_str(&format!("  - {r}\n"));
+    }
+    let p = dir.join(format!("{}.yaml", n.ns));
+    std::fs::write(&p, y).unwrap();
+    p
+}
+
+fn start(ns: &mut Ns, cfg: &Path, backend: &str, log: &Path) {
+    let node = node_bin();
+    ns.spawn(
+        &[
+            node.to_str().unwrap(),
+            "--static",
+            cfg.to_str().unwrap(),
+            "--backend",
+            backend,
+        ],
+        log,
+    );
+    wait_until("sky0 up", Duration::from_secs(10), || {
+        ns.exec(&["ip", "link", "show", "sky0"]).status.success()
+    });
+}
+
+fn transfer(server_ns: &Ns, client_ns: &Ns, addr: &str, bytes: usize, dir: &Path) {
+    let srv_log = dir.join("srv.out");
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &server_ns.name,
+            "python3",
+            "-c",
+            SERVER,
+            addr,
+            "5001",
+        ])
+        .stdout(std::fs::File::create(&srv_log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = KillOnDrop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client_ns.exec(&["python3", "-c", CLIENT, addr, "5001", &bytes.to_string()]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let st = server.0.wait().unwrap();
+    assert!(st.success());
+    let got = std::fs::read_to_string(&srv_log)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(sent, got, "bytes and sha256 differ");
+    assert!(sent.starts_with(&bytes.to_string()));
+}
+
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn ping(ns: &Ns, addr: &str) {
+    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", addr]);
+    assert!(
+        out.status.success(),
+        "ping {addr}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn two_nodes(backend: &str) {
+    if !have("ip") || !have("python3") || !have("ping") {
+        panic!("needs iproute2, python3 and ping: run scripts/test.sh (it installs them)");
+    }
+    let t = tag();
+    let dir = scratch(&t);
+    let mut a = Ns::new(format!("{t}a"));
+    let mut b = Ns::new(format!("{t}b"));
+    link(
+        &a,
+        &format!("{t}va"),
+        "10.77.0.1/24",
+        &b,
+        &format!("{t}vb"),
+        "10.77.0.2/24",
+    );
+    let na = write_node(
+        &dir,
+        &Node {
+            ns: &a.name,
+            listen: "10.77.0.1:7000",
+            addrs: &["fd00::1/64", "10.10.0.1/24"],
+            sessions: vec![session(1, 1, "10.77.0.2:7000", 1, 2)],
+            rules: vec![
+                "{session: 1, label: 100, deliver: [fd00::2/128]}".into(),
+                "{session: 1, label: 101, deliver: [10.10.0.2/32]}".into(),
+            ],
+            routes: vec![
+                "{prefix: fd00::2/128, session: 1, label: 100}".into(),
+                "{prefix: 10.10.0.2/32, session: 1, label: 101}".into(),
+            ],
+        },
+    );
+    let nb = write_node(
+        &dir,
+        &Node {
+            ns: &b.name,
+            listen: "10.77.0.2:7000",
+            addrs: &["fd00::2/64", "10.10.0.2/24"],
+            sessions: vec![session(1, 1, "10.77.0.1:7000", 2, 1)],
+            rules: vec![
+                "{session: 1, label: 100, deliver: [fd00::1/128]}".into(),
+                "{session: 1, label: 101, deliver: [10.10.0.1/32]}".into(),
+            ],
+            routes: vec![
+                "{prefix: fd00::1/128, session: 1, label: 100}".into(),
+                "{prefix: 10.10.0.1/32, session: 1, label: 101}".into(),
+            ],
+        },
+    );
+    start(&mut a, &na, backend, &dir.join("a.log"));
+    start(&mut b, &nb, backend, &dir.join("b.log"));
+    ping(&a, "fd00::2");
+    ping(&a, "10.10.0.2");
+    ping(&b, "fd00::1");
+    transfer(&b, &a, "fd00::2", 8 << 20, &dir);
+
+    // A flood of malformed frames at both of b's ports while a transfer runs: the transfer
+    // completes and b counts the drops.
+    let flood = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a.name,
+            "python3",
+            "-c",
+            FLOOD,
+            "10.77.0.2",
+            "7000,7001",
+            "3",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut flood = KillOnDrop(flood);
+    transfer(&b, &a, "10.10.0.2", 8 << 20, &dir);
+    let _ = flood.0.wait();
+    // Stopping b prints its counters.
+    let pid = b.child(0).id();
+    must(&["kill", &pid.to_string()]);
+    let st = b.child(0).wait().unwrap();
+    assert!(st.success(), "skywire-node did not exit cleanly");
+    let log = std::fs::read_to_string(dir.join("b.log")).unwrap();
+    for c in ["drop_malformed", "drop_bad_tag", "drop_unknown_session"] {
+        let v: u64 = log
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{c}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {c} in log: {log}"));
+        assert!(v > 0, "{c} not counted: {log}");
+    }
+    assert!(
+        !b.exec(&["ip", "link", "show", "sky0"]).status.success(),
+        "sky0 left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_nodes_epoll() {
+    two_nodes("epoll");
+}
+
+fn three_nodes(backend: &str) {
+    let t = tag();
+    let dir = scratch(&t);
+    let mut a = Ns::new(format!("{t}a"));
+    let mut r = Ns::new(format!("{t}r"));
+    let mut b = Ns::new(format!("{t}b"));
+    link(
+        &a,
+        &format!("{t}ar"),
+        "10.77.1.1/24",
+        &r,
+        &format!("{t}ra"),
+        "10.77.1.2/24",
+    );
+    link(
+        &r,
+        &format!("{t}rb"),
+        "10.77.2.1/24",
+        &b,
+        &format!("{t}br"),
+        "10.77.2.2/24",
+    );
+    let na = write_node(
+        &dir,
+        &Node {
+            ns: &a.name,
+            listen: "10.77.1.1:7000",
+            addrs: &["fd00::1/64"],
+            sessions: vec![session(1, 1, "10.77.1.2:7000", 1, 2)],
+            rules: vec!["{session: 1, label: 300, deliver: [fd00::3/128]}".into()],
+            routes: vec!["{prefix: fd00::3/128, session: 1, label: 200}".into()],
+        },
+    );
+    let nr = write_node(
+        &dir,
+        &Node {
+            ns: &r.name,
+            listen: "0.0.0.0:7000",
+            addrs: &["fd00::99/128"],
+            sessions: vec![
+                session(1, 1, "10.77.1.1:7000", 2, 1),
+                session(2, 1, "10.77.2.2:7000", 3, 4),
+            ],
+            rules: vec![
+                "{session: 1, label: 200, forward: {session: 2, label: 201}}".into(),
+                "{session: 2, label: 301, forward: {session: 1, label: 300}}".into(),
+            ],
+            routes: vec![],
+        },
+    );
+    let nb = write_node(
+        &dir,
+        &Node {
+            ns: &b.name,
+            listen: "10.77.2.2:7000",
+            addrs: &["fd00::3/64"],
+            sessions: vec![session(1, 2, "10.77.2.1:7000", 4, 3)],
+            rules: vec!["{session: 1, label: 201, deliver: [fd00::1/128]}".into()],
+            routes: vec!["{prefix: fd00::1/128, session: 1, label: 301}".into()],
+        },
+    );
+    start(&mut a, &na, backend, &dir.join("a.log"));
+    start(&mut r, &nr, backend, &dir.join("r.log"));
+    start(&mut b, &nb, backend, &dir.join("b.log"));
+    ping(&a, "fd00::3");
+    transfer(&b, &a, "fd00::3", 8 << 20, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn three_nodes_relay_epoll() {
+    three_nodes("epoll");
+}
