@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod fib;
+pub mod fixtures;
 pub mod io_epoll;
 pub mod mmsg;
 #[allow(missing_docs)] // wire-level structs mirror the kernel headers field by field

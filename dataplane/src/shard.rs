@@ -282,55 +282,17 @@ impl Shard {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::config::Static;
-    use std::path::Path;
+    use crate::fixtures::{shard, three_hops, v6_packet};
 
-    pub(crate) fn key(n: u8) -> String {
-        (0..32u8)
-            .map(|i| format!("{:02x}", i.wrapping_mul(7).wrapping_add(n)))
-            .collect()
-    }
-
-    /// Two nodes' tables (a: fd00::1, b: fd00::2) and a relay r between them.
-    pub(crate) fn node(yaml_rules: &str, sessions: &[(u32, u32, u8, u8)], routes: &str) -> Shard {
-        let mut y = "node:\n  listen: 127.0.0.1:7000\nsessions:\n".to_string();
-        for (id, peer_id, tx, rx) in sessions {
-            y.push_str(&format!(
-                "  - {{id: {id}, peer_id: {peer_id}, peer: \"127.0.0.1:7100\", tx_key: {}, rx_key: {}}}\n",
-                key(*tx),
-                key(*rx)
-            ));
-        }
-        y.push_str(&format!("rules:\n{yaml_rules}routes:\n{routes}"));
-        let st = Static::parse(&y, Path::new("t.yaml"), 1).unwrap();
-        Shard::new(
-            0,
-            Arc::new(FibCell::new(st.fib)),
-            Arc::new(NodeStats::new(1)),
-        )
-    }
-
-    pub(crate) fn v6_packet(src: u8, dst: u8, payload: usize) -> Vec<u8> {
-        let mut p = vec![0u8; 40 + payload];
-        p[0] = 0x60;
-        p[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
-        p[6] = 17;
-        p[8] = 0xfd;
-        p[23] = src;
-        p[24] = 0xfd;
-        p[39] = dst;
-        p
-    }
-
-    pub(crate) fn pair() -> (Shard, Shard) {
-        let a = node(
+    fn pair() -> (Shard, Shard) {
+        let a = shard(
             "  - {session: 1, label: 100, deliver: [fd00::2/128]}\n",
             &[(1, 1, 1, 2)],
             "  - {prefix: fd00::2/128, session: 1, label: 100}\n",
         );
-        let b = node(
+        let b = shard(
             "  - {session: 1, label: 100, deliver: [fd00::1/128]}\n",
             &[(1, 1, 2, 1)],
             "  - {prefix: fd00::1/128, session: 1, label: 100}\n",
@@ -341,27 +303,23 @@ pub(crate) mod tests {
     #[test]
     fn a_to_b_delivers_and_checks_the_source() {
         let (mut a, mut b) = pair();
-        let pkt = v6_packet(1, 2, 100);
         let mut buf = vec![0u8; BUF_SIZE];
-        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
-        let Verdict::Send { len, .. } = a.from_tun(&mut buf, pkt.len()) else {
+        let n = v6_packet(&mut buf, 1, 2, 100);
+        let pkt = buf[HEADROOM..HEADROOM + n].to_vec();
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
             panic!("not sent")
         };
         let mut replay = buf[..len].to_vec();
-        assert_eq!(
-            b.from_udp(&mut buf, len),
-            Verdict::Deliver { len: pkt.len() }
-        );
-        assert_eq!(&buf[HEADROOM..HEADROOM + pkt.len()], &pkt[..]);
+        assert_eq!(b.from_udp(&mut buf, len), Verdict::Deliver { len: n });
+        assert_eq!(&buf[HEADROOM..HEADROOM + n], &pkt[..]);
         // The same frame again is a replay.
         assert_eq!(
             b.from_udp(&mut replay, len),
             Verdict::Drop(DropReason::Replay)
         );
         // A spoofed source from a (fd00::9 instead of fd00::1) is refused at b.
-        let spoof = v6_packet(9, 2, 10);
-        buf[HEADROOM..HEADROOM + spoof.len()].copy_from_slice(&spoof);
-        let Verdict::Send { len, .. } = a.from_tun(&mut buf, spoof.len()) else {
+        let n = v6_packet(&mut buf, 9, 2, 10);
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
             panic!()
         };
         assert_eq!(
@@ -369,45 +327,24 @@ pub(crate) mod tests {
             Verdict::Drop(DropReason::BadSource)
         );
         // No route.
-        let lost = v6_packet(1, 7, 10);
-        buf[HEADROOM..HEADROOM + lost.len()].copy_from_slice(&lost);
-        assert_eq!(
-            a.from_tun(&mut buf, lost.len()),
-            Verdict::Drop(DropReason::NoRule)
-        );
+        let n = v6_packet(&mut buf, 1, 7, 10);
+        assert_eq!(a.from_tun(&mut buf, n), Verdict::Drop(DropReason::NoRule));
     }
 
     #[test]
     fn relay_rewrites_label_and_session() {
-        let mut a = node(
-            "",
-            &[(1, 1, 1, 2)],
-            "  - {prefix: fd00::3/128, session: 1, label: 200}\n",
-        );
-        let mut r = node(
-            "  - {session: 1, label: 200, forward: {session: 2, label: 201}}\n",
-            &[(1, 1, 2, 1), (2, 1, 3, 4)],
-            "",
-        );
-        let mut b = node(
-            "  - {session: 1, label: 201, deliver: [fd00::1/128]}\n",
-            &[(1, 2, 4, 3)],
-            "",
-        );
-        let pkt = v6_packet(1, 3, 1200);
+        let (mut a, mut r, mut b) = three_hops();
         let mut buf = vec![0u8; BUF_SIZE];
-        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
-        let Verdict::Send { len, .. } = a.from_tun(&mut buf, pkt.len()) else {
+        let n = v6_packet(&mut buf, 1, 3, 1200);
+        let pkt = buf[HEADROOM..HEADROOM + n].to_vec();
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
             panic!()
         };
         let Verdict::Send { len, .. } = r.from_udp(&mut buf, len) else {
             panic!("relay did not forward")
         };
-        assert_eq!(
-            b.from_udp(&mut buf, len),
-            Verdict::Deliver { len: pkt.len() }
-        );
-        assert_eq!(&buf[HEADROOM..HEADROOM + pkt.len()], &pkt[..]);
+        assert_eq!(b.from_udp(&mut buf, len), Verdict::Deliver { len: n });
+        assert_eq!(&buf[HEADROOM..HEADROOM + n], &pkt[..]);
     }
 
     proptest::proptest! {
