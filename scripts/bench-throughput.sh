@@ -74,7 +74,7 @@ PY
 
 start_nodes() {
     for n in "$@"; do
-        ip netns exec "$n" "$NODE" --static "$W/$n.yaml" --backend "$BACKEND" > "$W/$n.log" 2>&1 &
+        ip netns exec "$n" "$NODE" --static "$W/$n.yaml" --backend "$BACKEND" --fib-socket "$W/$n.fib" > "$W/$n.log" 2>&1 &
     done
     for n in "$@"; do
         for _ in $(seq 50); do ip -n "$n" link show sky0 >/dev/null 2>&1 && break; sleep 0.1; done

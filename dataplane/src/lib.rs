@@ -11,6 +11,8 @@
 
 pub mod config;
 pub mod fib;
+pub mod fibproto;
+pub mod fibring;
 pub mod fixtures;
 pub mod io_epoll;
 pub mod mmsg;

@@ -6,7 +6,7 @@ use dataplane::fib::{FibCell, Prefix};
 use dataplane::io_epoll::{self, ShardIo};
 use dataplane::shard::Shard;
 use dataplane::stats::{NodeStats, traffic};
-use dataplane::{netlink, tun};
+use dataplane::{fibring, netlink, tun};
 use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -24,6 +24,10 @@ struct Cli {
     /// Shard threads (default: the file's node.shards, else one per CPU).
     #[arg(long)]
     shards: Option<usize>,
+    /// Unix socket the controlplane programs this node through (default
+    /// /run/skywire/<tun>.fib).
+    #[arg(long, value_name = "PATH")]
+    fib_socket: Option<PathBuf>,
     /// I/O backend.
     #[arg(long, default_value = "auto", value_parser = ["auto", "epoll", "uring"])]
     backend: String,
@@ -70,7 +74,8 @@ fn main() {
         .or(probe.node.shards)
         .unwrap_or(cpus)
         .clamp(1, 64);
-    let st = Static::load(&cli.static_file, shards).unwrap_or_else(|e| fail(e));
+    // Counters have one slot per shard plus one for the fib thread (injected packets).
+    let st = Static::load(&cli.static_file, shards + 1).unwrap_or_else(|e| fail(e));
     if cli.backend == "uring" {
         fail("the io_uring backend is not built yet; use --backend epoll (auto picks epoll)");
     }
@@ -97,8 +102,32 @@ fn main() {
     }
     nl.set_link_up(index, true).unwrap_or_else(|e| fail(e));
 
-    let stats = Arc::new(NodeStats::new(shards));
+    let stats = Arc::new(NodeStats::new(shards + 1));
     let cell = Arc::new(FibCell::new(st.fib));
+    let (punter, punts) = fibring::punt_queue();
+    let fib_path = cli
+        .fib_socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/run/skywire/{}.fib", st.node.tun)));
+    let fib_listener = fibring::bind(&fib_path)
+        .unwrap_or_else(|e| fail(format!("fib socket {}: {e}", fib_path.display())));
+    let mut inject_addr = st.node.listen;
+    inject_addr.set_port(0);
+    let fib_server = fibring::FibServer {
+        cell: cell.clone(),
+        stats: stats.clone(),
+        shards,
+        punts,
+        injector: Shard::new(shards as u8, cell.clone(), stats.clone()),
+        udp: UdpSocket::bind(inject_addr)
+            .unwrap_or_else(|e| fail(format!("bind {inject_addr}: {e}"))),
+        stop: stop.clone(),
+        path: fib_path.clone(),
+    };
+    let fib_thread = std::thread::Builder::new()
+        .name("fib".into())
+        .spawn(move || fib_server.run(fib_listener))
+        .unwrap_or_else(|e| fail(e));
     let mut threads = Vec::new();
     for i in 0..shards {
         let mut addr = st.node.listen;
@@ -114,8 +143,10 @@ fn main() {
             .queue(i)
             .try_clone_to_owned()
             .unwrap_or_else(|e| fail(e));
+        let mut shard = Shard::new(i as u8, cell.clone(), stats.clone());
+        shard.set_punter(punter.clone());
         let io = ShardIo {
-            shard: Shard::new(i as u8, cell.clone(), stats.clone()),
+            shard,
             tun: tunq,
             udp,
             stop: stop.clone(),
@@ -132,13 +163,14 @@ fn main() {
         threads.push(th);
     }
     eprintln!(
-        "skywire-node: {} up ({} shards, epoll backend, {} sessions, {} rules, {} routes), listening on {}",
+        "skywire-node: {} up ({} shards, epoll backend, {} sessions, {} rules, {} routes), listening on {}, fib ring at {}",
         st.node.tun,
         shards,
         cell.load().0.sessions.len(),
         cell.load().0.rules.len(),
         cell.load().0.routes.len(),
-        st.node.listen
+        st.node.listen,
+        fib_path.display()
     );
 
     // viscript, when it started us.
@@ -234,6 +266,7 @@ fn main() {
             Err(_) => failed = true,
         }
     }
+    let _ = fib_thread.join();
     drop(dev);
     let counters: Vec<String> = stats
         .report()

@@ -13,12 +13,14 @@
 //! shared between shards on the packet path.
 
 use crate::fib::{Action, Fib, FibCell, IntMap, SessionCfg, SessionId};
+use crate::fibring::Punter;
 use crate::packet;
 use crate::replay::ReplayWindow;
 use crate::stats::{DropReason, NodeStats, traffic};
 use crate::wire::{self, HEADER_LEN, LABEL_LEN, OpenKey, SealKey, TAG_LEN};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Bytes in front of an inner packet: frame header + label.
 pub const HEADROOM: usize = HEADER_LEN + LABEL_LEN;
@@ -47,6 +49,28 @@ pub enum Verdict {
     },
     /// Counted and dropped.
     Drop(DropReason),
+}
+
+/// Punts per second per shard: enough to start routes, too few to be a DoS on the controlplane.
+pub const PUNTS_PER_SEC: u32 = 1000;
+
+struct Punt {
+    to: Punter,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Punt {
+    fn offer(&mut self, pkt: &[u8]) {
+        let now = Instant::now();
+        let rate = f64::from(PUNTS_PER_SEC);
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.to.punt(pkt);
+        }
+    }
 }
 
 struct Sess {
@@ -89,6 +113,7 @@ impl Sess {
 
 /// One shard's packet state.
 pub struct Shard {
+    punt: Option<Punt>,
     id: u8,
     cell: Arc<FibCell>,
     fib: Arc<Fib>,
@@ -102,6 +127,7 @@ impl Shard {
     pub fn new(id: u8, cell: Arc<FibCell>, stats: Arc<NodeStats>) -> Shard {
         let (fib, generation) = cell.load();
         let mut s = Shard {
+            punt: None,
             id,
             cell,
             fib: Arc::new(Fib::default()),
@@ -111,6 +137,16 @@ impl Shard {
         };
         s.install(fib, generation);
         s
+    }
+
+    /// Sends packets for destinations with no route to the controlplane (at most
+    /// [`PUNTS_PER_SEC`] per second; the rest are only dropped).
+    pub fn set_punter(&mut self, p: Punter) {
+        self.punt = Some(Punt {
+            to: p,
+            tokens: PUNTS_PER_SEC as f64,
+            at: Instant::now(),
+        });
     }
 
     /// This shard's index.
@@ -170,6 +206,9 @@ impl Shard {
             return self.discard(DropReason::NotIp);
         };
         let Some(route) = self.fib.routes.lookup(ip.dst) else {
+            if let Some(p) = self.punt.as_mut() {
+                p.offer(pkt);
+            }
             return self.discard(DropReason::NoRule);
         };
         let Some(s) = self.sessions.get_mut(&route.session) else {

@@ -102,6 +102,7 @@ fn write_node(dir: &Path, n: &Node<'_>) -> std::path::PathBuf {
 
 fn start(ns: &mut Ns, cfg: &Path, backend: &str, log: &Path) {
     let node = node_bin();
+    let fib = cfg.with_extension("fib");
     ns.spawn(
         &[
             node.to_str().unwrap(),
@@ -109,6 +110,8 @@ fn start(ns: &mut Ns, cfg: &Path, backend: &str, log: &Path) {
             cfg.to_str().unwrap(),
             "--backend",
             backend,
+            "--fib-socket",
+            fib.to_str().unwrap(),
         ],
         log,
     );

@@ -141,17 +141,41 @@ impl Rx {
         Ok(Some(Msg::decode(&self.buf)?))
     }
 
+    /// Takes the next record, undecoded (for protocols other than [`Msg`] on the same rings).
+    pub fn try_recv_raw(&mut self) -> Result<Option<&[u8]>, Corrupt> {
+        if !self.cons.pop(&mut self.buf)? {
+            return Ok(None);
+        }
+        Ok(Some(&self.buf))
+    }
+
     /// Waits up to `timeout` for a message: spins briefly, then sleeps on the doorbell.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Msg>, RecvError> {
+        if !self.wait_ready(timeout)? {
+            return Ok(None);
+        }
+        self.try_recv()
+    }
+
+    /// [`Rx::recv_timeout`] for raw records.
+    pub fn recv_raw_timeout(&mut self, timeout: Duration) -> Result<Option<&[u8]>, Corrupt> {
+        if !self.wait_ready(timeout)? {
+            return Ok(None);
+        }
+        self.try_recv_raw()
+    }
+
+    /// Whether a record arrived within `timeout`.
+    fn wait_ready(&mut self, timeout: Duration) -> Result<bool, Corrupt> {
         for _ in 0..SPIN_ITERS {
             if self.cons.has_data()? {
-                return self.try_recv();
+                return Ok(true);
             }
             std::hint::spin_loop();
         }
         let deadline = Instant::now() + timeout;
         loop {
-            if self.arm()? {
+            if self.cons.prepare_sleep()? {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let ts = rustix::time::Timespec::try_from(left).unwrap_or(rustix::time::Timespec {
                     tv_sec: i64::MAX,
@@ -163,11 +187,11 @@ impl Rx {
                 let _ = poll(&mut fds, Some(&ts));
                 self.disarm();
             }
-            if let Some(m) = self.try_recv()? {
-                return Ok(Some(m));
+            if self.cons.has_data()? {
+                return Ok(true);
             }
             if Instant::now() >= deadline {
-                return Ok(None);
+                return Ok(false);
             }
         }
     }

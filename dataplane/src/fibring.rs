@@ -1,0 +1,446 @@
+//! The fib ring: how the controlplane programs this dataplane.
+//!
+//! skywire-node listens on a unix socket (owner-only, peer credentials checked); a controlplane
+//! connects with the same request as a signal attach and gets a ring pair in a sealed memfd.
+//! Over it flow [`FibMsg`]s: staged table changes published by `Commit` (answered by `Ack`),
+//! counter reads, packets punted for destinations with no route, and packets injected back once
+//! their route is up. One controlplane at a time; a new connection replaces the old one.
+
+use crate::fib::{Action, Fib, FibCell, Route, SessionCfg};
+use crate::fibproto::{FibMsg, RuleAction, Traffic as WireTraffic};
+use crate::shard::{BUF_SIZE, HEADROOM, Shard, Verdict};
+use crate::stats::{NodeStats, Traffic, traffic};
+use signal::Channel;
+use std::io::{self, BufRead, BufReader};
+use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
+
+/// Bytes per ring direction.
+const RING_CAP: usize = 1 << 20;
+/// Entries per list in one counters answer (keeps a record under the ring's 64 KiB limit).
+const MAX_REPORTED: usize = 512;
+/// Punted packets queued between the shards and the fib thread.
+pub const PUNT_QUEUE: usize = 256;
+
+/// A shard's handle for punting packets: bounded, never blocks, rate-limited.
+#[derive(Clone)]
+pub struct Punter {
+    tx: SyncSender<Vec<u8>>,
+}
+
+impl Punter {
+    /// Queues a copy of `pkt`; false when the queue is full (the packet is only dropped).
+    pub fn punt(&self, pkt: &[u8]) -> bool {
+        self.tx.try_send(pkt.to_vec()).is_ok()
+    }
+}
+
+/// A punt queue: the sending half goes to the shards.
+pub fn punt_queue() -> (Punter, Receiver<Vec<u8>>) {
+    let (tx, rx) = sync_channel(PUNT_QUEUE);
+    (Punter { tx }, rx)
+}
+
+fn check_peer(s: &UnixStream) -> io::Result<()> {
+    let cred = rustix::net::sockopt::socket_peercred(s)?;
+    if cred.uid.is_root() || cred.uid == rustix::process::geteuid() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "fib socket: caller is neither root nor our user",
+        ))
+    }
+}
+
+/// Binds the fib socket (0600), replacing a stale one.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is served by another node", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// The fib thread's state.
+pub struct FibServer {
+    /// Where the tables live.
+    pub cell: Arc<FibCell>,
+    /// Node counters.
+    pub stats: Arc<NodeStats>,
+    /// Shard count (counters are sized for shards + 1: the last slot is this thread's).
+    pub shards: usize,
+    /// Punted packets from the shards.
+    pub punts: Receiver<Vec<u8>>,
+    /// For injected packets: a shard of our own and a socket.
+    pub injector: Shard,
+    /// Its socket.
+    pub udp: UdpSocket,
+    /// Ends the loop.
+    pub stop: Arc<AtomicBool>,
+    /// The socket path (removed at exit).
+    pub path: PathBuf,
+}
+
+fn accept(l: &UnixListener) -> Option<Channel> {
+    let (s, _) = l.accept().ok()?;
+    let _ = s.set_nonblocking(false);
+    if let Err(e) = check_peer(&s) {
+        let _ = signal::attach::refuse(&s, &e.to_string());
+        return None;
+    }
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).ok()?;
+    if !line.contains("\"attach\"") {
+        let _ = signal::attach::refuse(&s, "expected an attach request");
+        return None;
+    }
+    let (chan, fds) = Channel::create(RING_CAP).ok()?;
+    signal::attach::grant(&s, 1, &fds).ok()?;
+    Some(chan)
+}
+
+impl FibServer {
+    /// Serves until `stop`.
+    pub fn run(mut self, listener: UnixListener) {
+        let mut chan: Option<Channel> = None;
+        let mut staged: Option<Fib> = None;
+        let mut buf = vec![0u8; BUF_SIZE];
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Some(c) = accept(&listener) {
+                eprintln!("skywire-node: controlplane connected to the fib ring");
+                chan = Some(c);
+                staged = None;
+            }
+            let Some(c) = chan.as_mut() else {
+                // Nobody to punt to: punted packets are just dropped.
+                while self.punts.try_recv().is_ok() {}
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            let mut lost = false;
+            let mut out: Vec<FibMsg> = Vec::new();
+            let mut inbox: Vec<FibMsg> = Vec::new();
+            // Take what is queued (bounded per turn), waiting briefly when nothing is.
+            match c.rx.recv_raw_timeout(Duration::from_millis(20)) {
+                Ok(Some(rec)) => push_decoded(rec, &mut inbox),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("skywire-node: fib ring broken: {e}");
+                    lost = true;
+                }
+            }
+            while !lost && !inbox.is_empty() && inbox.len() < 4096 {
+                match c.rx.try_recv_raw() {
+                    Ok(Some(rec)) => push_decoded(rec, &mut inbox),
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("skywire-node: fib ring broken: {e}");
+                        lost = true;
+                    }
+                }
+            }
+            for m in inbox {
+                self.apply(m, &mut staged, &mut out, &mut buf);
+            }
+            while let Ok(p) = self.punts.try_recv() {
+                if let Some(ip) = crate::packet::parse(&p) {
+                    out.push(FibMsg::Punt {
+                        dst: ip.dst,
+                        packet: p,
+                    });
+                }
+            }
+            let mut rec = Vec::new();
+            for m in out {
+                m.encode(&mut rec);
+                if c.tx.send_raw(&rec).is_err() {
+                    // Full ring: the controlplane is not reading; punts are best effort and it
+                    // re-asks for what it needs.
+                }
+            }
+            if lost {
+                chan = None;
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    fn apply(
+        &mut self,
+        m: FibMsg,
+        staged: &mut Option<Fib>,
+        out: &mut Vec<FibMsg>,
+        buf: &mut [u8],
+    ) {
+        let shards = self.shards + 1;
+        let st = staged.get_or_insert_with(|| (*self.cell.load().0).clone());
+        match m {
+            FibMsg::AddSession {
+                id,
+                peer_id,
+                peer,
+                peer_shards,
+                cipher,
+                tx_key,
+                rx_key,
+            } => {
+                let traffic = Arc::new(Traffic::new(shards));
+                st.sessions.insert(
+                    id,
+                    Arc::new(SessionCfg {
+                        id,
+                        peer_id,
+                        peer,
+                        peer_shards: peer_shards.max(1),
+                        cipher,
+                        tx_key,
+                        rx_key,
+                        traffic,
+                    }),
+                );
+            }
+            FibMsg::RemoveSession { id } => {
+                st.sessions.remove(&id);
+                st.rules.retain(|(s, _), a| {
+                    *s != id && !matches!(a, Action::Forward { session, .. } if *session == id)
+                });
+                let dead: Vec<_> = st
+                    .routes
+                    .iter()
+                    .filter(|(_, r)| r.session == id)
+                    .map(|(p, _)| p)
+                    .collect();
+                for p in dead {
+                    st.routes.remove(&p);
+                }
+            }
+            FibMsg::AddRule {
+                session,
+                label,
+                action,
+            } => {
+                let a = match action {
+                    RuleAction::Forward { session, label } => Action::Forward { session, label },
+                    RuleAction::Deliver { sources } => Action::Deliver { sources },
+                };
+                st.rules.insert((session, label), a);
+            }
+            FibMsg::RemoveRule { session, label } => {
+                st.rules.remove(&(session, label));
+            }
+            FibMsg::AddRoute {
+                prefix,
+                session,
+                label,
+                keepalive,
+            } => {
+                let traffic = Arc::new(Traffic::new(shards));
+                st.routes.insert(
+                    prefix,
+                    Route {
+                        session,
+                        label,
+                        keepalive,
+                        traffic,
+                    },
+                );
+            }
+            FibMsg::RemoveRoute { prefix } => {
+                st.routes.remove(&prefix);
+            }
+            FibMsg::Commit { nonce } => {
+                let error = match staged.take() {
+                    Some(f) => match f.validate() {
+                        Ok(()) => {
+                            self.cell.publish(f);
+                            String::new()
+                        }
+                        Err(e) => e,
+                    },
+                    None => String::new(),
+                };
+                out.push(FibMsg::Ack { nonce, error });
+            }
+            FibMsg::ReadCounters { nonce } => {
+                let fib = self.cell.load().0;
+                let tr = |t: &Traffic| WireTraffic {
+                    rx_pkts: t.sum(traffic::RX_PKTS),
+                    rx_bytes: t.sum(traffic::RX_BYTES),
+                    tx_pkts: t.sum(traffic::TX_PKTS),
+                    tx_bytes: t.sum(traffic::TX_BYTES),
+                };
+                let sessions = fib
+                    .sessions
+                    .iter()
+                    .take(MAX_REPORTED)
+                    .map(|(id, s)| (*id, tr(&s.traffic)))
+                    .collect();
+                let routes = fib
+                    .routes
+                    .iter()
+                    .take(MAX_REPORTED)
+                    .map(|(p, r)| (p, tr(&r.traffic)))
+                    .collect();
+                out.push(FibMsg::Counters {
+                    nonce,
+                    sessions,
+                    routes,
+                    drops: self.stats.report(),
+                });
+            }
+            FibMsg::Inject { packet } => {
+                self.injector.refresh();
+                if packet.len() <= buf.len() - HEADROOM - crate::wire::TAG_LEN {
+                    buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(&packet);
+                    if let Verdict::Send { to, len } = self.injector.from_tun(buf, packet.len()) {
+                        match self.udp.send_to(&buf[..len], to) {
+                            Ok(_) => self.injector.sent(len),
+                            Err(_) => {
+                                self.injector.discard(crate::stats::DropReason::SendError);
+                            }
+                        }
+                    }
+                }
+            }
+            // Dataplane-to-controlplane messages arriving here are ignored.
+            FibMsg::Ack { .. } | FibMsg::Counters { .. } | FibMsg::Punt { .. } => {}
+        }
+    }
+}
+
+/// The controlplane's end of the fib ring.
+pub struct FibClient {
+    chan: Channel,
+    nonce: u64,
+    /// Messages that arrived while waiting for an answer (punts, mostly).
+    pending: std::collections::VecDeque<FibMsg>,
+    rec: Vec<u8>,
+}
+
+impl FibClient {
+    /// Connects to a node's fib socket.
+    pub fn connect(path: &Path) -> io::Result<FibClient> {
+        let (_, fds) = signal::attach::request(path, "controlplane")?;
+        Ok(FibClient {
+            chan: Channel::open(fds)?,
+            nonce: 0,
+            pending: Default::default(),
+            rec: Vec::new(),
+        })
+    }
+
+    /// Sends one message (staged changes take effect at [`FibClient::commit`]).
+    pub fn send(&mut self, m: &FibMsg) -> io::Result<()> {
+        m.encode(&mut self.rec);
+        self.chan
+            .tx
+            .send_raw(&self.rec)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// The next message from the dataplane (queued ones first), waiting up to `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> io::Result<Option<FibMsg>> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(Some(m));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.chan.rx.recv_raw_timeout(left) {
+                Ok(Some(rec)) => match FibMsg::decode(rec) {
+                    Ok(m) => return Ok(Some(m)),
+                    Err(e) => eprintln!("fib client: ignored {e}"),
+                },
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration, pick: impl Fn(&FibMsg) -> bool) -> io::Result<FibMsg> {
+        let deadline = Instant::now() + timeout;
+        let mut skipped = std::collections::VecDeque::new();
+        let r = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no answer from the dataplane",
+                ));
+            }
+            let m = match self.pending.pop_front() {
+                Some(m) => m,
+                None => match self.chan.rx.recv_raw_timeout(left) {
+                    Ok(Some(rec)) => match FibMsg::decode(rec) {
+                        Ok(m) => m,
+                        Err(_) => continue,
+                    },
+                    Ok(None) => continue,
+                    Err(e) => break Err(io::Error::other(e.to_string())),
+                },
+            };
+            if pick(&m) {
+                break Ok(m);
+            }
+            skipped.push_back(m);
+        };
+        skipped.extend(self.pending.drain(..));
+        self.pending = skipped;
+        r
+    }
+
+    /// Publishes everything sent since the last commit; waits for the dataplane's answer.
+    pub fn commit(&mut self, timeout: Duration) -> io::Result<()> {
+        self.nonce += 1;
+        let nonce = self.nonce;
+        self.send(&FibMsg::Commit { nonce })?;
+        match self.wait(
+            timeout,
+            |m| matches!(m, FibMsg::Ack { nonce: n, .. } if *n == nonce),
+        )? {
+            FibMsg::Ack { error, .. } if error.is_empty() => Ok(()),
+            FibMsg::Ack { error, .. } => Err(io::Error::new(io::ErrorKind::InvalidInput, error)),
+            _ => Err(io::Error::other("unexpected answer")),
+        }
+    }
+
+    /// Reads the dataplane's counters.
+    pub fn counters(&mut self, timeout: Duration) -> io::Result<FibMsg> {
+        self.nonce += 1;
+        let nonce = self.nonce;
+        self.send(&FibMsg::ReadCounters { nonce })?;
+        self.wait(
+            timeout,
+            |m| matches!(m, FibMsg::Counters { nonce: n, .. } if *n == nonce),
+        )
+    }
+}
+
+fn push_decoded(rec: &[u8], inbox: &mut Vec<FibMsg>) {
+    match FibMsg::decode(rec) {
+        Ok(m) => inbox.push(m),
+        Err(e) => eprintln!("skywire-node: fib ring: ignored a message: {e}"),
+    }
+}
