@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 T=${1:-5}
 BACKEND=${BACKEND:-auto}
 SHARDS=${SHARDS:-2}
+# Several nodes share this machine's cores: no pinning unless asked (PIN_SHARDS=1).
+PIN=--no-pin; [ "${PIN_SHARDS:-0}" = 1 ] && PIN=
 PEERBENCH=${PEERBENCH:-../shared/bench/peerbench.sh}
 
 need=()
@@ -74,7 +76,7 @@ PY
 
 start_nodes() {
     for n in "$@"; do
-        ip netns exec "$n" "$NODE" --static "$W/$n.yaml" --backend "$BACKEND" --fib-socket "$W/$n.fib" > "$W/$n.log" 2>&1 &
+        ip netns exec "$n" "$NODE" --static "$W/$n.yaml" --backend "$BACKEND" --fib-socket "$W/$n.fib" $PIN > "$W/$n.log" 2>&1 &
     done
     for n in "$@"; do
         for _ in $(seq 50); do ip -n "$n" link show sky0 >/dev/null 2>&1 && break; sleep 0.1; done

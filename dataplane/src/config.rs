@@ -282,6 +282,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_files_are_valid() {
+        for f in ["node-a.yaml", "node-b.yaml"] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples")
+                .join(f);
+            let s = Static::load(&p, 2).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(s.fib.sessions.len(), 1);
+            assert_eq!(s.fib.routes.len(), 2);
+        }
+    }
+
+    #[test]
     fn parses_a_good_file() {
         let s = Static::parse(&ok_file(), Path::new("n.yaml"), 2).unwrap();
         assert_eq!(s.node.tun, "sky0");

@@ -28,6 +28,10 @@ struct Cli {
     /// /run/skywire/<tun>.fib).
     #[arg(long, value_name = "PATH")]
     fib_socket: Option<PathBuf>,
+    /// Do not pin shard i to CPU i (pinning suits a dedicated router; leave it off when several
+    /// nodes share a machine, as in the network-namespace testbed).
+    #[arg(long)]
+    no_pin: bool,
     /// I/O backend.
     #[arg(long, default_value = "auto", value_parser = ["auto", "epoll", "uring"])]
     backend: String,
@@ -129,6 +133,7 @@ fn main() {
         .spawn(move || fib_server.run(fib_listener))
         .unwrap_or_else(|e| fail(e));
     let mut threads = Vec::new();
+    let pin = !cli.no_pin;
     for i in 0..shards {
         let mut addr = st.node.listen;
         addr.set_port(
@@ -154,9 +159,11 @@ fn main() {
         let th = std::thread::Builder::new()
             .name(format!("shard{i}"))
             .spawn(move || {
-                let mut cpu = rustix::thread::CpuSet::new();
-                cpu.set(i % cpus);
-                let _ = rustix::thread::sched_setaffinity(None, &cpu);
+                if pin {
+                    let mut cpu = rustix::thread::CpuSet::new();
+                    cpu.set(i % cpus);
+                    let _ = rustix::thread::sched_setaffinity(None, &cpu);
+                }
                 io_epoll::run(io)
             })
             .unwrap_or_else(|e| fail(e));

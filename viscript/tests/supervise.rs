@@ -453,3 +453,10 @@ fn quit_stops_dependents_before_their_dependencies() {
     let marks = std::fs::read_to_string(&mark).unwrap();
     assert_eq!(marks, "top shutdown\nbase shutdown\n");
 }
+
+#[test]
+fn the_repository_config_yaml_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.yaml");
+    let cfg = viscript::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.app("signal-demo").is_some() && cfg.app("skywire-node").is_some());
+}
