@@ -4,6 +4,7 @@ use clap::Parser;
 use dataplane::config::Static;
 use dataplane::fib::{FibCell, Prefix};
 use dataplane::io_epoll::{self, ShardIo};
+use dataplane::io_uring;
 use dataplane::shard::Shard;
 use dataplane::stats::{NodeStats, traffic};
 use dataplane::{fibring, netlink, tun};
@@ -80,9 +81,24 @@ fn main() {
         .clamp(1, 64);
     // Counters have one slot per shard plus one for the fib thread (injected packets).
     let st = Static::load(&cli.static_file, shards + 1).unwrap_or_else(|e| fail(e));
-    if cli.backend == "uring" {
-        fail("the io_uring backend is not built yet; use --backend epoll (auto picks epoll)");
-    }
+    // auto: io_uring when this kernel / sandbox lets us set it up, else epoll.
+    let uring = match cli.backend.as_str() {
+        "epoll" => false,
+        "uring" => match io_uring::probe() {
+            Ok(()) => true,
+            Err(e) => fail(format!(
+                "--backend uring: io_uring cannot be set up here: {e} (use --backend epoll or auto)"
+            )),
+        },
+        _ => match io_uring::probe() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("skywire-node: io_uring unavailable ({e}); using the epoll backend");
+                false
+            }
+        },
+    };
+    let backend = if uring { "io_uring" } else { "epoll" };
 
     // The device: remove a stale one, create ours (non-persistent: it goes when we do).
     match tun::Tun::remove_stale(&st.node.tun) {
@@ -164,15 +180,20 @@ fn main() {
                     cpu.set(i % cpus);
                     let _ = rustix::thread::sched_setaffinity(None, &cpu);
                 }
-                io_epoll::run(io)
+                if uring {
+                    io_uring::run(io)
+                } else {
+                    io_epoll::run(io)
+                }
             })
             .unwrap_or_else(|e| fail(e));
         threads.push(th);
     }
     eprintln!(
-        "skywire-node: {} up ({} shards, epoll backend, {} sessions, {} rules, {} routes), listening on {}, fib ring at {}",
+        "skywire-node: {} up ({} shards, {} backend, {} sessions, {} rules, {} routes), listening on {}, fib ring at {}",
         st.node.tun,
         shards,
+        backend,
         cell.load().0.sessions.len(),
         cell.load().0.rules.len(),
         cell.load().0.routes.len(),

@@ -257,6 +257,12 @@ fn two_nodes(backend: &str) {
     let st = b.child(0).wait().unwrap();
     assert!(st.success(), "skywire-node did not exit cleanly");
     let log = std::fs::read_to_string(dir.join("b.log")).unwrap();
+    let want = if backend == "uring" {
+        "io_uring backend"
+    } else {
+        "epoll backend"
+    };
+    assert!(log.contains(want), "not on the {want}: {log}");
     for c in ["drop_malformed", "drop_bad_tag", "drop_unknown_session"] {
         let v: u64 = log
             .split_whitespace()
@@ -275,6 +281,11 @@ fn two_nodes(backend: &str) {
 #[test]
 fn two_nodes_epoll() {
     two_nodes("epoll");
+}
+
+#[test]
+fn two_nodes_uring() {
+    two_nodes("uring");
 }
 
 fn three_nodes(backend: &str) {
@@ -349,4 +360,9 @@ fn three_nodes(backend: &str) {
 #[test]
 fn three_nodes_relay_epoll() {
     three_nodes("epoll");
+}
+
+#[test]
+fn three_nodes_relay_uring() {
+    three_nodes("uring");
 }
