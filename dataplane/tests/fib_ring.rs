@@ -214,3 +214,48 @@ fn wait_child(c: &mut std::process::Child, t: Duration) -> std::process::ExitSta
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn idle_routes_expire_unless_kept_alive_and_a_crash_leaves_no_device() {
+    let t = tag();
+    let dir = scratch(&t);
+    let mut a = Ns::new(format!("{t}i"));
+    let cfg = dir.join("a.yaml");
+    let k = "00070e151c232a31383f464d545b626970777e858c939aa1a8afb6bdc4cbd2d9";
+    std::fs::write(
+        &cfg,
+        format!(
+            "node:\n  listen: \"127.0.0.1:7000\"\n  shards: 1\n  route_idle_secs: 1\n  addresses: [fd00::1/64]\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {k}, rx_key: {k}}}\nrules: []\nroutes:\n  - {{prefix: fd00::2/128, session: 1, label: 1, keepalive: true}}\n  - {{prefix: fd00::3/128, session: 1, label: 2}}\n"
+        ),
+    )
+    .unwrap();
+    let fib = dir.join("a.fib");
+    let node = node_bin();
+    let i = a.spawn(
+        &[
+            node.to_str().unwrap(),
+            "--static",
+            cfg.to_str().unwrap(),
+            "--fib-socket",
+            fib.to_str().unwrap(),
+        ],
+        &dir.join("a.log"),
+    );
+    let mut fa = connect(&fib);
+    let routes = |fa: &mut FibClient| match fa.counters(Duration::from_secs(5)).unwrap() {
+        FibMsg::Counters { routes, .. } => routes.into_iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(routes(&mut fa).len(), 2);
+    wait_until("idle route expiry", Duration::from_secs(10), || {
+        routes(&mut fa) == vec![p("fd00::2/128")]
+    });
+    // SIGKILL: no chance to clean up, yet the kernel removes the (non-persistent) device.
+    assert!(a.exec(&["ip", "link", "show", "sky0"]).status.success());
+    let _ = a.child(i).kill();
+    let _ = a.child(i).wait();
+    wait_until("sky0 gone after a crash", Duration::from_secs(5), || {
+        !a.exec(&["ip", "link", "show", "sky0"]).status.success()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
