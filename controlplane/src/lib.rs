@@ -2,8 +2,12 @@
 //!
 //! - [`identity`]: the Ed25519 identity, its X25519 Noise key and overlay address.
 //! - [`link`]: the Noise handshake that authenticates a neighbour and derives the data keys.
+//! - [`links`]: TCP links: dialling with backoff, accepting, keepalives (RTT), down detection.
+//! - [`config`]: the configuration file.
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod identity;
 pub mod link;
+pub mod links;

@@ -1,0 +1,196 @@
+//! skywire-control's configuration file.
+//!
+//! ```yaml
+//! key: /var/lib/skywire/node.key      # created on first start (0600)
+//! tun: sky0                           # the dataplane's device (the overlay address goes on it)
+//! fib_socket: /run/skywire/sky0.fib   # the dataplane's fib ring
+//! listen: 0.0.0.0:7100                # control TCP (Noise) for neighbours
+//! data_port: 7000                     # our dataplane's base UDP port
+//! data_shards: 2
+//! keepalive_ms: 200                   # link keepalive period (RTT is measured on it)
+//! dead_after: 3                       # missed keepalives before a link is down
+//! allow_any: false                    # accept links from keys not listed below
+//! neighbours:
+//!   - pk: <64 hex>
+//!     endpoint: 10.0.0.2:7100         # optional: dial it (else wait for it)
+//!     cost_us: 500                    # optional operator override of the measured RTT
+//! policy: {drain: false, no_transit: false}
+//! ```
+
+use crate::identity::NodeId;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    key: PathBuf,
+    #[serde(default = "sky0")]
+    tun: String,
+    fib_socket: Option<PathBuf>,
+    listen: SocketAddr,
+    data_port: u16,
+    #[serde(default = "one")]
+    data_shards: u16,
+    #[serde(default = "keepalive")]
+    keepalive_ms: u64,
+    #[serde(default = "three")]
+    dead_after: u32,
+    #[serde(default)]
+    allow_any: bool,
+    neighbours: Option<Vec<NeighbourFile>>,
+    #[serde(default)]
+    policy: Policy,
+}
+
+fn sky0() -> String {
+    "sky0".into()
+}
+fn one() -> u16 {
+    1
+}
+fn keepalive() -> u64 {
+    200
+}
+fn three() -> u32 {
+    3
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeighbourFile {
+    pk: String,
+    endpoint: Option<SocketAddr>,
+    cost_us: Option<u32>,
+}
+
+/// Operator policy.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Carry no new transit routes; move existing ones away.
+    #[serde(default)]
+    pub drain: bool,
+    /// Never relay for others.
+    #[serde(default)]
+    pub no_transit: bool,
+}
+
+/// A configured neighbour.
+#[derive(Debug, Clone)]
+pub struct Neighbour {
+    /// Its identity.
+    pub pk: NodeId,
+    /// Where to dial it, if we dial.
+    pub endpoint: Option<SocketAddr>,
+    /// Cost override.
+    pub cost_us: Option<u32>,
+}
+
+/// The parsed configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Key file.
+    pub key: PathBuf,
+    /// TUN device name.
+    pub tun: String,
+    /// Fib socket.
+    pub fib_socket: PathBuf,
+    /// Control listen address.
+    pub listen: SocketAddr,
+    /// Dataplane base port.
+    pub data_port: u16,
+    /// Dataplane shards.
+    pub data_shards: u16,
+    /// Keepalive period.
+    pub keepalive_ms: u64,
+    /// Missed keepalives before down.
+    pub dead_after: u32,
+    /// Accept unknown callers.
+    pub allow_any: bool,
+    /// Neighbours.
+    pub neighbours: Vec<Neighbour>,
+    /// Policy.
+    pub policy: Policy,
+}
+
+impl Config {
+    /// Reads and checks a config file; errors name the file (and line/column for YAML errors).
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses `text`, naming `path` in errors. Relative paths resolve against its folder.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
+        let f: File =
+            serde_saphyr::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        let mut neighbours = Vec::new();
+        for n in f.neighbours.unwrap_or_default() {
+            let pk = NodeId::from_hex(&n.pk)
+                .map_err(|e| format!("{}: neighbour: {e}", path.display()))?;
+            if neighbours.iter().any(|x: &Neighbour| x.pk == pk) {
+                return Err(format!(
+                    "{}: neighbour {} listed twice",
+                    path.display(),
+                    &n.pk
+                ));
+            }
+            neighbours.push(Neighbour {
+                pk,
+                endpoint: n.endpoint,
+                cost_us: n.cost_us,
+            });
+        }
+        if f.keepalive_ms == 0 || f.dead_after == 0 {
+            return Err(format!(
+                "{}: keepalive_ms and dead_after must be at least 1",
+                path.display()
+            ));
+        }
+        Ok(Config {
+            key: abs(f.key),
+            fib_socket: abs(f
+                .fib_socket
+                .unwrap_or_else(|| PathBuf::from(format!("/run/skywire/{}.fib", f.tun)))),
+            tun: f.tun,
+            listen: f.listen,
+            data_port: f.data_port,
+            data_shards: f.data_shards.max(1),
+            keepalive_ms: f.keepalive_ms,
+            dead_after: f.dead_after,
+            allow_any: f.allow_any,
+            neighbours,
+            policy: f.policy,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_reports_errors() {
+        let pk = "11".repeat(32);
+        let text = format!(
+            "key: k/node.key\nlisten: 0.0.0.0:7100\ndata_port: 7000\nneighbours:\n  - {{pk: {pk}, endpoint: \"10.0.0.2:7100\"}}\n"
+        );
+        let c = Config::parse(&text, Path::new("/etc/sky/control.yaml")).unwrap();
+        assert_eq!(c.key, PathBuf::from("/etc/sky/k/node.key"));
+        assert_eq!(c.neighbours.len(), 1);
+        assert_eq!(c.fib_socket, PathBuf::from("/run/skywire/sky0.fib"));
+        let bad = text.replace("data_port", "data_prot");
+        let e = Config::parse(&bad, Path::new("c.yaml")).unwrap_err();
+        assert!(e.contains("c.yaml") && e.contains("data_prot"), "{e}");
+        let dup = format!("{text}  - {{pk: {pk}}}\n");
+        assert!(
+            Config::parse(&dup, Path::new("c.yaml"))
+                .unwrap_err()
+                .contains("twice")
+        );
+    }
+}

@@ -1,0 +1,475 @@
+//! The link manager's I/O: TCP connections to neighbours carrying the Noise handshake
+//! ([`crate::link`]) and then an encrypted control channel with keepalives (RTT) and the node
+//! manager's messages. One thread per connection reads; writes go through a bounded queue
+//! drained by a writer thread. Everything that happens is reported to the main loop as a
+//! [`LinkEvent`]; the main loop never blocks on a link.
+//!
+//! Frames on the wire: `u16 length | Noise message`. Inside the encrypted channel:
+//! `1 | t_us u64` ping, `2 | t_us u64` pong (echo), `3 | bytes` node-manager message.
+
+use crate::identity::{Identity, NodeId};
+use crate::link::{Established, Handshake, LinkParams, MAX_MSG, Step};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Control messages queued per link before new ones are dropped (and counted).
+const LINK_QUEUE: usize = 1024;
+/// Longest a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+const T_PING: u8 = 1;
+const T_PONG: u8 = 2;
+const T_NM: u8 = 3;
+
+/// What a link reports.
+pub enum LinkEvent {
+    /// Handshake done: the link is up.
+    Up(Box<UpInfo>),
+    /// The link ended.
+    Down {
+        /// Peer.
+        peer: NodeId,
+        /// Which link (links are numbered).
+        link: u64,
+        /// Why.
+        why: String,
+    },
+    /// A round-trip time measured on the keepalive.
+    Rtt {
+        /// Peer.
+        peer: NodeId,
+        /// Link.
+        link: u64,
+        /// Microseconds.
+        rtt_us: u32,
+    },
+    /// A node-manager message from the peer.
+    Msg {
+        /// Peer.
+        peer: NodeId,
+        /// Link.
+        link: u64,
+        /// Payload.
+        bytes: Vec<u8>,
+    },
+}
+
+/// A link that came up.
+pub struct UpInfo {
+    /// Link number.
+    pub link: u64,
+    /// Who.
+    pub peer: NodeId,
+    /// Whether we dialled.
+    pub initiator: bool,
+    /// Our dataplane parameters as sent.
+    pub local: LinkParams,
+    /// The peer's, with its data endpoint's address taken from the TCP connection.
+    pub remote: LinkParams,
+    /// Data keys.
+    pub data_tx: [u8; 32],
+    /// Data keys.
+    pub data_rx: [u8; 32],
+    /// For sending and closing.
+    pub handle: LinkHandle,
+}
+
+/// Sends on, or closes, one link.
+#[derive(Clone)]
+pub struct LinkHandle {
+    tx: SyncSender<Vec<u8>>,
+    closed: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl LinkHandle {
+    /// Queues a node-manager message; false (and counted) when the queue is full or closed.
+    pub fn send(&self, bytes: &[u8]) -> bool {
+        let mut m = Vec::with_capacity(bytes.len() + 1);
+        m.push(T_NM);
+        m.extend_from_slice(bytes);
+        match self.tx.try_send(m) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Closes the link (it reports Down).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Messages dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Shared settings for link threads.
+#[derive(Clone)]
+pub struct LinkCtx {
+    /// Our identity.
+    pub id: Arc<Identity>,
+    /// Our dataplane's base port.
+    pub data_port: u16,
+    /// Its shard count.
+    pub data_shards: u16,
+    /// Keepalive period.
+    pub keepalive: Duration,
+    /// Missed keepalives before down.
+    pub dead_after: u32,
+    /// Who may call us.
+    pub allowed: Arc<dyn Fn(&NodeId) -> bool + Send + Sync>,
+    /// Where events go.
+    pub events: Sender<LinkEvent>,
+    /// Session index allocator (shared by all links).
+    pub next_session: Arc<AtomicU32>,
+    /// Link number allocator.
+    pub next_link: Arc<AtomicU64>,
+    /// Set to end everything.
+    pub stop: Arc<AtomicBool>,
+}
+
+fn write_frame(s: &mut TcpStream, b: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(b.len()).map_err(|_| io::Error::other("frame too long"))?;
+    let mut buf = Vec::with_capacity(b.len() + 2);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(b);
+    s.write_all(&buf)
+}
+
+fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len)?;
+    let n = usize::from(u16::from_be_bytes(len));
+    buf.resize(n, 0);
+    s.read_exact(buf)
+}
+
+fn handshake(
+    ctx: &LinkCtx,
+    s: &mut TcpStream,
+    dial: Option<NodeId>,
+) -> Result<Established, String> {
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let local = LinkParams {
+        session_id: ctx.next_session.fetch_add(1, Ordering::Relaxed),
+        data_endpoint: SocketAddr::from(([0, 0, 0, 0], ctx.data_port)),
+        data_shards: ctx.data_shards,
+    };
+    let allow = |p: &NodeId| (ctx.allowed)(p);
+    let mut buf = Vec::new();
+    let mut hs = match dial {
+        Some(peer) => {
+            let (h, m1) = Handshake::initiate(&ctx.id, local, peer).map_err(|e| e.to_string())?;
+            write_frame(s, &m1).map_err(|e| e.to_string())?;
+            h
+        }
+        None => Handshake::respond(&ctx.id, local).map_err(|e| e.to_string())?,
+    };
+    loop {
+        read_frame(s, &mut buf).map_err(|e| format!("handshake: {e}"))?;
+        match hs.read(&buf, &allow).map_err(|e| e.to_string())? {
+            (Some(next), Step::Send(m)) => {
+                write_frame(s, &m).map_err(|e| e.to_string())?;
+                hs = next;
+            }
+            (_, Step::Done(last, est)) => {
+                if let Some(m) = last {
+                    write_frame(s, &m).map_err(|e| e.to_string())?;
+                }
+                return Ok(*est);
+            }
+            (None, Step::Send(_)) => return Err("handshake state lost".into()),
+        }
+    }
+}
+
+fn now_us(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
+/// Runs an established link until it fails or is closed; reports Down at the end.
+fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
+    let link = ctx.next_link.fetch_add(1, Ordering::Relaxed);
+    let peer = est.peer;
+    let mut remote = est.peer_params;
+    if remote.data_endpoint.ip().is_unspecified()
+        && let Ok(a) = s.peer_addr() {
+            remote.data_endpoint.set_ip(a.ip());
+        }
+    let (tx, rx) = sync_channel::<Vec<u8>>(LINK_QUEUE);
+    let closed = Arc::new(AtomicBool::new(false));
+    let handle = LinkHandle {
+        tx: tx.clone(),
+        closed: closed.clone(),
+        dropped: Arc::new(AtomicU64::new(0)),
+    };
+    let transport = Arc::new(Mutex::new(est.transport));
+    let up = UpInfo {
+        link,
+        peer,
+        initiator: est.initiator,
+        local: est.local_params,
+        remote,
+        data_tx: est.data_tx,
+        data_rx: est.data_rx,
+        handle,
+    };
+    if ctx.events.send(LinkEvent::Up(Box::new(up))).is_err() {
+        return;
+    }
+    let epoch = Instant::now();
+    let Ok(mut ws) = s.try_clone() else {
+        let _ = ctx.events.send(LinkEvent::Down {
+            peer,
+            link,
+            why: "cannot clone socket".into(),
+        });
+        return;
+    };
+    let wt = transport.clone();
+    let wclosed = closed.clone();
+    let keepalive = ctx.keepalive;
+    let wstop = ctx.stop.clone();
+    let writer =
+        std::thread::spawn(move || writer(&mut ws, &wt, &rx, keepalive, epoch, &wclosed, &wstop));
+    let _ = s.set_read_timeout(Some(ctx.keepalive));
+    let mut buf = Vec::new();
+    let mut plain = vec![0u8; MAX_MSG];
+    let mut last_heard = Instant::now();
+    let dead = ctx.keepalive * ctx.dead_after;
+    let why = loop {
+        if closed.load(Ordering::SeqCst) || ctx.stop.load(Ordering::SeqCst) {
+            break "closed".to_string();
+        }
+        if last_heard.elapsed() > dead {
+            break format!("no keepalive for {} ms", dead.as_millis());
+        }
+        match read_frame(&mut s, &mut buf) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => break format!("read: {e}"),
+        }
+        let n = match transport
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read_message(&buf, &mut plain)
+        {
+            Ok(n) => n,
+            Err(e) => break format!("decrypt: {e}"),
+        };
+        last_heard = Instant::now();
+        let msg = &plain[..n];
+        match msg.first() {
+            Some(&T_PING) if msg.len() == 9 => {
+                let mut pong = msg.to_vec();
+                pong[0] = T_PONG;
+                let _ = tx.try_send(pong);
+            }
+            Some(&T_PONG) if msg.len() == 9 => {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&msg[1..9]);
+                let sent = u64::from_le_bytes(t);
+                let rtt = now_us(epoch).saturating_sub(sent).min(u64::from(u32::MAX)) as u32;
+                let _ = ctx.events.send(LinkEvent::Rtt {
+                    peer,
+                    link,
+                    rtt_us: rtt.max(1),
+                });
+            }
+            Some(&T_NM) => {
+                let _ = ctx.events.send(LinkEvent::Msg {
+                    peer,
+                    link,
+                    bytes: msg[1..].to_vec(),
+                });
+            }
+            _ => {} // unknown control message: ignored
+        }
+    };
+    closed.store(true, Ordering::SeqCst);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    let _ = ctx.events.send(LinkEvent::Down { peer, link, why });
+}
+
+fn writer(
+    s: &mut TcpStream,
+    t: &Mutex<snow::TransportState>,
+    rx: &Receiver<Vec<u8>>,
+    keepalive: Duration,
+    epoch: Instant,
+    closed: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    let mut out = vec![0u8; MAX_MSG];
+    let mut next_ping = Instant::now();
+    loop {
+        if closed.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut msg = None;
+        let now = Instant::now();
+        if now >= next_ping {
+            let mut p = vec![T_PING];
+            p.extend_from_slice(&now_us(epoch).to_le_bytes());
+            msg = Some(p);
+            next_ping = now + keepalive;
+        }
+        let msg = match msg {
+            Some(m) => m,
+            None => match rx.recv_timeout(next_ping.saturating_duration_since(now)) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        let n = match t
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_message(&msg, &mut out)
+        {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if write_frame(s, &out[..n]).is_err() {
+            closed.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
+}
+
+/// Accepts links on `listener` until stopped.
+pub fn listen(ctx: LinkCtx, listener: TcpListener) {
+    let _ = listener.set_nonblocking(true);
+    while !ctx.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((mut s, _)) => {
+                let c = ctx.clone();
+                std::thread::spawn(move || {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_nodelay(true);
+                    match handshake(&c, &mut s, None) {
+                        Ok(est) => run_link(&c, s, est),
+                        Err(e) => eprintln!("skywire-control: incoming link refused: {e}"),
+                    }
+                });
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Keeps a link to `peer` at `addr` up: dials, and re-dials with backoff after every failure.
+pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
+    let mut backoff = BACKOFF_MIN;
+    while !ctx.stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            let _ = s.set_nodelay(true);
+            match handshake(&ctx, &mut s, Some(peer)) {
+                Ok(est) => run_link(&ctx, s, est),
+                Err(e) => eprintln!("skywire-control: link to {peer:?} at {addr}: {e}"),
+            }
+        }
+        // A link that stayed up a while starts over with a short backoff.
+        if started.elapsed() > BACKOFF_MAX * 2 {
+            backoff = BACKOFF_MIN;
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !ctx.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    fn ctx(seed: u8, events: Sender<LinkEvent>, stop: Arc<AtomicBool>) -> LinkCtx {
+        LinkCtx {
+            id: Arc::new(Identity::from_seed([seed; 32]).unwrap()),
+            data_port: 7000,
+            data_shards: 2,
+            keepalive: Duration::from_millis(50),
+            dead_after: 3,
+            allowed: Arc::new(|_| true),
+            events,
+            next_session: Arc::new(AtomicU32::new(1)),
+            next_link: Arc::new(AtomicU64::new(1)),
+            stop,
+        }
+    }
+
+    #[test]
+    fn link_comes_up_measures_rtt_carries_messages_and_goes_down() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ta, ra) = channel();
+        let (tb, rb) = channel();
+        let a = ctx(1, ta, stop.clone());
+        let b = ctx(2, tb, stop.clone());
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let bid = b.id.id();
+        std::thread::spawn(move || listen(b, l));
+        std::thread::spawn(move || dial(a, bid, addr));
+        let up_a = match ra.recv_timeout(Duration::from_secs(5)).unwrap() {
+            LinkEvent::Up(u) => u,
+            _ => panic!("expected up"),
+        };
+        let up_b = match rb.recv_timeout(Duration::from_secs(5)).unwrap() {
+            LinkEvent::Up(u) => u,
+            _ => panic!("expected up"),
+        };
+        assert_eq!(up_a.peer, bid);
+        assert_eq!(up_a.data_tx, up_b.data_rx);
+        assert_eq!(up_a.remote.data_endpoint, "127.0.0.1:7000".parse().unwrap());
+        assert!(up_a.handle.send(b"hello"));
+        let mut got_rtt = false;
+        let mut got_msg = false;
+        let t = Instant::now();
+        while !(got_rtt && got_msg) && t.elapsed() < Duration::from_secs(5) {
+            if let Ok(LinkEvent::Rtt { .. }) = ra.recv_timeout(Duration::from_millis(100)) {
+                got_rtt = true;
+            }
+            while let Ok(ev) = rb.try_recv() {
+                if let LinkEvent::Msg { bytes, .. } = ev {
+                    assert_eq!(bytes, b"hello");
+                    got_msg = true;
+                }
+            }
+        }
+        assert!(got_rtt && got_msg);
+        up_b.handle.close();
+        let t = Instant::now();
+        loop {
+            assert!(t.elapsed() < Duration::from_secs(5), "no down event");
+            if let Ok(LinkEvent::Down { .. }) = ra.recv_timeout(Duration::from_millis(100)) {
+                break;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+    }
+}
