@@ -35,6 +35,20 @@ pub struct LinkParams {
     pub data_endpoint: SocketAddr,
     /// How many shards (ports) it has.
     pub data_shards: u16,
+    /// Whether this side's CPU has AES instructions (AES-256-GCM is used only when both do,
+    /// else ChaCha20-Poly1305).
+    pub aes: bool,
+}
+
+impl LinkParams {
+    /// The data cipher both sides will use.
+    pub fn cipher_with(&self, other: &LinkParams) -> dataplane::wire::Cipher {
+        if self.aes && other.aes {
+            dataplane::wire::Cipher::Aes256Gcm
+        } else {
+            dataplane::wire::Cipher::ChaCha20Poly1305
+        }
+    }
 }
 
 impl LinkParams {
@@ -54,6 +68,7 @@ impl LinkParams {
         }
         v.extend_from_slice(&self.data_endpoint.port().to_le_bytes());
         v.extend_from_slice(&self.data_shards.to_le_bytes());
+        v.push(u8::from(self.aes));
         v
     }
 
@@ -97,7 +112,12 @@ impl LinkParams {
                 .try_into()
                 .map_err(|_| bad())?,
         );
-        if b.len() != rest + 4 {
+        let aes = match b.get(rest + 4) {
+            Some(0) => false,
+            Some(1) => true,
+            _ => return Err(bad()),
+        };
+        if b.len() != rest + 5 {
             return Err(bad());
         }
         Ok((
@@ -106,6 +126,7 @@ impl LinkParams {
                 session_id,
                 data_endpoint: SocketAddr::new(ip, port),
                 data_shards: shards,
+                aes,
             },
         ))
     }
@@ -351,6 +372,7 @@ mod tests {
             session_id: n,
             data_endpoint: format!("10.0.0.{n}:7000").parse().unwrap(),
             data_shards: 2,
+            aes: n % 2 == 0,
         }
     }
 

@@ -167,6 +167,7 @@ fn handshake(
         session_id: ctx.next_session.fetch_add(1, Ordering::Relaxed),
         data_endpoint: SocketAddr::from(([0, 0, 0, 0], ctx.data_port)),
         data_shards: ctx.data_shards,
+        aes: dataplane::wire::preferred() == dataplane::wire::Cipher::Aes256Gcm,
     };
     let allow = |p: &NodeId| (ctx.allowed)(p);
     let mut buf = Vec::new();
@@ -206,9 +207,10 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
     let peer = est.peer;
     let mut remote = est.peer_params;
     if remote.data_endpoint.ip().is_unspecified()
-        && let Ok(a) = s.peer_addr() {
-            remote.data_endpoint.set_ip(a.ip());
-        }
+        && let Ok(a) = s.peer_addr()
+    {
+        remote.data_endpoint.set_ip(a.ip());
+    }
     let (tx, rx) = sync_channel::<Vec<u8>>(LINK_QUEUE);
     let closed = Arc::new(AtomicBool::new(false));
     let handle = LinkHandle {
