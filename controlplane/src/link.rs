@@ -372,7 +372,7 @@ mod tests {
             session_id: n,
             data_endpoint: format!("10.0.0.{n}:7000").parse().unwrap(),
             data_shards: 2,
-            aes: n % 2 == 0,
+            aes: n.is_multiple_of(2),
         }
     }
 
