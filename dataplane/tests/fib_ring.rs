@@ -2,15 +2,17 @@
 //! committed at run time make traffic flow; a bad commit is refused whole; counters are read;
 //! a packet for an unknown destination is punted, and injected back once its route exists.
 
-mod common;
-
-use common::*;
 use dataplane::fib::Prefix;
 use dataplane::fibproto::{FibMsg, RuleAction};
 use dataplane::fibring::FibClient;
 use dataplane::wire::Cipher;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use testbed::*;
+
+fn node_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_skywire-node"))
+}
 
 fn bare_node(dir: &Path, name: &str, listen: &str, addr: &str) -> std::path::PathBuf {
     let p = dir.join(format!("{name}.yaml"));

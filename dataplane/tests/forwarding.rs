@@ -3,45 +3,13 @@
 //! a checksum through sky0, and a flood of malformed UDP while traffic flows.
 //! Needs root, iproute2, ping and python3 (installed by scripts/test.sh).
 
-mod common;
-
-use common::*;
 use std::path::Path;
 use std::time::Duration;
+use testbed::*;
 
-const SERVER: &str = r#"
-import socket, hashlib, sys
-fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
-s.settimeout(30)
-c, _ = s.accept(); c.settimeout(30)
-h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b: break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
-"#;
-
-const CLIENT: &str = r#"
-import socket, hashlib, sys, random, time
-fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
-total = int(sys.argv[3]); rnd = random.Random(7); h = hashlib.sha256()
-for attempt in range(50):
-    try:
-        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); break
-    except OSError:
-        time.sleep(0.1)
-c.settimeout(30)
-sent = 0
-while sent < total:
-    b = rnd.randbytes(min(1 << 16, total - sent))
-    c.sendall(b); h.update(b); sent += len(b)
-c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
-print(sent, h.hexdigest(), flush=True)
-"#;
+fn node_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_skywire-node"))
+}
 
 const FLOOD: &str = r#"
 import socket, sys, random, time, struct
@@ -118,60 +86,6 @@ fn start(ns: &mut Ns, cfg: &Path, backend: &str, log: &Path) {
     wait_until("sky0 up", Duration::from_secs(10), || {
         ns.exec(&["ip", "link", "show", "sky0"]).status.success()
     });
-}
-
-fn transfer(server_ns: &Ns, client_ns: &Ns, addr: &str, bytes: usize, dir: &Path) {
-    let srv_log = dir.join("srv.out");
-    let server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &server_ns.name,
-            "python3",
-            "-c",
-            SERVER,
-            addr,
-            "5001",
-        ])
-        .stdout(std::fs::File::create(&srv_log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = KillOnDrop(server);
-    std::thread::sleep(Duration::from_millis(300));
-    let out = client_ns.exec(&["python3", "-c", CLIENT, addr, "5001", &bytes.to_string()]);
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let st = server.0.wait().unwrap();
-    assert!(st.success());
-    let got = std::fs::read_to_string(&srv_log)
-        .unwrap()
-        .trim()
-        .to_string();
-    assert_eq!(sent, got, "bytes and sha256 differ");
-    assert!(sent.starts_with(&bytes.to_string()));
-}
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-fn ping(ns: &Ns, addr: &str) {
-    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", addr]);
-    assert!(
-        out.status.success(),
-        "ping {addr}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 fn two_nodes(backend: &str) {

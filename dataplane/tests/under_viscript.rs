@@ -1,26 +1,17 @@
 //! skywire-node as a signal client: started by viscript in a namespace, it registers, answers
 //! ping and ru (with its counters and per-shard rates), and on sd exits cleanly and removes sky0.
 
-mod common;
-
-use common::*;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use testbed::*;
+
+fn node_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_skywire-node"))
+}
 
 fn viscript_bin() -> PathBuf {
-    let p = node_bin().with_file_name("viscript");
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        assert!(
-            Command::new(cargo)
-                .args(["build", "-p", "viscript"])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-    p
+    bin("viscript", "viscript")
 }
 
 #[test]

@@ -1,7 +1,6 @@
-//! Network-namespace testbed: namespaces joined by veth, nodes started inside, everything
-//! removed on drop (also when the test fails).
-
-#![allow(dead_code)]
+//! Network-namespace testbed for end-to-end tests: namespaces joined by veth, processes
+//! started inside, everything removed on drop (also when the test fails), and the workspace's
+//! binaries found (and built when missing).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -130,8 +129,129 @@ pub fn link(a: &Ns, a_if: &str, a_addr: &str, b: &Ns, b_if: &str, b_addr: &str) 
     must(&["ip", "-n", &b.name, "link", "set", b_if, "up"]);
 }
 
-pub fn node_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_skywire-node"))
+/// A workspace binary (`target/<profile>/NAME` next to the running test), built with
+/// `cargo build -p PACKAGE` when it is not there yet.
+pub fn bin(package: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let p = dir.join(name);
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(ok, Ok(true)) && p.exists(), "cannot build {name}");
+    }
+    p
+}
+
+/// Kills a child we started when dropped (and reaps it).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Python programs for a TCP transfer with a checksum: the server prints `BYTES SHA256` of what
+/// it received, the client of what it sent.
+pub const TCP_SERVER: &str = r#"
+import socket, hashlib, sys
+fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
+s.settimeout(30)
+c, _ = s.accept(); c.settimeout(30)
+h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+"#;
+
+/// See [`TCP_SERVER`].
+pub const TCP_CLIENT: &str = r#"
+import socket, hashlib, sys, random, time
+fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+total = int(sys.argv[3]); rnd = random.Random(7); h = hashlib.sha256()
+for attempt in range(100):
+    try:
+        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); break
+    except OSError:
+        time.sleep(0.1)
+c.settimeout(30)
+sent = 0
+while sent < total:
+    b = rnd.randbytes(min(1 << 16, total - sent))
+    c.sendall(b); h.update(b); sent += len(b)
+c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
+print(sent, h.hexdigest(), flush=True)
+"#;
+
+/// Sends `bytes` from `client_ns` to `addr:5001` in `server_ns` over TCP and checks that byte
+/// count and SHA-256 match at both ends.
+pub fn transfer(server_ns: &Ns, client_ns: &Ns, addr: &str, bytes: usize, dir: &Path) {
+    let srv_log = dir.join("srv.out");
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &server_ns.name,
+            "python3",
+            "-c",
+            TCP_SERVER,
+            addr,
+            "5001",
+        ])
+        .stdout(std::fs::File::create(&srv_log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = KillOnDrop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client_ns.exec(&[
+        "python3",
+        "-c",
+        TCP_CLIENT,
+        addr,
+        "5001",
+        &bytes.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let st = server.0.wait().unwrap();
+    assert!(st.success());
+    let got = std::fs::read_to_string(&srv_log)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(sent, got, "bytes and sha256 differ");
+    assert!(sent.starts_with(&bytes.to_string()));
+}
+
+/// Pings `addr` from `ns` (3 packets) and asserts an answer.
+pub fn ping(ns: &Ns, addr: &str) {
+    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", addr]);
+    assert!(
+        out.status.success(),
+        "ping {addr}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 pub fn scratch(tag: &str) -> PathBuf {
