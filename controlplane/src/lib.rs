@@ -11,3 +11,6 @@ pub mod config;
 pub mod identity;
 pub mod link;
 pub mod links;
+#[allow(missing_docs)]
+pub mod nm;
+pub mod run;

@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use controlplane::identity::Identity;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The Skywire controlplane.
 #[derive(Parser, Debug)]
@@ -21,11 +23,54 @@ enum Cmd {
     Keygen,
     /// Print the public key and the overlay address.
     Show,
+    /// Run the controlplane: links, routes, and the dataplane's fib ring.
+    Run {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Termination signals are blocked in every thread and taken by one, which sets `stop`.
+fn watch_signals(stop: Arc<AtomicBool>) {
+    // SAFETY: plain sigset manipulation on a local, then pthread_sigmask for this thread before
+    // any other thread exists (they inherit it).
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialised sigset and `sig` a valid out pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            stop.store(true, Ordering::SeqCst);
+        }
+    });
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Run { config } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            watch_signals(stop.clone());
+            let cfg = match controlplane::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("skywire-control: {e}");
+                    std::process::exit(2);
+                }
+            };
+            if let Err(e) = controlplane::run::run(cfg, stop) {
+                eprintln!("skywire-control: {e}");
+                std::process::exit(1);
+            }
+        }
         Cmd::Keygen | Cmd::Show => match Identity::load_or_create(&cli.key) {
             Ok((id, created)) => {
                 if created {

@@ -1,0 +1,713 @@
+//! The node manager: sans-IO state machine tying the LSDB, flooding,
+//! path computation and hop-by-hop route setup together.
+//!
+//! Route setup, keep-alive, teardown and failover live in `routing.rs`
+//! (a second `impl NodeManager` block).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ring::signature::Ed25519KeyPair;
+
+use super::advert::{Advert, AdvertFlags, keypair_from_seed};
+use super::flood::FloodState;
+use super::labels::LabelAllocator;
+use super::lsdb::{Lsdb, Reject, RejectCounts};
+use super::types::{Action, NodeId, RouteId};
+use super::wire::Msg;
+
+/// Operator configuration. All times in milliseconds.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Re-originate the own advert this often (must be < lifetime).
+    pub advert_refresh_ms: u64,
+    /// Lifetime written into the own advert.
+    pub advert_lifetime_ms: u32,
+    /// Cap applied to the lifetime of received adverts.
+    pub max_advert_lifetime_ms: u32,
+    /// Minimum spacing of re-originations caused by link-up / cost changes
+    /// (link-down and policy changes re-originate at once).
+    pub advert_min_interval_ms: u64,
+    /// Link cost changes smaller than this percentage of the advertised
+    /// cost are not re-advertised (hysteresis against RTT jitter).
+    pub cost_hysteresis_pct: u32,
+    /// Flood retransmit interval while an advert is unacknowledged.
+    pub retransmit_ms: u64,
+    /// Flooding rate limit per neighbour (adverts per second; 0 = none).
+    pub flood_rate_per_s: u32,
+    /// Token bucket depth per neighbour.
+    pub flood_burst: u32,
+    /// Ingress refreshes each route this often.
+    pub route_keepalive_ms: u64,
+    /// Hops drop route state not refreshed for this long.
+    pub route_timeout_ms: u64,
+    /// Ingress gives up on a setup without ack after this long.
+    pub setup_timeout_ms: u64,
+    /// Retry interval when no path to a requested destination exists.
+    pub setup_retry_ms: u64,
+    /// Release routes not requested/touched for this long (0 = never).
+    pub route_idle_ms: u64,
+    /// Pre-establish a node-disjoint backup for every primary route.
+    pub backup_routes: bool,
+    /// Advertised cost per neighbour, replacing the measured one.
+    pub cost_override: Vec<(NodeId, u32)>,
+    /// Move transit routes away from this node; refuse new transit.
+    pub drain: bool,
+    /// Refuse to be an intermediate hop of new routes.
+    pub no_transit: bool,
+    /// Service names published in the advert.
+    pub services: Vec<String>,
+    /// LSDB capacity (origins).
+    pub max_lsdb_entries: usize,
+    /// Largest label handed out (labels start at `labels::FIRST_LABEL`).
+    pub max_label: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            advert_refresh_ms: 20 * 60_000,
+            advert_lifetime_ms: 60 * 60_000,
+            max_advert_lifetime_ms: 2 * 60 * 60_000,
+            advert_min_interval_ms: 50,
+            cost_hysteresis_pct: 10,
+            retransmit_ms: 500,
+            flood_rate_per_s: 1000,
+            flood_burst: 200,
+            route_keepalive_ms: 1_000,
+            route_timeout_ms: 3_500,
+            setup_timeout_ms: 1_000,
+            setup_retry_ms: 1_000,
+            route_idle_ms: 0,
+            backup_routes: true,
+            cost_override: Vec::new(),
+            drain: false,
+            no_transit: false,
+            services: Vec::new(),
+            max_lsdb_entries: 100_000,
+            max_label: (1 << 20) - 1,
+        }
+    }
+}
+
+/// Statistics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub lsdb_size: usize,
+    pub own_seq: u64,
+    pub adverts_originated: u64,
+    pub adverts_accepted: u64,
+    pub adverts_expired: u64,
+    /// Rejections by reason (unsigned, bad signature, stale, replay, ...).
+    pub adverts_rejected: RejectCounts,
+    /// Our own advert came back with a newer seq (restart): jumped past it.
+    pub own_advert_newer_seen: u64,
+    pub msgs_received: u64,
+    pub msgs_malformed: u64,
+    pub msgs_from_non_neighbour: u64,
+    pub msgs_sent: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub acks_sent: u64,
+    pub acks_received: u64,
+    pub setups_sent: u64,
+    pub setup_acks_sent: u64,
+    pub keepalives_sent: u64,
+    pub teardowns_sent: u64,
+    pub flood_retransmits: u64,
+    /// Adverts queued while the neighbour's token bucket was empty.
+    pub flood_rate_limited: u64,
+    /// Queued adverts replaced by a newer version before being sent.
+    pub flood_superseded: u64,
+    pub setups_started: u64,
+    pub setups_refused: u64,
+    pub setup_failures: u64,
+    pub route_failures: u64,
+    pub failovers: u64,
+    pub rebuilds: u64,
+    pub migrations: u64,
+    pub no_path: u64,
+    pub routes_up: usize,
+    pub routes_pending: usize,
+    pub backups_ready: usize,
+    pub mappings: usize,
+    pub transit_states: usize,
+    pub labels_in_use: usize,
+}
+
+/// Role of an own (ingress) route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteRole {
+    Primary,
+    Backup,
+    /// Make-before-break replacement of a primary (drain / migration).
+    Replacement,
+}
+
+/// Setup state of an own route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteState {
+    Pending,
+    Up,
+}
+
+/// One own route, for inspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub dst: NodeId,
+    pub rid: RouteId,
+    pub path: Vec<NodeId>,
+    pub role: RouteRole,
+    pub state: RouteState,
+    /// Is this the route currently installed as the ingress mapping?
+    pub active: bool,
+    /// Label at the first hop (forward direction), once acked.
+    pub label: Option<u32>,
+    /// Our label for reverse traffic (from `path[1]`).
+    pub rev_label: u32,
+    pub age_ms: u64,
+}
+
+/// One transit/egress route state, for inspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HopInfo {
+    pub rid: RouteId,
+    pub prev: NodeId,
+    /// `None` at the egress.
+    pub next: Option<NodeId>,
+    pub fwd_in: Option<u32>,
+    pub fwd_out: Option<u32>,
+    pub rev_in: Option<u32>,
+    pub rev_out: u32,
+    pub expires_ms: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct Neighbour {
+    pub(super) advertised: u32,
+    pub(super) flood: FloodState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OwnState {
+    Pending { deadline: u64 },
+    Up { label: u32 },
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct OwnRoute {
+    pub(super) dst: NodeId,
+    pub(super) path: Vec<NodeId>,
+    pub(super) rev_label: u32,
+    pub(super) state: OwnState,
+    pub(super) created: u64,
+    pub(super) next_keepalive: u64,
+}
+
+impl OwnRoute {
+    pub(super) fn first_hop(&self) -> NodeId {
+        // Paths always hold >= 2 nodes (built by shortest_path with
+        // src != dst); `get` keeps this total anyway.
+        self.path.get(1).copied().unwrap_or(self.dst)
+    }
+    pub(super) fn is_up(&self) -> bool {
+        matches!(self.state, OwnState::Up { .. })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct Dest {
+    pub(super) primary: Option<RouteId>,
+    pub(super) backup: Option<RouteId>,
+    pub(super) replacing: Option<RouteId>,
+    pub(super) last_used: u64,
+    pub(super) retry_at: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Hop {
+    pub(super) prev: NodeId,
+    pub(super) next: Option<NodeId>,
+    pub(super) rev_in: Option<u32>,
+    pub(super) rev_out: u32,
+    pub(super) fwd_in: Option<u32>,
+    pub(super) fwd_out: Option<u32>,
+    pub(super) expires: u64,
+    pub(super) created: u64,
+}
+
+/// The routing state machine of one node.
+pub struct NodeManager {
+    pub(super) cfg: Config,
+    key: Ed25519KeyPair,
+    pub(super) id: NodeId,
+    pub(super) lsdb: Lsdb,
+    pub(super) nbs: BTreeMap<NodeId, Neighbour>,
+    seq: u64,
+    last_originate: u64,
+    originate_pending: bool,
+    originate_urgent: bool,
+    next_refresh: u64,
+    pub(super) labels: LabelAllocator,
+    pub(super) own: BTreeMap<RouteId, OwnRoute>,
+    pub(super) dests: BTreeMap<NodeId, Dest>,
+    pub(super) hops: BTreeMap<RouteId, Hop>,
+    pub(super) installed: BTreeMap<NodeId, (NodeId, u32)>,
+    pub(super) next_route: u64,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) c: Counters,
+    pub(super) topo_dirty: bool,
+}
+
+impl NodeManager {
+    /// Create a node from its 32-byte identity seed. Originates an initial
+    /// (empty) advert.
+    pub fn new(seed: [u8; 32], cfg: Config, now_ms: u64) -> Self {
+        let (key, id) = keypair_from_seed(&seed);
+        let lsdb = Lsdb::new(cfg.max_lsdb_entries.max(1), cfg.max_advert_lifetime_ms);
+        let labels = LabelAllocator::new(cfg.max_label);
+        let mut nm = Self {
+            cfg,
+            key,
+            id,
+            lsdb,
+            nbs: BTreeMap::new(),
+            seq: 0,
+            last_originate: now_ms,
+            originate_pending: false,
+            originate_urgent: false,
+            next_refresh: now_ms,
+            labels,
+            own: BTreeMap::new(),
+            dests: BTreeMap::new(),
+            hops: BTreeMap::new(),
+            installed: BTreeMap::new(),
+            next_route: 0,
+            actions: VecDeque::new(),
+            c: Counters::default(),
+            topo_dirty: false,
+        };
+        nm.originate(now_ms);
+        nm
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Sequence number of our current advert.
+    pub fn advert_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// (origin, seq) of every LSDB entry, own included.
+    pub fn lsdb_summary(&self) -> Vec<(NodeId, u64)> {
+        self.lsdb.iter().map(|(o, e)| (*o, e.advert.seq)).collect()
+    }
+
+    /// The stored advert of `origin`.
+    pub fn advert(&self, origin: &NodeId) -> Option<&Advert> {
+        self.lsdb.advert(origin)
+    }
+
+    /// Up neighbours with their advertised cost.
+    pub fn neighbours(&self) -> Vec<(NodeId, u32)> {
+        self.nbs.iter().map(|(n, s)| (*n, s.advertised)).collect()
+    }
+
+    fn advertised_cost(&self, nb: &NodeId, measured: u32) -> u32 {
+        self.cfg
+            .cost_override
+            .iter()
+            .find(|(n, _)| n == nb)
+            .map_or(measured, |(_, c)| *c)
+    }
+
+    /// A link to `nb` came up with measured cost `cost_us`.
+    pub fn link_up(&mut self, now_ms: u64, nb: NodeId, cost_us: u32) {
+        if nb == self.id {
+            return;
+        }
+        if self.nbs.contains_key(&nb) {
+            self.link_cost(now_ms, nb, cost_us);
+            return;
+        }
+        let advertised = self.advertised_cost(&nb, cost_us);
+        let mut flood = FloodState::new(self.cfg.flood_rate_per_s, self.cfg.flood_burst, now_ms);
+        // Database synchronisation: offer the whole LSDB to the new
+        // neighbour (it acks what it takes; duplicates cost no signature
+        // check on its side).
+        for (origin, _) in self.lsdb.iter() {
+            flood.enqueue(*origin);
+        }
+        self.nbs.insert(nb, Neighbour { advertised, flood });
+        self.originate_pending = true;
+        self.topo_dirty = true;
+        self.finish(now_ms);
+    }
+
+    /// New measured cost for an up link.
+    pub fn link_cost(&mut self, now_ms: u64, nb: NodeId, cost_us: u32) {
+        let adv = self.advertised_cost(&nb, cost_us);
+        let pct = u64::from(self.cfg.cost_hysteresis_pct);
+        if let Some(n) = self.nbs.get_mut(&nb) {
+            let old = u64::from(n.advertised);
+            let diff = old.abs_diff(u64::from(adv));
+            if diff > 0 && diff * 100 >= old * pct {
+                n.advertised = adv;
+                self.originate_pending = true;
+            }
+        }
+        self.finish(now_ms);
+    }
+
+    /// The link to `nb` went down.
+    pub fn link_down(&mut self, now_ms: u64, nb: NodeId) {
+        if self.nbs.remove(&nb).is_none() {
+            self.finish(now_ms);
+            return;
+        }
+        self.originate_pending = true;
+        self.originate_urgent = true;
+        self.topo_dirty = true;
+        self.routes_link_down(now_ms, &nb);
+        self.finish(now_ms);
+    }
+
+    /// Change this node's own policy flags (re-originates at once).
+    pub fn set_policy(&mut self, now_ms: u64, drain: bool, no_transit: bool) {
+        if self.cfg.drain != drain || self.cfg.no_transit != no_transit {
+            self.cfg.drain = drain;
+            self.cfg.no_transit = no_transit;
+            self.originate_pending = true;
+            self.originate_urgent = true;
+        }
+        self.finish(now_ms);
+    }
+
+    /// A message from neighbour `from`. Malformed input is counted and
+    /// dropped.
+    pub fn handle(&mut self, now_ms: u64, from: NodeId, bytes: &[u8]) {
+        self.c.msgs_received += 1;
+        if !self.nbs.contains_key(&from) {
+            self.c.msgs_from_non_neighbour += 1;
+        }
+        match Msg::decode(bytes) {
+            Err(_) => self.c.msgs_malformed += 1,
+            Ok(Msg::Advert(adv)) => self.on_advert(now_ms, from, adv, bytes.to_vec()),
+            Ok(Msg::LsaAck { origin, seq }) => {
+                self.c.acks_received += 1;
+                let cur = self.lsdb.advert(&origin).map(|a| a.seq);
+                if let Some(n) = self.nbs.get_mut(&from) {
+                    n.flood.acked(&origin, seq, cur);
+                }
+            }
+            Ok(Msg::Setup {
+                rid,
+                path,
+                rev_label,
+            }) => self.on_setup(now_ms, from, rid, path, rev_label),
+            Ok(Msg::SetupAck { rid, label }) => self.on_setup_ack(now_ms, from, rid, label),
+            Ok(Msg::Keepalive { rid }) => self.on_keepalive(now_ms, from, rid),
+            Ok(Msg::Teardown { rid, upstream }) => self.on_teardown(now_ms, from, rid, upstream),
+        }
+        self.finish(now_ms);
+    }
+
+    /// The dataplane has a packet for `dst` and no mapping: set a route up
+    /// unless one exists or is being set up. Also marks the route as used.
+    pub fn request_route(&mut self, now_ms: u64, dst: NodeId) {
+        self.routes_request(now_ms, dst);
+        self.finish(now_ms);
+    }
+
+    /// Mark the routes to `dst` as in use (relevant with `route_idle_ms`).
+    pub fn touch_route(&mut self, now_ms: u64, dst: NodeId) {
+        if let Some(d) = self.dests.get_mut(&dst) {
+            d.last_used = now_ms;
+        }
+    }
+
+    /// Tear down every own route to `dst`.
+    pub fn release_route(&mut self, now_ms: u64, dst: NodeId) {
+        self.routes_release(now_ms, dst);
+        self.finish(now_ms);
+    }
+
+    /// Run timers. Call at (or after) `poll_timeout()`.
+    pub fn tick(&mut self, now_ms: u64) {
+        let gone = self.lsdb.expire(now_ms);
+        if !gone.is_empty() {
+            self.topo_dirty = true;
+            if gone.contains(&self.id) {
+                self.originate_pending = true;
+                self.originate_urgent = true;
+            }
+        }
+        if now_ms >= self.next_refresh {
+            self.originate_pending = true;
+            self.originate_urgent = true;
+        }
+        self.routes_tick(now_ms);
+        self.finish(now_ms);
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next time `tick` must be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t = self.next_refresh;
+        if self.originate_pending {
+            t = t.min(self.last_originate + self.cfg.advert_min_interval_ms);
+        }
+        if let Some(e) = self.lsdb.next_expiry() {
+            t = t.min(e);
+        }
+        for n in self.nbs.values() {
+            if let Some(d) = n.flood.next_due() {
+                t = t.min(d);
+            }
+        }
+        if let Some(r) = self.routes_next_timer() {
+            t = t.min(r);
+        }
+        Some(t)
+    }
+
+    /// Own (ingress) routes.
+    pub fn routes(&self, now_ms: u64) -> Vec<RouteInfo> {
+        let mut out = Vec::new();
+        for (dst, d) in &self.dests {
+            for (rid, role) in [
+                (d.primary, RouteRole::Primary),
+                (d.backup, RouteRole::Backup),
+                (d.replacing, RouteRole::Replacement),
+            ] {
+                let Some(rid) = rid else { continue };
+                let Some(r) = self.own.get(&rid) else {
+                    continue;
+                };
+                let label = match r.state {
+                    OwnState::Up { label } => Some(label),
+                    OwnState::Pending { .. } => None,
+                };
+                let active = label.is_some()
+                    && self.installed.get(dst) == Some(&(r.first_hop(), label.unwrap_or(0)));
+                out.push(RouteInfo {
+                    dst: *dst,
+                    rid,
+                    path: r.path.clone(),
+                    role,
+                    state: if label.is_some() {
+                        RouteState::Up
+                    } else {
+                        RouteState::Pending
+                    },
+                    active,
+                    label,
+                    rev_label: r.rev_label,
+                    age_ms: now_ms.saturating_sub(r.created),
+                });
+            }
+        }
+        out
+    }
+
+    /// Transit / egress route states held by this node.
+    pub fn transit(&self) -> Vec<HopInfo> {
+        self.hops
+            .iter()
+            .map(|(rid, h)| HopInfo {
+                rid: *rid,
+                prev: h.prev,
+                next: h.next,
+                fwd_in: h.fwd_in,
+                fwd_out: h.fwd_out,
+                rev_in: h.rev_in,
+                rev_out: h.rev_out,
+                expires_ms: h.expires,
+            })
+            .collect()
+    }
+
+    /// Current ingress mapping for `dst` (what the last RouteUp said).
+    pub fn mapping(&self, dst: &NodeId) -> Option<(NodeId, u32)> {
+        self.installed.get(dst).copied()
+    }
+
+    pub fn counters(&self) -> Counters {
+        let mut c = self.c.clone();
+        c.lsdb_size = self.lsdb.len();
+        c.own_seq = self.seq;
+        c.adverts_accepted = self.lsdb.accepted;
+        c.adverts_expired = self.lsdb.expired;
+        c.adverts_rejected = self.lsdb.rejected;
+        c.routes_up = self.own.values().filter(|r| r.is_up()).count();
+        c.routes_pending = self.own.len() - c.routes_up;
+        c.backups_ready = self
+            .dests
+            .values()
+            .filter(|d| {
+                d.backup
+                    .and_then(|b| self.own.get(&b))
+                    .is_some_and(|r| r.is_up())
+            })
+            .count();
+        c.mappings = self.installed.len();
+        c.transit_states = self.hops.len();
+        c.labels_in_use = self.labels.total_in_use();
+        c
+    }
+
+    // ----- internals -------------------------------------------------------
+
+    pub(super) fn send(&mut self, to: NodeId, msg: &Msg) {
+        self.c.msgs_sent += 1;
+        match msg {
+            Msg::Advert(_) => self.c.adverts_sent += 1,
+            Msg::LsaAck { .. } => self.c.acks_sent += 1,
+            Msg::Setup { .. } => self.c.setups_sent += 1,
+            Msg::SetupAck { .. } => self.c.setup_acks_sent += 1,
+            Msg::Keepalive { .. } => self.c.keepalives_sent += 1,
+            Msg::Teardown { .. } => self.c.teardowns_sent += 1,
+        }
+        self.actions.push_back(Action::Send {
+            to,
+            bytes: msg.encode(),
+        });
+    }
+
+    fn originate(&mut self, now_ms: u64) {
+        self.seq += 1;
+        let links: Vec<(NodeId, u32)> = self.nbs.iter().map(|(n, s)| (*n, s.advertised)).collect();
+        let flags = AdvertFlags {
+            no_transit: self.cfg.no_transit,
+            drain: self.cfg.drain,
+        };
+        let adv = Advert::new_signed(
+            &self.key,
+            self.id,
+            self.seq,
+            self.cfg.advert_lifetime_ms,
+            links,
+            flags,
+            &self.cfg.services,
+        );
+        let msg = Msg::Advert(adv.clone()).encode();
+        self.lsdb.insert(now_ms, adv, msg);
+        self.c.adverts_originated += 1;
+        self.last_originate = now_ms;
+        self.next_refresh = now_ms.saturating_add(self.cfg.advert_refresh_ms.max(1));
+        self.originate_pending = false;
+        self.originate_urgent = false;
+        self.topo_dirty = true;
+        let id = self.id;
+        self.flood_to_all(now_ms, id, None);
+    }
+
+    fn flood_to_all(&mut self, now_ms: u64, origin: NodeId, except: Option<NodeId>) {
+        for (n, s) in self.nbs.iter_mut() {
+            if Some(*n) == except {
+                continue;
+            }
+            if !s.flood.bucket.has_token(now_ms) {
+                self.c.flood_rate_limited += 1;
+            }
+            if !s.flood.enqueue(origin) {
+                self.c.flood_superseded += 1;
+            }
+        }
+    }
+
+    fn on_advert(&mut self, now_ms: u64, from: NodeId, adv: Advert, msg: Vec<u8>) {
+        self.c.adverts_received += 1;
+        let (origin, seq) = (adv.origin, adv.seq);
+        if origin == self.id {
+            // Our own advert coming back. A newer seq than ours means a
+            // previous incarnation of this node: jump past it.
+            if seq > self.seq {
+                if !adv.verify() {
+                    self.lsdb.count_reject(Reject::BadSignature);
+                    return;
+                }
+                self.c.own_advert_newer_seen += 1;
+                self.seq = seq;
+                self.originate_pending = true;
+                self.originate_urgent = true;
+            }
+            self.ack(from, origin, seq);
+            return;
+        }
+        match self.lsdb.offer(now_ms, adv, msg) {
+            Ok(()) => {
+                self.ack(from, origin, seq);
+                if let Some(n) = self.nbs.get_mut(&from) {
+                    n.flood.acked(&origin, seq, Some(seq));
+                }
+                self.flood_to_all(now_ms, origin, Some(from));
+                self.topo_dirty = true;
+            }
+            Err(Reject::Replay) => {
+                // Duplicate from flooding: the sender has it (implicit ack).
+                self.ack(from, origin, seq);
+                if let Some(n) = self.nbs.get_mut(&from) {
+                    n.flood.acked(&origin, seq, Some(seq));
+                }
+            }
+            Err(Reject::Stale) => {
+                // Stop its retransmission and teach it our newer copy.
+                self.ack(from, origin, seq);
+                if let Some(n) = self.nbs.get_mut(&from) {
+                    n.flood.enqueue(origin);
+                }
+            }
+            Err(Reject::TableFull) => self.ack(from, origin, seq),
+            Err(Reject::Unsigned | Reject::BadSignature | Reject::BadLifetime) => {}
+        }
+    }
+
+    fn ack(&mut self, to: NodeId, origin: NodeId, seq: u64) {
+        self.send(to, &Msg::LsaAck { origin, seq });
+    }
+
+    /// Common epilogue of every entry point: originate if due, react to
+    /// topology changes, push queued floods within the rate limits.
+    fn finish(&mut self, now_ms: u64) {
+        if self.originate_pending
+            && (self.originate_urgent
+                || now_ms >= self.last_originate + self.cfg.advert_min_interval_ms)
+        {
+            self.originate(now_ms);
+        }
+        if self.topo_dirty {
+            self.topo_dirty = false;
+            self.routes_topology_changed(now_ms);
+        }
+        self.pump(now_ms);
+    }
+
+    fn pump(&mut self, now_ms: u64) {
+        let retx = self.cfg.retransmit_ms.max(1);
+        for (nb, s) in self.nbs.iter_mut() {
+            self.c.flood_retransmits += s.flood.requeue_due(now_ms) as u64;
+            while s.flood.queue_len() > 0 && s.flood.bucket.try_take(now_ms) {
+                let Some(origin) = s.flood.pop() else { break };
+                let Some(e) = self.lsdb.get(&origin) else {
+                    continue;
+                };
+                s.flood.sent(origin, e.advert.seq, now_ms + retx);
+                self.c.msgs_sent += 1;
+                self.c.adverts_sent += 1;
+                self.actions.push_back(Action::Send {
+                    to: *nb,
+                    bytes: e.msg.clone(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Controlplane messages exchanged between neighbours.
+//!
+//! Every message starts with `VERSION:u8 TYPE:u8`. Decoding is total: any
+//! byte string yields `Ok(msg)` or `Err(DecodeError)`, never a panic, and
+//! non-canonical encodings (trailing bytes, unsorted links, ...) are errors.
+
+use super::advert::Advert;
+use super::types::{NodeId, RouteId};
+
+/// Protocol version byte.
+pub const VERSION: u8 = 1;
+/// Longest route (nodes, including both ends) a Setup may carry.
+pub const MAX_PATH: usize = 64;
+
+const T_ADVERT: u8 = 1;
+const T_ACK: u8 = 2;
+const T_SETUP: u8 = 3;
+const T_SETUP_ACK: u8 = 4;
+const T_KEEPALIVE: u8 = 5;
+const T_TEARDOWN: u8 = 6;
+
+/// Why bytes could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message truncated")]
+    Truncated,
+    #[error("trailing bytes after message")]
+    Trailing,
+    #[error("unknown protocol version {0}")]
+    BadVersion(u8),
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    #[error("unknown flag bits")]
+    UnknownFlags,
+    #[error("too many elements")]
+    TooMany,
+    #[error("element or message too large")]
+    TooLarge,
+    #[error("non-canonical encoding")]
+    NonCanonical,
+    #[error("invalid UTF-8")]
+    BadUtf8,
+    #[error("invalid path")]
+    BadPath,
+}
+
+/// Bounds-checked big-endian reader.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.remaining() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N)?);
+        Ok(a)
+    }
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    pub fn id(&mut self) -> Result<NodeId, DecodeError> {
+        self.array()
+    }
+    pub fn route_id(&mut self) -> Result<RouteId, DecodeError> {
+        Ok(RouteId {
+            origin: self.id()?,
+            counter: self.u64()?,
+        })
+    }
+    /// Error unless every byte was consumed.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if self.remaining() == 0 {
+            Ok(())
+        } else {
+            Err(DecodeError::Trailing)
+        }
+    }
+}
+
+/// A controlplane message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// A link-state advert being flooded.
+    Advert(Advert),
+    /// Acknowledges receipt of `origin`'s advert `seq` (stops retransmits).
+    LsaAck { origin: NodeId, seq: u64 },
+    /// Route setup travelling from the ingress (`path[0]`) to the egress.
+    /// `rev_label` is the label the sender allocated for reverse-direction
+    /// traffic arriving from the receiver.
+    Setup {
+        rid: RouteId,
+        path: Vec<NodeId>,
+        rev_label: u32,
+    },
+    /// Travelling back upstream: `label` is the label the sender allocated
+    /// for forward traffic arriving from the receiver.
+    SetupAck { rid: RouteId, label: u32 },
+    /// Ingress refresh of a route, forwarded hop by hop downstream.
+    Keepalive { rid: RouteId },
+    /// Remove route state. `upstream == false`: travelling from the ingress
+    /// side towards the egress; `true`: an error travelling back to the
+    /// ingress (broken link, unknown route, refused setup).
+    Teardown { rid: RouteId, upstream: bool },
+}
+
+fn put_rid(out: &mut Vec<u8>, rid: &RouteId) {
+    out.extend_from_slice(&rid.origin);
+    out.extend_from_slice(&rid.counter.to_be_bytes());
+}
+
+impl Msg {
+    /// Short name of the message type, for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Advert(_) => "advert",
+            Msg::LsaAck { .. } => "ack",
+            Msg::Setup { .. } => "setup",
+            Msg::SetupAck { .. } => "setup_ack",
+            Msg::Keepalive { .. } => "keepalive",
+            Msg::Teardown { .. } => "teardown",
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(VERSION);
+        match self {
+            Msg::Advert(a) => {
+                out.push(T_ADVERT);
+                a.encode_into(&mut out);
+            }
+            Msg::LsaAck { origin, seq } => {
+                out.push(T_ACK);
+                out.extend_from_slice(origin);
+                out.extend_from_slice(&seq.to_be_bytes());
+            }
+            Msg::Setup {
+                rid,
+                path,
+                rev_label,
+            } => {
+                out.push(T_SETUP);
+                put_rid(&mut out, rid);
+                out.extend_from_slice(&rev_label.to_be_bytes());
+                // Paths we build are at most MAX_PATH long; `min` guards the
+                // cast for hand-built messages (which then fail to decode).
+                let n = path.len().min(u8::MAX as usize);
+                out.push(n as u8);
+                for n in path.iter().take(n) {
+                    out.extend_from_slice(n);
+                }
+            }
+            Msg::SetupAck { rid, label } => {
+                out.push(T_SETUP_ACK);
+                put_rid(&mut out, rid);
+                out.extend_from_slice(&label.to_be_bytes());
+            }
+            Msg::Keepalive { rid } => {
+                out.push(T_KEEPALIVE);
+                put_rid(&mut out, rid);
+            }
+            Msg::Teardown { rid, upstream } => {
+                out.push(T_TEARDOWN);
+                put_rid(&mut out, rid);
+                out.push(u8::from(*upstream));
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let v = r.u8()?;
+        if v != VERSION {
+            return Err(DecodeError::BadVersion(v));
+        }
+        let t = r.u8()?;
+        let m = match t {
+            T_ADVERT => Msg::Advert(Advert::decode_from(&mut r)?),
+            T_ACK => Msg::LsaAck {
+                origin: r.id()?,
+                seq: r.u64()?,
+            },
+            T_SETUP => {
+                let rid = r.route_id()?;
+                let rev_label = r.u32()?;
+                let n = r.u8()? as usize;
+                if !(2..=MAX_PATH).contains(&n) {
+                    return Err(DecodeError::BadPath);
+                }
+                let mut path = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let id = r.id()?;
+                    if path.contains(&id) {
+                        return Err(DecodeError::BadPath);
+                    }
+                    path.push(id);
+                }
+                if path[0] != rid.origin {
+                    return Err(DecodeError::BadPath);
+                }
+                Msg::Setup {
+                    rid,
+                    path,
+                    rev_label,
+                }
+            }
+            T_SETUP_ACK => Msg::SetupAck {
+                rid: r.route_id()?,
+                label: r.u32()?,
+            },
+            T_KEEPALIVE => Msg::Keepalive { rid: r.route_id()? },
+            T_TEARDOWN => {
+                let rid = r.route_id()?;
+                let upstream = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::NonCanonical),
+                };
+                Msg::Teardown { rid, upstream }
+            }
+            other => return Err(DecodeError::UnknownType(other)),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::advert::{AdvertFlags, keypair_from_seed};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Msg> {
+        let (kp, id) = keypair_from_seed(&[9; 32]);
+        let rid = RouteId {
+            origin: id,
+            counter: 5,
+        };
+        vec![
+            Msg::Advert(Advert::new_signed(
+                &kp,
+                id,
+                3,
+                1000,
+                vec![([1; 32], 10), ([2; 32], 20)],
+                AdvertFlags::default(),
+                &["a".into()],
+            )),
+            Msg::LsaAck { origin: id, seq: 3 },
+            Msg::Setup {
+                rid,
+                path: vec![id, [1; 32], [2; 32]],
+                rev_label: 77,
+            },
+            Msg::SetupAck { rid, label: 99 },
+            Msg::Keepalive { rid },
+            Msg::Teardown {
+                rid,
+                upstream: true,
+            },
+        ]
+    }
+
+    #[test]
+    fn roundtrip_all() {
+        for m in samples() {
+            let b = m.encode();
+            assert_eq!(Msg::decode(&b).unwrap(), m, "{}", m.kind());
+            // Every strict prefix is an error, never a panic.
+            for i in 0..b.len() {
+                assert!(Msg::decode(&b[..i]).is_err());
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn decode_total(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Msg::decode(&bytes);
+            let _ = Advert::decode(&bytes);
+        }
+
+        #[test]
+        fn decode_mutated(idx in 0usize..6, pos in any::<usize>(), val in any::<u8>(), cut in any::<usize>()) {
+            let mut b = samples()[idx].encode();
+            let p = pos % b.len();
+            b[p] = val;
+            let c = cut % (b.len() + 1);
+            if let Ok(m) = Msg::decode(&b[..c]) {
+                // Anything accepted is canonical.
+                prop_assert_eq!(m.encode(), b[..c].to_vec());
+            }
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The driver: links, node manager, dataplane (fib ring) and viscript, in one loop.
+//!
+//! Link events and node-manager actions are turned into fib-ring changes (sessions per link,
+//! rules, routes), committed together once per turn. Packets the dataplane punts for a node
+//! with no route are queued (bounded) while the node manager sets a route up, then injected.
+
+use crate::config::Config;
+use crate::identity::{Identity, NodeId};
+use crate::links::{self, LinkCtx, LinkEvent, LinkHandle};
+use crate::nm::{self, Action, NodeManager, RuleThen};
+use dataplane::fib::Prefix;
+use dataplane::fibproto::{FibMsg, RuleAction};
+use dataplane::fibring::FibClient;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+/// Packets queued per destination while its route is set up.
+const QUEUE_PER_DST: usize = 32;
+/// How long a queued packet waits for its route.
+const QUEUE_TTL: Duration = Duration::from_secs(3);
+/// Longest sleep of the loop.
+const TURN: Duration = Duration::from_millis(10);
+
+struct Link {
+    id: u64,
+    session: u32,
+    initiator: bool,
+    handle: LinkHandle,
+    rtt_us: Option<u32>,
+    cost_sent: u32,
+}
+
+/// Live state, for inspection and counters.
+pub struct Driver {
+    cfg: Config,
+    me: NodeId,
+    nm: NodeManager,
+    fib: FibClient,
+    links: HashMap<NodeId, Link>,
+    queued: HashMap<NodeId, VecDeque<(Instant, Vec<u8>)>>,
+    by_addr: HashMap<IpAddr, NodeId>,
+    dirty: bool,
+    epoch: Instant,
+    /// Counters for `ru`.
+    pub stats: Stats,
+}
+
+/// Driver counters.
+#[derive(Default, Debug, Clone)]
+pub struct Stats {
+    /// Packets punted by the dataplane.
+    pub punts: u64,
+    /// Punted packets injected after their route came up.
+    pub injected: u64,
+    /// Punted packets dropped (queue full, expired, unknown destination).
+    pub punt_drops: u64,
+    /// Links that came up.
+    pub links_up: u64,
+    /// Links that went down.
+    pub links_down: u64,
+    /// Fib commits refused by the dataplane.
+    pub fib_errors: u64,
+}
+
+fn prefix(id: &NodeId) -> Prefix {
+    Prefix {
+        addr: IpAddr::V6(id.overlay_addr()),
+        len: 128,
+    }
+}
+
+impl Driver {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn cost_of(&self, peer: &NodeId, rtt: Option<u32>) -> u32 {
+        self.cfg
+            .neighbours
+            .iter()
+            .find(|n| n.pk == *peer)
+            .and_then(|n| n.cost_us)
+            .or(rtt)
+            .unwrap_or(1000)
+            .max(1)
+    }
+
+    fn remember(&mut self, id: NodeId) {
+        self.by_addr.insert(IpAddr::V6(id.overlay_addr()), id);
+    }
+
+    fn link_event(&mut self, ev: LinkEvent) {
+        let now = self.now_ms();
+        match ev {
+            LinkEvent::Up(up) => {
+                let peer = up.peer;
+                // Two links to one peer (both dialled): keep the one the smaller key dialled.
+                if let Some(old) = self.links.get(&peer) {
+                    let keep_new =
+                        (up.initiator && self.me < peer) || (!up.initiator && peer < self.me);
+                    let keep_old =
+                        (old.initiator && self.me < peer) || (!old.initiator && peer < self.me);
+                    if keep_old && !keep_new {
+                        up.handle.close();
+                        return;
+                    }
+                    old.handle.close();
+                    let _ = self.fib.send(&FibMsg::RemoveSession { id: old.session });
+                }
+                let cipher = up.local.cipher_with(&up.remote);
+                let _ = self.fib.send(&FibMsg::AddSession {
+                    id: up.local.session_id,
+                    peer_id: up.remote.session_id,
+                    peer: up.remote.data_endpoint,
+                    peer_shards: up.remote.data_shards,
+                    cipher,
+                    tx_key: up.data_tx,
+                    rx_key: up.data_rx,
+                });
+                self.dirty = true;
+                self.remember(peer);
+                let cost = self.cost_of(&peer, None);
+                self.links.insert(
+                    peer,
+                    Link {
+                        id: up.link,
+                        session: up.local.session_id,
+                        initiator: up.initiator,
+                        handle: up.handle,
+                        rtt_us: None,
+                        cost_sent: cost,
+                    },
+                );
+                self.stats.links_up += 1;
+                eprintln!(
+                    "skywire-control: link up to {} ({})",
+                    peer.hex(),
+                    up.remote.data_endpoint
+                );
+                self.nm.link_up(now, peer.0, cost);
+            }
+            LinkEvent::Down { peer, link, why } => {
+                if self.links.get(&peer).is_some_and(|l| l.id == link) {
+                    if let Some(l) = self.links.remove(&peer) {
+                        let _ = self.fib.send(&FibMsg::RemoveSession { id: l.session });
+                        self.dirty = true;
+                    }
+                    self.stats.links_down += 1;
+                    eprintln!("skywire-control: link down to {}: {why}", peer.hex());
+                    self.nm.link_down(now, peer.0);
+                }
+            }
+            LinkEvent::Rtt { peer, link, rtt_us } => {
+                let Some(l) = self.links.get_mut(&peer).filter(|l| l.id == link) else {
+                    return;
+                };
+                let s = match l.rtt_us {
+                    None => rtt_us,
+                    Some(old) => ((u64::from(old) * 7 + u64::from(rtt_us)) / 8) as u32,
+                };
+                l.rtt_us = Some(s);
+                let sent = l.cost_sent;
+                let cost = self.cost_of(&peer, Some(s));
+                // Re-advertise only on a real change (25 %), not on jitter.
+                if cost.abs_diff(sent) * 4 > sent {
+                    if let Some(l) = self.links.get_mut(&peer) {
+                        l.cost_sent = cost;
+                    }
+                    self.nm.link_cost(now, peer.0, cost);
+                }
+            }
+            LinkEvent::Msg { peer, link, bytes } => {
+                if self.links.get(&peer).is_some_and(|l| l.id == link) {
+                    self.nm.handle(now, peer.0, &bytes);
+                }
+            }
+        }
+    }
+
+    fn session_of(&self, n: &nm::NodeId) -> Option<u32> {
+        self.links.get(&NodeId(*n)).map(|l| l.session)
+    }
+
+    fn actions(&mut self) {
+        while let Some(a) = self.nm.poll_action() {
+            match a {
+                Action::Send { to, bytes } => {
+                    if let Some(l) = self.links.get(&NodeId(to)) {
+                        l.handle.send(&bytes);
+                    }
+                }
+                Action::InstallRule {
+                    in_from,
+                    in_label,
+                    then,
+                } => {
+                    let Some(session) = self.session_of(&in_from) else {
+                        continue;
+                    };
+                    let action = match then {
+                        RuleThen::Forward { to, label } => match self.session_of(&to) {
+                            Some(s) => RuleAction::Forward { session: s, label },
+                            None => continue,
+                        },
+                        RuleThen::Deliver { origin } => {
+                            self.remember(NodeId(origin));
+                            RuleAction::Deliver {
+                                sources: vec![prefix(&NodeId(origin))],
+                            }
+                        }
+                    };
+                    let _ = self.fib.send(&FibMsg::AddRule {
+                        session,
+                        label: in_label,
+                        action,
+                    });
+                    self.dirty = true;
+                }
+                Action::RemoveRule { in_from, in_label } => {
+                    if let Some(session) = self.session_of(&in_from) {
+                        let _ = self.fib.send(&FibMsg::RemoveRule {
+                            session,
+                            label: in_label,
+                        });
+                        self.dirty = true;
+                    }
+                }
+                Action::RouteUp { dst, via, label } => {
+                    let dst = NodeId(dst);
+                    self.remember(dst);
+                    let Some(session) = self.session_of(&via) else {
+                        continue;
+                    };
+                    let _ = self.fib.send(&FibMsg::AddRoute {
+                        prefix: prefix(&dst),
+                        session,
+                        label,
+                        keepalive: true,
+                    });
+                    self.dirty = true;
+                    self.commit();
+                    if let Some(q) = self.queued.remove(&dst) {
+                        for (_, p) in q {
+                            if self.fib.send(&FibMsg::Inject { packet: p }).is_ok() {
+                                self.stats.injected += 1;
+                            }
+                        }
+                    }
+                }
+                Action::RouteDown { dst } => {
+                    let _ = self.fib.send(&FibMsg::RemoveRoute {
+                        prefix: prefix(&NodeId(dst)),
+                    });
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        if let Err(e) = self.fib.commit(Duration::from_secs(2)) {
+            self.stats.fib_errors += 1;
+            eprintln!("skywire-control: dataplane refused a change: {e}");
+        }
+    }
+
+    fn fib_messages(&mut self) {
+        let now = self.now_ms();
+        while let Ok(Some(m)) = self.fib.recv(Duration::ZERO) {
+            if let FibMsg::Punt { dst, packet } = m {
+                self.stats.punts += 1;
+                let Some(node) = self
+                    .by_addr
+                    .get(&dst)
+                    .copied()
+                    .or_else(|| self.lookup_addr(&dst))
+                else {
+                    self.stats.punt_drops += 1;
+                    continue;
+                };
+                let q = self.queued.entry(node).or_default();
+                if q.len() >= QUEUE_PER_DST {
+                    self.stats.punt_drops += 1;
+                    continue;
+                }
+                q.push_back((Instant::now(), packet));
+                self.nm.request_route(now, node.0);
+            }
+        }
+        let mut expired = 0;
+        for q in self.queued.values_mut() {
+            while q.front().is_some_and(|(t, _)| t.elapsed() > QUEUE_TTL) {
+                q.pop_front();
+                expired += 1;
+            }
+        }
+        self.queued.retain(|_, q| !q.is_empty());
+        self.stats.punt_drops += expired;
+    }
+
+    fn lookup_addr(&mut self, dst: &IpAddr) -> Option<NodeId> {
+        for (n, _) in self.nm.lsdb_summary() {
+            self.remember(NodeId(n));
+        }
+        self.by_addr.get(dst).copied()
+    }
+
+    /// Tells the node manager which routes carry traffic (from the dataplane's route counters),
+    /// so those are kept alive and idle ones can be released.
+    fn touch_used_routes(&mut self, last: &mut HashMap<Prefix, u64>) {
+        let Ok(FibMsg::Counters { routes, .. }) = self.fib.counters(Duration::from_millis(500))
+        else {
+            return;
+        };
+        let now = self.now_ms();
+        for (p, t) in routes {
+            let prev = last.insert(p, t.tx_pkts).unwrap_or(0);
+            if t.tx_pkts > prev
+                && let Some(n) = self.by_addr.get(&p.addr).copied()
+            {
+                self.nm.touch_route(now, n.0);
+            }
+        }
+    }
+
+    /// Counters for a usage report.
+    pub fn report(&self) -> Vec<(String, u64)> {
+        let c = self.nm.counters();
+        let v = vec![
+            ("links".to_string(), self.links.len() as u64),
+            ("links_up_total".to_string(), self.stats.links_up),
+            ("links_down_total".to_string(), self.stats.links_down),
+            ("punts".to_string(), self.stats.punts),
+            ("injected".to_string(), self.stats.injected),
+            ("punt_drops".to_string(), self.stats.punt_drops),
+            ("fib_errors".to_string(), self.stats.fib_errors),
+            ("lsdb".to_string(), c.lsdb_size as u64),
+            ("routes_up".to_string(), c.routes_up as u64),
+            ("routes_pending".to_string(), c.routes_pending as u64),
+            ("backups_ready".to_string(), c.backups_ready as u64),
+            ("transit_states".to_string(), c.transit_states as u64),
+            ("adverts_accepted".to_string(), c.adverts_accepted),
+            ("adverts_rejected".to_string(), {
+                let r = &c.adverts_rejected;
+                r.unsigned + r.bad_signature + r.stale + r.replay + r.bad_lifetime + r.table_full
+            }),
+            ("msgs_malformed".to_string(), c.msgs_malformed),
+            ("failovers".to_string(), c.failovers),
+            ("rebuilds".to_string(), c.rebuilds),
+            ("setups_started".to_string(), c.setups_started),
+        ];
+        v
+    }
+}
+
+fn connect_fib(cfg: &Config) -> Result<FibClient, String> {
+    let t = Instant::now();
+    loop {
+        match FibClient::connect(&cfg.fib_socket) {
+            Ok(c) => return Ok(c),
+            Err(e) if t.elapsed() > Duration::from_secs(30) => {
+                return Err(format!(
+                    "dataplane fib ring at {}: {e}",
+                    cfg.fib_socket.display()
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn add_overlay_address(cfg: &Config, id: &NodeId) -> Result<(), String> {
+    let mut nl = dataplane::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let t = Instant::now();
+    let index = loop {
+        match nl.link_index(&cfg.tun) {
+            Ok(Some(i)) => break i,
+            _ if t.elapsed() > Duration::from_secs(30) => {
+                return Err(format!("device {} not found", cfg.tun));
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    match nl.add_address(index, IpAddr::V6(id.overlay_addr()), 32) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs the controlplane until `stop` is set (or viscript asks it to shut down).
+pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let (ident, created) = Identity::load_or_create(&cfg.key).map_err(|e| e.to_string())?;
+    if created {
+        eprintln!("skywire-control: created identity {}", cfg.key.display());
+    }
+    let me = ident.id();
+    eprintln!("skywire-control: pk {me} address {}", me.overlay_addr());
+    let fib = connect_fib(&cfg)?;
+    add_overlay_address(&cfg, &me)?;
+    let nm_cfg = nm::Config {
+        cost_override: cfg
+            .neighbours
+            .iter()
+            .filter_map(|n| n.cost_us.map(|c| (n.pk.0, c)))
+            .collect(),
+        drain: cfg.policy.drain,
+        no_transit: cfg.policy.no_transit,
+        ..nm::Config::default()
+    };
+    let epoch = Instant::now();
+    let nm = NodeManager::new(ident.seed(), nm_cfg, 0);
+    let (etx, erx) = channel();
+    let allowed_keys: Vec<NodeId> = cfg.neighbours.iter().map(|n| n.pk).collect();
+    let allow_any = cfg.allow_any;
+    let ctx = LinkCtx {
+        id: Arc::new(ident),
+        data_port: cfg.data_port,
+        data_shards: cfg.data_shards,
+        keepalive: Duration::from_millis(cfg.keepalive_ms),
+        dead_after: cfg.dead_after,
+        allowed: Arc::new(move |p| allow_any || allowed_keys.contains(p)),
+        events: etx,
+        next_session: Arc::new(AtomicU32::new(1)),
+        next_link: Arc::new(AtomicU64::new(1)),
+        stop: stop.clone(),
+    };
+    let listener =
+        TcpListener::bind(cfg.listen).map_err(|e| format!("listen {}: {e}", cfg.listen))?;
+    let c = ctx.clone();
+    std::thread::spawn(move || links::listen(c, listener));
+    for n in &cfg.neighbours {
+        if let Some(addr) = n.endpoint {
+            let c = ctx.clone();
+            let pk = n.pk;
+            std::thread::spawn(move || links::dial(c, pk, addr));
+        }
+    }
+    let mut d = Driver {
+        cfg,
+        me,
+        nm,
+        fib,
+        links: HashMap::new(),
+        queued: HashMap::new(),
+        by_addr: HashMap::new(),
+        dirty: false,
+        epoch,
+        stats: Stats::default(),
+    };
+    d.remember(me);
+    let session = match signal::Client::from_env() {
+        Ok(Some(c)) => c
+            .register("skywire-control", env!("CARGO_PKG_VERSION"))
+            .ok(),
+        _ => None,
+    };
+    let mut published: HashMap<String, Arc<AtomicU64>> = HashMap::new();
+    let mut last_report = Instant::now();
+    let mut last_touch = Instant::now();
+    let mut route_tx: HashMap<Prefix, u64> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        if let Some(s) = &session
+            && s.shutdown_requested().is_some()
+        {
+            s.ack_shutdown();
+            break;
+        }
+        let now = d.now_ms();
+        let wait =
+            d.nm.poll_timeout()
+                .map(|t| Duration::from_millis(t.saturating_sub(now)))
+                .unwrap_or(TURN)
+                .min(TURN);
+        if let Ok(ev) = erx.recv_timeout(wait) {
+            d.link_event(ev);
+            while let Ok(ev) = erx.try_recv() {
+                d.link_event(ev);
+            }
+        }
+        let now = d.now_ms();
+        d.nm.tick(now);
+        d.actions();
+        d.fib_messages();
+        d.actions();
+        d.commit();
+        if last_touch.elapsed() >= Duration::from_secs(1) {
+            last_touch = Instant::now();
+            d.touch_used_routes(&mut route_tx);
+        }
+        if let Some(s) = &session
+            && last_report.elapsed() >= Duration::from_millis(500)
+        {
+            last_report = Instant::now();
+            for (k, v) in d.report() {
+                published
+                    .entry(k.clone())
+                    .or_insert_with(|| s.counter(&k))
+                    .store(v, Ordering::Relaxed);
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    Ok(())
+}

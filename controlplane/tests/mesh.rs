@@ -1,0 +1,195 @@
+//! Four routers in a diamond (a-b-d, a-c-d), each a namespace running viscript with
+//! skywire-node and skywire-control from its own config: a reaches d's overlay address (ping,
+//! TCP transfer with checksum); then the active branch's link is cut and traffic resumes over
+//! the other branch.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use testbed::*;
+
+struct Router {
+    ns: Ns,
+    name: &'static str,
+    pk: String,
+    addr: String,
+    sock: PathBuf,
+}
+
+fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let out = Command::new(bin("controlplane", "skywire-control"))
+        .args([
+            "--key",
+            dir.join(format!("{name}.key")).to_str().unwrap(),
+            "keygen",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    (field("pk "), field("address "))
+}
+
+fn vis(r: &Router, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin("viscript", "viscript"))
+        .arg("--socket")
+        .arg(&r.sock)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or(b""))
+        .unwrap_or_default()
+}
+
+fn ping_until(ns: &Ns, addr: &str, within: Duration) -> Duration {
+    let t = Instant::now();
+    loop {
+        let out = ns.exec(&["ping", "-c", "1", "-W", "1", addr]);
+        if out.status.success() {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < within,
+            "{addr} unreachable from {} for {within:?}",
+            ns.name
+        );
+    }
+}
+
+#[test]
+fn diamond_routes_and_reroutes_after_a_cut() {
+    for c in ["ip", "ping", "python3"] {
+        assert!(have(c), "needs {c}: run scripts/test.sh (it installs it)");
+    }
+    let t = tag();
+    let dir = scratch(&t);
+    let names = ["a", "b", "c", "d"];
+    let mut routers: Vec<Router> = names
+        .iter()
+        .map(|n| {
+            let (pk, addr) = keygen(&dir, n);
+            Router {
+                ns: Ns::new(format!("{t}{n}")),
+                name: n,
+                pk,
+                addr,
+                sock: dir.join(format!("{n}.sock")),
+            }
+        })
+        .collect();
+    // (x, y, subnet): x gets .1, y gets .2
+    let edges = [(0usize, 1usize, 1u8), (0, 2, 2), (1, 3, 3), (2, 3, 4)];
+    for (x, y, net) in edges {
+        link(
+            &routers[x].ns,
+            &format!("{t}{}{}", names[x], names[y]),
+            &format!("10.81.{net}.1/24"),
+            &routers[y].ns,
+            &format!("{t}{}{}", names[y], names[x]),
+            &format!("10.81.{net}.2/24"),
+        );
+    }
+    let node = bin("dataplane", "skywire-node");
+    let control = bin("controlplane", "skywire-control");
+    for (i, r) in routers.iter().enumerate() {
+        let n = r.name;
+        std::fs::write(
+            dir.join(format!("{n}-node.yaml")),
+            "node:\n  listen: \"0.0.0.0:7000\"\n  shards: 1\n",
+        )
+        .unwrap();
+        let mut neigh = String::new();
+        for (x, y, net) in edges {
+            let (other, other_ip) = if x == i {
+                (y, format!("10.81.{net}.2"))
+            } else if y == i {
+                (x, format!("10.81.{net}.1"))
+            } else {
+                continue;
+            };
+            neigh.push_str(&format!(
+                "  - {{pk: {}, endpoint: \"{other_ip}:7100\"}}\n",
+                routers[other].pk
+            ));
+        }
+        std::fs::write(
+            dir.join(format!("{n}-control.yaml")),
+            format!(
+                "key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nneighbours:\n{neigh}"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{n}-config.yaml")),
+            format!(
+                "settings:\n  ping_interval_ms: 500\n  shutdown_grace_ms: 1000\napps:\n  skywire-node:\n    path: {}\n    daemon: true\n    autostart: true\n    default_args: [\"--static\", \"{}\", \"--fib-socket\", \"{}\", \"--no-pin\"]\n  skywire-control:\n    path: {}\n    daemon: true\n    autostart: true\n    after: [skywire-node]\n    default_args: [\"run\", \"--config\", \"{}\"]\n",
+                node.display(),
+                dir.join(format!("{n}-node.yaml")).display(),
+                dir.join(format!("{n}.fib")).display(),
+                control.display(),
+                dir.join(format!("{n}-control.yaml")).display(),
+            ),
+        )
+        .unwrap();
+    }
+    let vis_bin = bin("viscript", "viscript");
+    for r in routers.iter_mut() {
+        let cfg = dir.join(format!("{}-config.yaml", r.name));
+        let log = dir.join(format!("{}-viscript.log", r.name));
+        r.ns.spawn(
+            &[
+                vis_bin.to_str().unwrap(),
+                "--config",
+                cfg.to_str().unwrap(),
+                "--socket",
+                r.sock.to_str().unwrap(),
+                "serve",
+            ],
+            &log,
+        );
+    }
+    for r in &routers {
+        wait_until("viscript socket", Duration::from_secs(10), || {
+            r.sock.exists()
+        });
+    }
+    let (a, d) = (&routers[0], &routers[3]);
+    let took = ping_until(&a.ns, &d.addr, Duration::from_secs(20));
+    eprintln!("first ping a -> d after {took:?}");
+    transfer(&d.ns, &a.ns, &d.addr, 4 << 20, &dir);
+
+    // Which branch carries the traffic? The relay whose dataplane saw more frames.
+    let frames = |r: &Router| -> u64 {
+        let v = vis(r, &["ru", "1"]);
+        v["data"]["counters"]["udp_rx_packets"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (fb, fc) = (frames(&routers[1]), frames(&routers[2]));
+    let (active, veth) = if fb >= fc {
+        ("b", format!("{t}ab"))
+    } else {
+        ("c", format!("{t}ac"))
+    };
+    eprintln!("active branch via {active} (b {fb}, c {fc} frames); cutting {veth}");
+    must(&["ip", "-n", &a.ns.name, "link", "set", &veth, "down"]);
+    let took = ping_until(&a.ns, &d.addr, Duration::from_secs(15));
+    eprintln!("reroute: first answer {took:?} after the cut");
+    transfer(&d.ns, &a.ns, &d.addr, 2 << 20, &dir);
+    for r in &routers {
+        let _ = vis(r, &["quit"]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
