@@ -404,7 +404,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
     let me = ident.id();
     eprintln!("skywire-control: pk {me} address {}", me.overlay_addr());
-    let fib = connect_fib(&cfg)?;
+    let mut fib = connect_fib(&cfg)?;
+    // Start from a clean table: whatever a previous controlplane left refers to dead sessions.
+    fib.send(&FibMsg::Clear)
+        .map_err(|e| format!("fib ring: {e}"))?;
+    fib.commit(Duration::from_secs(5))
+        .map_err(|e| format!("fib ring: {e}"))?;
     add_overlay_address(&cfg, &me)?;
     let nm_cfg = nm::Config {
         cost_override: cfg

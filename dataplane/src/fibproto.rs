@@ -102,6 +102,9 @@ pub enum FibMsg {
         /// Destination.
         prefix: Prefix,
     },
+    /// Stage an empty table (no sessions, rules or routes): a controlplane that (re)connects
+    /// starts from a clean slate instead of a predecessor's leftovers.
+    Clear,
     /// Publish everything staged; answered by `Ack`.
     Commit {
         /// Echoed.
@@ -177,6 +180,7 @@ mod t {
     pub const ACK: u8 = 10;
     pub const COUNTERS: u8 = 11;
     pub const PUNT: u8 = 12;
+    pub const CLEAR: u8 = 13;
 }
 
 struct W<'a>(&'a mut Vec<u8>);
@@ -373,6 +377,7 @@ impl FibMsg {
                 w.u8(t::REMOVE_ROUTE);
                 w.prefix(prefix);
             }
+            FibMsg::Clear => w.u8(t::CLEAR),
             FibMsg::Commit { nonce } => {
                 w.u8(t::COMMIT);
                 w.u64(*nonce);
@@ -500,6 +505,7 @@ impl FibMsg {
                 prefix: r.prefix()?,
             },
             t::COMMIT => FibMsg::Commit { nonce: r.u64()? },
+            t::CLEAR => FibMsg::Clear,
             t::READ_COUNTERS => FibMsg::ReadCounters { nonce: r.u64()? },
             t::INJECT => FibMsg::Inject { packet: r.bytes()? },
             t::ACK => FibMsg::Ack {
@@ -636,6 +642,7 @@ mod tests {
             ),
             arb_prefix().prop_map(|prefix| FibMsg::RemoveRoute { prefix }),
             any::<u64>().prop_map(|nonce| FibMsg::Commit { nonce }),
+            Just(FibMsg::Clear),
             any::<u64>().prop_map(|nonce| FibMsg::ReadCounters { nonce }),
             proptest::collection::vec(any::<u8>(), 0..100)
                 .prop_map(|packet| FibMsg::Inject { packet }),

@@ -267,6 +267,13 @@ impl FibServer {
             FibMsg::RemoveRoute { prefix } => {
                 st.routes.remove(&prefix);
             }
+            FibMsg::Clear => {
+                let idle = st.route_idle;
+                *st = Fib {
+                    route_idle: idle,
+                    ..Fib::default()
+                };
+            }
             FibMsg::Commit { nonce } => {
                 let error = match staged.take() {
                     Some(f) => match f.validate() {
