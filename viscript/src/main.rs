@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use viscript::command::Command;
 use viscript::config::Config;
-use viscript::{control, proc, repl, supervisor};
+use viscript::{control, gui, proc, repl, supervisor};
 
 /// Supervise and operate the components of a Skywire router.
 ///
@@ -13,6 +13,8 @@ use viscript::{control, proc, repl, supervisor};
 ///   viscript --headless [--config F]        line console, supervisor in this process
 ///   viscript serve [--config F] [--socket P]  the daemon, with a unix control socket
 ///   viscript [--socket P] [--json] COMMAND... one command against the daemon
+///   viscript [gui] [--socket P] [--config F]  the terminal GUI: attaches to the daemon at the
+///                                             socket, else runs the supervisor itself
 ///
 /// Commands: apps, help [APP], start|s [-a] [-w] APP [ARGS...], list|la, ping ID, ru ID,
 /// sd ID, kill ID, restart ID, logs ID [-n N] [-f], attach ID, quit.
@@ -32,6 +34,9 @@ struct Cli {
     /// Print answers as JSON objects, one per line.
     #[arg(long)]
     json: bool,
+    /// GUI refresh period in milliseconds (at least 100).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    refresh_ms: u64,
     /// `serve`, `gui`, or a console command and its arguments (passed exactly as typed).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -97,11 +102,7 @@ fn main() {
         std::process::exit(code);
     }
     if first == Some("gui") || (cli.command.is_empty() && std::io::stdout().is_terminal()) {
-        eprintln!(
-            "viscript: the terminal GUI is not built yet; use `viscript --headless` for the console \
-             or `viscript COMMAND` against `viscript serve`"
-        );
-        std::process::exit(2);
+        std::process::exit(run_gui(&cli));
     }
     if cli.command.is_empty() {
         eprintln!("viscript: no command; see `viscript --help`");
@@ -117,19 +118,90 @@ fn main() {
     std::process::exit(control::one_shot(&socket, &cli.command, cli.json));
 }
 
+/// The terminal GUI: against the daemon when one answers on the socket, else with the
+/// supervisor in this process (stopped when the GUI quits).
+fn run_gui(cli: &Cli) -> i32 {
+    if cli.command.len() > 1 {
+        eprintln!("viscript: gui takes no arguments; type commands after `:` in the GUI");
+        return 2;
+    }
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        eprintln!("viscript: the GUI needs a terminal; use `viscript COMMAND` or --headless");
+        return 2;
+    }
+    let refresh = std::time::Duration::from_millis(cli.refresh_ms);
+    let cfg = Config::load(&cli.config);
+    let socket = cli.socket.clone().unwrap_or_else(|| {
+        cfg.as_ref()
+            .ok()
+            .and_then(|c| c.settings.socket.clone())
+            .unwrap_or_else(control::default_socket)
+    });
+    let remote = gui::Remote::new(socket);
+    if remote.reachable() {
+        // Signals only restore the terminal; the daemon keeps running.
+        let (_, rx) = std::sync::mpsc::sync_channel(1);
+        handle_signals_deferred(rx, true);
+        return match gui::run(std::sync::Arc::new(remote), refresh) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("viscript: gui: {e}");
+                1
+            }
+        };
+    }
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "viscript: no daemon at {} and the config does not load: {e}",
+                remote.socket.display()
+            );
+            return 2;
+        }
+    };
+    if let Err(e) = proc::become_subreaper() {
+        eprintln!("viscript: cannot become child subreaper ({e}); orphans go to init");
+    }
+    let (handle, thread) = match start_blocked_with(cfg, true) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("viscript: cannot start the supervisor: {e}");
+            return 1;
+        }
+    };
+    let r = gui::run(std::sync::Arc::new(gui::Embedded { handle }), refresh);
+    let _ = thread.join();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("viscript: gui: {e}");
+            1
+        }
+    }
+}
+
 fn start_blocked(
     cfg: Config,
+) -> std::io::Result<(supervisor::Handle, std::thread::JoinHandle<()>)> {
+    start_blocked_with(cfg, false)
+}
+
+fn start_blocked_with(
+    cfg: Config,
+    tui: bool,
 ) -> std::io::Result<(supervisor::Handle, std::thread::JoinHandle<()>)> {
     // The mask must be in place before the supervisor thread exists; handle_signals blocks it
     // for this thread, and the supervisor thread inherits it.
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    handle_signals_deferred(rx);
+    handle_signals_deferred(rx, tui);
     let r = supervisor::start(cfg)?;
     let _ = tx.send(r.0.clone());
     Ok(r)
 }
 
-fn handle_signals_deferred(rx: std::sync::mpsc::Receiver<supervisor::Handle>) {
+/// With `tui`, the terminal is restored before anything else (the GUI owns it).
+fn handle_signals_deferred(rx: std::sync::mpsc::Receiver<supervisor::Handle>, tui: bool) {
     // SAFETY: as in handle_signals.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -146,6 +218,9 @@ fn handle_signals_deferred(rx: std::sync::mpsc::Receiver<supervisor::Handle>) {
             let mut sig: libc::c_int = 0;
             // SAFETY: `set` is a valid, initialised sigset and `sig` a valid out pointer.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                if tui {
+                    gui::restore_terminal();
+                }
                 if let Ok(h) = rx.recv() {
                     let r = h.call(Command::Quit);
                     eprintln!("viscript: signal {sig}: {}", r.text);
