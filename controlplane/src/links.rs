@@ -11,6 +11,7 @@ use crate::identity::{Identity, NodeId};
 use crate::link::{Established, Handshake, LinkParams, MAX_MSG, Step};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -132,12 +133,32 @@ pub struct LinkCtx {
     pub allowed: Arc<dyn Fn(&NodeId) -> bool + Send + Sync>,
     /// Where events go.
     pub events: Sender<LinkEvent>,
+    /// Rung after every event, so the main loop can sleep on it with other descriptors.
+    pub wake: Arc<OwnedFd>,
     /// Session index allocator (shared by all links).
     pub next_session: Arc<AtomicU32>,
     /// Link number allocator.
     pub next_link: Arc<AtomicU64>,
     /// Set to end everything.
     pub stop: Arc<AtomicBool>,
+}
+
+impl LinkCtx {
+    /// Reports an event and wakes the main loop. False when the main loop is gone.
+    fn emit(&self, ev: LinkEvent) -> bool {
+        let ok = self.events.send(ev).is_ok();
+        // EAGAIN: the counter is saturated, a wake-up is pending anyway.
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+        ok
+    }
+}
+
+/// An eventfd for [`LinkCtx::wake`].
+pub fn wake_fd() -> io::Result<Arc<OwnedFd>> {
+    Ok(Arc::new(rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )?))
 }
 
 fn write_frame(s: &mut TcpStream, b: &[u8]) -> io::Result<()> {
@@ -229,12 +250,12 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
         data_rx: est.data_rx,
         handle,
     };
-    if ctx.events.send(LinkEvent::Up(Box::new(up))).is_err() {
+    if !ctx.emit(LinkEvent::Up(Box::new(up))) {
         return;
     }
     let epoch = Instant::now();
     let Ok(mut ws) = s.try_clone() else {
-        let _ = ctx.events.send(LinkEvent::Down {
+        let _ = ctx.emit(LinkEvent::Down {
             peer,
             link,
             why: "cannot clone socket".into(),
@@ -292,14 +313,14 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
                 t.copy_from_slice(&msg[1..9]);
                 let sent = u64::from_le_bytes(t);
                 let rtt = now_us(epoch).saturating_sub(sent).min(u64::from(u32::MAX)) as u32;
-                let _ = ctx.events.send(LinkEvent::Rtt {
+                let _ = ctx.emit(LinkEvent::Rtt {
                     peer,
                     link,
                     rtt_us: rtt.max(1),
                 });
             }
             Some(&T_NM) => {
-                let _ = ctx.events.send(LinkEvent::Msg {
+                let _ = ctx.emit(LinkEvent::Msg {
                     peer,
                     link,
                     bytes: msg[1..].to_vec(),
@@ -311,7 +332,7 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
     closed.store(true, Ordering::SeqCst);
     let _ = s.shutdown(std::net::Shutdown::Both);
     let _ = writer.join();
-    let _ = ctx.events.send(LinkEvent::Down { peer, link, why });
+    let _ = ctx.emit(LinkEvent::Down { peer, link, why });
 }
 
 fn writer(
@@ -419,6 +440,7 @@ mod tests {
             dead_after: 3,
             allowed: Arc::new(|_| true),
             events,
+            wake: wake_fd().unwrap(),
             next_session: Arc::new(AtomicU32::new(1)),
             next_link: Arc::new(AtomicU64::new(1)),
             stop,

@@ -23,7 +23,7 @@ const QUEUE_PER_DST: usize = 32;
 /// How long a queued packet waits for its route.
 const QUEUE_TTL: Duration = Duration::from_secs(3);
 /// Longest sleep of the loop.
-const TURN: Duration = Duration::from_millis(10);
+const TURN: Duration = Duration::from_millis(100);
 
 struct Link {
     id: u64,
@@ -424,6 +424,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let epoch = Instant::now();
     let nm = NodeManager::new(ident.seed(), nm_cfg, 0);
     let (etx, erx) = channel();
+    let wake = links::wake_fd().map_err(|e| format!("eventfd: {e}"))?;
     let allowed_keys: Vec<NodeId> = cfg.neighbours.iter().map(|n| n.pk).collect();
     let allow_any = cfg.allow_any;
     let ctx = LinkCtx {
@@ -434,6 +435,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         dead_after: cfg.dead_after,
         allowed: Arc::new(move |p| allow_any || allowed_keys.contains(p)),
         events: etx,
+        wake: wake.clone(),
         next_session: Arc::new(AtomicU32::new(1)),
         next_link: Arc::new(AtomicU64::new(1)),
         stop: stop.clone(),
@@ -479,17 +481,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             s.ack_shutdown();
             break;
         }
-        let now = d.now_ms();
-        let wait =
-            d.nm.poll_timeout()
-                .map(|t| Duration::from_millis(t.saturating_sub(now)))
-                .unwrap_or(TURN)
-                .min(TURN);
-        if let Ok(ev) = erx.recv_timeout(wait) {
+        while let Ok(ev) = erx.try_recv() {
             d.link_event(ev);
-            while let Ok(ev) = erx.try_recv() {
-                d.link_event(ev);
-            }
         }
         let now = d.now_ms();
         d.nm.tick(now);
@@ -501,6 +494,31 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             last_touch = Instant::now();
             d.touch_used_routes(&mut route_tx);
         }
+        // Sleep until a link event, a message from the dataplane, or the node manager's next
+        // timer (at most TURN).
+        let now = d.now_ms();
+        let wait =
+            d.nm.poll_timeout()
+                .map(|t| Duration::from_millis(t.saturating_sub(now)))
+                .unwrap_or(TURN)
+                .min(TURN);
+        if !wait.is_zero() && matches!(d.fib.arm(), Ok(true)) {
+            use rustix::event::{PollFd, PollFlags, poll};
+            let ts = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: wait.as_nanos() as i64,
+            };
+            let fib_fd = d.fib.wait_fd();
+            let mut fds = [
+                PollFd::new(&fib_fd, PollFlags::IN),
+                PollFd::new(&*wake, PollFlags::IN),
+            ];
+            let _ = poll(&mut fds, Some(&ts));
+            drop(fds);
+            d.fib.disarm();
+        }
+        let mut drain = [0u8; 8];
+        let _ = rustix::io::read(&*wake, &mut drain);
         if let Some(s) = &session
             && last_report.elapsed() >= Duration::from_millis(500)
         {

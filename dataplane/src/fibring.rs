@@ -13,6 +13,7 @@ use crate::stats::{NodeStats, Traffic, traffic};
 use signal::Channel;
 use std::io::{self, BufRead, BufReader};
 use std::net::UdpSocket;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -32,19 +33,63 @@ pub const PUNT_QUEUE: usize = 256;
 #[derive(Clone)]
 pub struct Punter {
     tx: SyncSender<Vec<u8>>,
+    bell: Arc<OwnedFd>,
 }
 
 impl Punter {
-    /// Queues a copy of `pkt`; false when the queue is full (the packet is only dropped).
+    /// Queues a copy of `pkt` and wakes the fib thread; false when the queue is full (the
+    /// packet is only dropped).
     pub fn punt(&self, pkt: &[u8]) -> bool {
-        self.tx.try_send(pkt.to_vec()).is_ok()
+        if self.tx.try_send(pkt.to_vec()).is_err() {
+            return false;
+        }
+        // EAGAIN means the counter is saturated: the fib thread has a wake-up pending anyway.
+        let _ = rustix::io::write(&*self.bell, &1u64.to_ne_bytes());
+        true
     }
 }
 
+/// The fib thread's end of the punt queue: packets and the eventfd that announces them.
+pub struct Punts {
+    rx: Receiver<Vec<u8>>,
+    bell: Arc<OwnedFd>,
+}
+
 /// A punt queue: the sending half goes to the shards.
-pub fn punt_queue() -> (Punter, Receiver<Vec<u8>>) {
+pub fn punt_queue() -> io::Result<(Punter, Punts)> {
     let (tx, rx) = sync_channel(PUNT_QUEUE);
-    (Punter { tx }, rx)
+    let bell = Arc::new(rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )?);
+    Ok((
+        Punter {
+            tx,
+            bell: bell.clone(),
+        },
+        Punts { rx, bell },
+    ))
+}
+
+/// Longest the fib thread sleeps: how fast a stop request is noticed.
+const FIB_IDLE: Duration = Duration::from_millis(100);
+
+/// Sleeps until the ring, the punt queue or the listener has something, or `FIB_IDLE`.
+fn wait(ring: Option<BorrowedFd<'_>>, punts: BorrowedFd<'_>, listener: BorrowedFd<'_>) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let ts = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: FIB_IDLE.as_nanos() as i64,
+    };
+    let mut fds = vec![
+        PollFd::new(&punts, PollFlags::IN),
+        PollFd::new(&listener, PollFlags::IN),
+    ];
+    if let Some(r) = ring.as_ref() {
+        fds.push(PollFd::new(r, PollFlags::IN));
+    }
+    // EINTR or an error: the loop looks at everything again anyway.
+    let _ = poll(&mut fds, Some(&ts));
 }
 
 fn check_peer(s: &UnixStream) -> io::Result<()> {
@@ -88,7 +133,7 @@ pub struct FibServer {
     /// Shard count (counters are sized for shards + 1: the last slot is this thread's).
     pub shards: usize,
     /// Punted packets from the shards.
-    pub punts: Receiver<Vec<u8>>,
+    pub punts: Punts,
     /// For injected packets: a shard of our own and a socket.
     pub injector: Shard,
     /// Its socket.
@@ -124,31 +169,26 @@ impl FibServer {
         let mut chan: Option<Channel> = None;
         let mut staged: Option<Fib> = None;
         let mut buf = vec![0u8; BUF_SIZE];
+        let mut rec = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             if let Some(c) = accept(&listener) {
                 eprintln!("skywire-node: controlplane connected to the fib ring");
                 chan = Some(c);
                 staged = None;
             }
+            let mut drain = [0u8; 8];
+            let _ = rustix::io::read(&*self.punts.bell, &mut drain);
             let Some(c) = chan.as_mut() else {
                 // Nobody to punt to: punted packets are just dropped.
-                while self.punts.try_recv().is_ok() {}
-                std::thread::sleep(Duration::from_millis(50));
+                while self.punts.rx.try_recv().is_ok() {}
+                wait(None, self.punts.bell.as_fd(), listener.as_fd());
                 continue;
             };
             let mut lost = false;
             let mut out: Vec<FibMsg> = Vec::new();
             let mut inbox: Vec<FibMsg> = Vec::new();
-            // Take what is queued (bounded per turn), waiting briefly when nothing is.
-            match c.rx.recv_raw_timeout(Duration::from_millis(20)) {
-                Ok(Some(rec)) => push_decoded(rec, &mut inbox),
-                Ok(None) => {}
-                Err(e) => {
-                    eprintln!("skywire-node: fib ring broken: {e}");
-                    lost = true;
-                }
-            }
-            while !lost && !inbox.is_empty() && inbox.len() < 4096 {
+            // Everything queued, bounded per turn.
+            while !lost && inbox.len() < 4096 {
                 match c.rx.try_recv_raw() {
                     Ok(Some(rec)) => push_decoded(rec, &mut inbox),
                     Ok(None) => break,
@@ -158,10 +198,11 @@ impl FibServer {
                     }
                 }
             }
+            let busy = !inbox.is_empty();
             for m in inbox {
                 self.apply(m, &mut staged, &mut out, &mut buf);
             }
-            while let Ok(p) = self.punts.try_recv() {
+            while let Ok(p) = self.punts.rx.try_recv() {
                 if let Some(ip) = crate::packet::parse(&p) {
                     out.push(FibMsg::Punt {
                         dst: ip.dst,
@@ -169,16 +210,33 @@ impl FibServer {
                     });
                 }
             }
-            let mut rec = Vec::new();
             for m in out {
                 m.encode(&mut rec);
-                if c.tx.send_raw(&rec).is_err() {
-                    // Full ring: the controlplane is not reading; punts are best effort and it
-                    // re-asks for what it needs.
-                }
+                // A full ring means the controlplane is not reading; punts are best effort and
+                // answers are re-asked for.
+                let _ = c.tx.send_raw(&rec);
             }
             if lost {
                 chan = None;
+                continue;
+            }
+            if busy {
+                continue;
+            }
+            match c.rx.arm() {
+                Ok(true) => {
+                    wait(
+                        Some(c.rx.bell_fd()),
+                        self.punts.bell.as_fd(),
+                        listener.as_fd(),
+                    );
+                    c.rx.disarm();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    eprintln!("skywire-node: fib ring broken: {e}");
+                    chan = None;
+                }
             }
         }
         let _ = std::fs::remove_file(&self.path);
@@ -364,10 +422,23 @@ impl FibClient {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
-    /// The next message from the dataplane (queued ones first), waiting up to `timeout`.
+    /// The next message from the dataplane (queued ones first), waiting up to `timeout`
+    /// (zero: only what is there now, no spinning).
     pub fn recv(&mut self, timeout: Duration) -> io::Result<Option<FibMsg>> {
         if let Some(m) = self.pending.pop_front() {
             return Ok(Some(m));
+        }
+        if timeout.is_zero() {
+            loop {
+                match self.chan.rx.try_recv_raw() {
+                    Ok(Some(rec)) => match FibMsg::decode(rec) {
+                        Ok(m) => return Ok(Some(m)),
+                        Err(e) => eprintln!("fib client: ignored {e}"),
+                    },
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(io::Error::other(e.to_string())),
+                }
+            }
         }
         let deadline = Instant::now() + timeout;
         loop {
@@ -416,6 +487,28 @@ impl FibClient {
         skipped.extend(self.pending.drain(..));
         self.pending = skipped;
         r
+    }
+
+    /// For event loops: announce a sleep on [`FibClient::wait_fd`]. False when a message is
+    /// already there (handle it instead of sleeping).
+    pub fn arm(&mut self) -> io::Result<bool> {
+        if !self.pending.is_empty() {
+            return Ok(false);
+        }
+        self.chan
+            .rx
+            .arm()
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// After waking: clear the doorbell.
+    pub fn disarm(&mut self) {
+        self.chan.rx.disarm();
+    }
+
+    /// The descriptor that turns readable when the dataplane sent something.
+    pub fn wait_fd(&self) -> BorrowedFd<'_> {
+        self.chan.rx.bell_fd()
     }
 
     /// Publishes everything sent since the last commit; waits for the dataplane's answer.

@@ -124,7 +124,8 @@ fn main() {
 
     let stats = Arc::new(NodeStats::new(shards + 1));
     let cell = Arc::new(FibCell::new(st.fib));
-    let (punter, punts) = fibring::punt_queue();
+    let (punter, punts) =
+        fibring::punt_queue().unwrap_or_else(|e| fail(format!("punt queue: {e}")));
     let fib_path = cli
         .fib_socket
         .clone()

@@ -103,15 +103,20 @@ impl FloodState {
         }
     }
 
-    /// Pop the next origin to send.
+    /// Pop the next origin to send. Entries cancelled by an ack are
+    /// removed from `queued` only (O(log n)); their stale slots in the
+    /// deque are skipped here.
     pub fn pop(&mut self) -> Option<NodeId> {
-        let o = self.queue.pop_front()?;
-        self.queued.remove(&o);
-        Some(o)
+        while let Some(o) = self.queue.pop_front() {
+            if self.queued.remove(&o) {
+                return Some(o);
+            }
+        }
+        None
     }
 
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.queued.len()
     }
     pub fn unacked_len(&self) -> usize {
         self.unacked.len()
@@ -139,8 +144,8 @@ impl FloodState {
         {
             self.drop_unacked(origin);
         }
-        if current_seq.is_none_or(|c| c <= seq) && self.queued.remove(origin) {
-            self.queue.retain(|o| o != origin);
+        if current_seq.is_none_or(|c| c <= seq) {
+            self.queued.remove(origin);
         }
     }
 
@@ -165,7 +170,7 @@ impl FloodState {
     /// Next time this neighbour needs service.
     pub fn next_due(&self) -> Option<u64> {
         let r = self.due.first().map(|(t, _)| *t);
-        let q = if self.queue.is_empty() {
+        let q = if self.queued.is_empty() {
             None
         } else {
             Some(self.bucket.next_token_ms())

@@ -259,13 +259,12 @@ pub struct NodeManager {
 }
 
 impl NodeManager {
-    /// Create a node from its 32-byte identity seed. Originates an initial
-    /// (empty) advert.
+    /// Create a node from its 32-byte identity seed.
     pub fn new(seed: [u8; 32], cfg: Config, now_ms: u64) -> Self {
         let (key, id) = keypair_from_seed(&seed);
         let lsdb = Lsdb::new(cfg.max_lsdb_entries.max(1), cfg.max_advert_lifetime_ms);
         let labels = LabelAllocator::new(cfg.max_label);
-        let mut nm = Self {
+        let nm = Self {
             cfg,
             key,
             id,
@@ -275,7 +274,7 @@ impl NodeManager {
             last_originate: now_ms,
             originate_pending: false,
             originate_urgent: false,
-            next_refresh: now_ms,
+            next_refresh: u64::MAX,
             labels,
             own: BTreeMap::new(),
             dests: BTreeMap::new(),
@@ -286,7 +285,9 @@ impl NodeManager {
             c: Counters::default(),
             topo_dirty: false,
         };
-        nm.originate(now_ms);
+        // No advert yet: the first one is originated once links exist
+        // (after `advert_min_interval_ms`, so links reported together at
+        // start-up go out in a single advert).
         nm
     }
 
@@ -342,6 +343,11 @@ impl NodeManager {
         // check on its side).
         for (origin, _) in self.lsdb.iter() {
             flood.enqueue(*origin);
+        }
+        if self.cfg.flood_rate_per_s > 0 {
+            // Whatever exceeds the initial burst waits for tokens.
+            let burst = self.cfg.flood_burst.max(1) as usize;
+            self.c.flood_rate_limited += self.lsdb.len().saturating_sub(burst) as u64;
         }
         self.nbs.insert(nb, Neighbour { advertised, flood });
         self.originate_pending = true;
@@ -463,7 +469,10 @@ impl NodeManager {
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.next_refresh;
         if self.originate_pending {
-            t = t.min(self.last_originate + self.cfg.advert_min_interval_ms);
+            t = t.min(
+                self.last_originate
+                    .saturating_add(self.cfg.advert_min_interval_ms),
+            );
         }
         if let Some(e) = self.lsdb.next_expiry() {
             t = t.min(e);
@@ -476,7 +485,7 @@ impl NodeManager {
         if let Some(r) = self.routes_next_timer() {
             t = t.min(r);
         }
-        Some(t)
+        (t != u64::MAX).then_some(t)
     }
 
     /// Own (ingress) routes.
@@ -680,7 +689,10 @@ impl NodeManager {
     fn finish(&mut self, now_ms: u64) {
         if self.originate_pending
             && (self.originate_urgent
-                || now_ms >= self.last_originate + self.cfg.advert_min_interval_ms)
+                || now_ms
+                    >= self
+                        .last_originate
+                        .saturating_add(self.cfg.advert_min_interval_ms))
         {
             self.originate(now_ms);
         }
@@ -700,7 +712,8 @@ impl NodeManager {
                 let Some(e) = self.lsdb.get(&origin) else {
                     continue;
                 };
-                s.flood.sent(origin, e.advert.seq, now_ms + retx);
+                s.flood
+                    .sent(origin, e.advert.seq, now_ms.saturating_add(retx));
                 self.c.msgs_sent += 1;
                 self.c.adverts_sent += 1;
                 self.actions.push_back(Action::Send {

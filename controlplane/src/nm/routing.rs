@@ -82,7 +82,7 @@ impl NodeManager {
         let rid = self
             .compute_path(&dst)
             .and_then(|p| self.start_setup(now_ms, dst, p));
-        let retry = now_ms + self.cfg.setup_retry_ms.max(1);
+        let retry = now_ms.saturating_add(self.cfg.setup_retry_ms.max(1));
         if rid.is_none() {
             self.c.no_path += 1;
         }
@@ -118,10 +118,10 @@ impl NodeManager {
                 path,
                 rev_label,
                 state: OwnState::Pending {
-                    deadline: now_ms + self.cfg.setup_timeout_ms,
+                    deadline: now_ms.saturating_add(self.cfg.setup_timeout_ms),
                 },
                 created: now_ms,
-                next_keepalive: now_ms + self.cfg.route_keepalive_ms,
+                next_keepalive: now_ms.saturating_add(self.cfg.route_keepalive_ms),
             },
         );
         self.c.setups_started += 1;
@@ -193,7 +193,7 @@ impl NodeManager {
             return;
         };
         r.state = OwnState::Up { label };
-        r.next_keepalive = now_ms + self.cfg.route_keepalive_ms;
+        r.next_keepalive = now_ms.saturating_add(self.cfg.route_keepalive_ms);
         let dst = r.dst;
         let mut old = None;
         if let Some(d) = self.dests.get_mut(&dst)
@@ -404,7 +404,7 @@ impl NodeManager {
         if let Some(h) = self.hops.get_mut(&rid) {
             // Duplicate setup: refresh; the egress re-acks.
             if h.prev == from {
-                h.expires = now_ms + self.cfg.route_timeout_ms;
+                h.expires = now_ms.saturating_add(self.cfg.route_timeout_ms);
                 if h.next.is_none()
                     && let Some(l) = h.fwd_in
                 {
@@ -413,7 +413,7 @@ impl NodeManager {
             }
             return;
         }
-        let expires = now_ms + self.cfg.route_timeout_ms;
+        let expires = now_ms.saturating_add(self.cfg.route_timeout_ms);
         if i == path.len() - 1 {
             // Egress.
             let Some(fwd_in) = self.labels.alloc(&from) else {
@@ -523,7 +523,7 @@ impl NodeManager {
     pub(super) fn on_keepalive(&mut self, now_ms: u64, from: NodeId, rid: RouteId) {
         match self.hops.get_mut(&rid) {
             Some(h) if h.prev == from => {
-                h.expires = now_ms + self.cfg.route_timeout_ms;
+                h.expires = now_ms.saturating_add(self.cfg.route_timeout_ms);
                 if let Some(n) = h.next {
                     self.send(n, &Msg::Keepalive { rid });
                 }
@@ -615,7 +615,7 @@ impl NodeManager {
             match r.state {
                 OwnState::Pending { deadline } if deadline <= now_ms => failed.push(*rid),
                 OwnState::Up { .. } if r.next_keepalive <= now_ms => {
-                    r.next_keepalive = now_ms + self.cfg.route_keepalive_ms.max(1);
+                    r.next_keepalive = now_ms.saturating_add(self.cfg.route_keepalive_ms.max(1));
                     ka.push((r.first_hop(), *rid));
                 }
                 _ => {}
@@ -644,7 +644,9 @@ impl NodeManager {
             if d.primary.is_none() && d.retry_at.is_some_and(|t| t <= now_ms) {
                 retry.push(*dst);
             }
-            if self.cfg.route_idle_ms > 0 && now_ms >= d.last_used + self.cfg.route_idle_ms {
+            if self.cfg.route_idle_ms > 0
+                && now_ms >= d.last_used.saturating_add(self.cfg.route_idle_ms)
+            {
                 idle.push(*dst);
             }
         }
@@ -676,7 +678,7 @@ impl NodeManager {
                 at(r);
             }
             if self.cfg.route_idle_ms > 0 {
-                at(d.last_used + self.cfg.route_idle_ms);
+                at(d.last_used.saturating_add(self.cfg.route_idle_ms));
             }
         }
         t
