@@ -20,7 +20,7 @@ cleanup() {
     for n in "${NS[@]}"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
     sleep 0.3
     for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-    rm -rf "$W"
+    if [ -n "${KEEP:-}" ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
@@ -50,7 +50,7 @@ build() {
         printf 'node:\n  listen: "0.0.0.0:7000"\n  shards: 1\n' > "$W/$n-node.yaml"
         printf 'key: %s\nfib_socket: %s\nlisten: "0.0.0.0:7100"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nneighbours:\n%s' \
             "$W/$n.key" "$W/$n.fib" "${NEIGH[$n]:-}" > "$W/$n-control.yaml"
-        ip netns exec "bc_$n" "$NODE" --static "$W/$n-node.yaml" --fib-socket "$W/$n.fib" --no-pin >"$W/$n-node.log" 2>&1 &
+        ip netns exec "bc_$n" "$NODE" --static "$W/$n-node.yaml" --fib-socket "$W/$n.fib" --no-pin >>"$W/$n-node.log" 2>&1 &
     done
     for n in a b c d; do start_control "$n"; done
 }
@@ -88,6 +88,7 @@ for _ in $(seq "$RUNS"); do
     sleep 2   # links up and link-state converged; no route to d yet
     t=$( (ip netns exec bc_a ping -c 1 -W 3 "${ADDR[d]}" 2>/dev/null || true) | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p')
     setups+=("${t:-nan}")
+    [ -z "$t" ] && echo "no answer; a's log:" >&2 && tail -n 8 "$W/a-control.log" >&2
 done
 echo "setup runs (ms): ${setups[*]}" >&2
 echo "setup_ms $(printf '%s\n' "${setups[@]}" | grep -v nan | median)"

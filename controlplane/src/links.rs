@@ -24,6 +24,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long the larger key waits before dialling a peer that may dial it.
+const HOLD_BACK: Duration = Duration::from_millis(500);
 
 const T_PING: u8 = 1;
 const T_PONG: u8 = 2;
@@ -139,6 +141,8 @@ pub struct LinkCtx {
     pub next_session: Arc<AtomicU32>,
     /// Link number allocator.
     pub next_link: Arc<AtomicU64>,
+    /// Peers with a link up right now (a dialer does not dial a peer already linked).
+    pub linked: Arc<Mutex<std::collections::HashMap<NodeId, usize>>>,
     /// Set to end everything.
     pub stop: Arc<AtomicBool>,
 }
@@ -250,6 +254,11 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
         data_rx: est.data_rx,
         handle,
     };
+    *ctx.linked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(peer)
+        .or_insert(0) += 1;
     if !ctx.emit(LinkEvent::Up(Box::new(up))) {
         return;
     }
@@ -332,6 +341,15 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
     closed.store(true, Ordering::SeqCst);
     let _ = s.shutdown(std::net::Shutdown::Both);
     let _ = writer.join();
+    {
+        let mut l = ctx.linked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = l.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                l.remove(&peer);
+            }
+        }
+    }
     let _ = ctx.emit(LinkEvent::Down { peer, link, why });
 }
 
@@ -403,9 +421,26 @@ pub fn listen(ctx: LinkCtx, listener: TcpListener) {
 }
 
 /// Keeps a link to `peer` at `addr` up: dials, and re-dials with backoff after every failure.
+/// When both ends know each other's address, the one with the larger key holds back (first by
+/// [`HOLD_BACK`], then whenever a link is already up) so they do not keep replacing each
+/// other's link.
 pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
     let mut backoff = BACKOFF_MIN;
+    let defer = ctx.id.id() > peer;
+    if defer {
+        sleep_unless_stopped(&ctx, HOLD_BACK);
+    }
     while !ctx.stop.load(Ordering::SeqCst) {
+        if ctx
+            .linked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&peer)
+        {
+            sleep_unless_stopped(&ctx, Duration::from_millis(100));
+            backoff = BACKOFF_MIN;
+            continue;
+        }
         let started = Instant::now();
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             let _ = s.set_nodelay(true);
@@ -418,11 +453,15 @@ pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
         if started.elapsed() > BACKOFF_MAX * 2 {
             backoff = BACKOFF_MIN;
         }
-        let until = Instant::now() + backoff;
-        while Instant::now() < until && !ctx.stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        sleep_unless_stopped(&ctx, backoff);
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn sleep_unless_stopped(ctx: &LinkCtx, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !ctx.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -443,6 +482,7 @@ mod tests {
             wake: wake_fd().unwrap(),
             next_session: Arc::new(AtomicU32::new(1)),
             next_link: Arc::new(AtomicU64::new(1)),
+            linked: Default::default(),
             stop,
         }
     }

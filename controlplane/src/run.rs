@@ -438,6 +438,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         wake: wake.clone(),
         next_session: Arc::new(AtomicU32::new(1)),
         next_link: Arc::new(AtomicU64::new(1)),
+        linked: Default::default(),
         stop: stop.clone(),
     };
     let listener =
@@ -514,7 +515,6 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 PollFd::new(&*wake, PollFlags::IN),
             ];
             let _ = poll(&mut fds, Some(&ts));
-            drop(fds);
             d.fib.disarm();
         }
         let mut drain = [0u8; 8];
