@@ -26,6 +26,7 @@ const QUEUE_TTL: Duration = Duration::from_secs(3);
 const TURN: Duration = Duration::from_millis(100);
 
 struct Link {
+    endpoint: std::net::SocketAddr,
     id: u64,
     session: u32,
     initiator: bool,
@@ -127,6 +128,7 @@ impl Driver {
                 self.links.insert(
                     peer,
                     Link {
+                        endpoint: up.remote.data_endpoint,
                         id: up.link,
                         session: up.local.session_id,
                         initiator: up.initiator,
@@ -315,11 +317,18 @@ impl Driver {
 
     /// Tells the node manager which routes carry traffic (from the dataplane's route counters),
     /// so those are kept alive and idle ones can be released.
-    fn touch_used_routes(&mut self, last: &mut HashMap<Prefix, u64>) {
-        let Ok(FibMsg::Counters { routes, .. }) = self.fib.counters(Duration::from_millis(500))
+    fn touch_used_routes(
+        &mut self,
+        last: &mut HashMap<Prefix, u64>,
+        sessions_out: &mut HashMap<u32, dataplane::fibproto::Traffic>,
+    ) {
+        let Ok(FibMsg::Counters {
+            routes, sessions, ..
+        }) = self.fib.counters(Duration::from_millis(500))
         else {
             return;
         };
+        *sessions_out = sessions.into_iter().collect();
         let now = self.now_ms();
         for (p, t) in routes {
             let prev = last.insert(p, t.tx_pkts).unwrap_or(0);
@@ -329,6 +338,66 @@ impl Driver {
                 self.nm.touch_route(now, n.0);
             }
         }
+    }
+
+    /// The `peers` view: one line per link.
+    fn peers_text(&self, traffic: &HashMap<u32, dataplane::fibproto::Traffic>) -> String {
+        let mut out = format!(
+            "{:<16}  {:<22} {:>9} {:>7}  {:>10} {:>10}\n",
+            "PEER", "DATA ENDPOINT", "RTT", "SESSION", "RX BYTES", "TX BYTES"
+        );
+        let mut links: Vec<_> = self.links.iter().collect();
+        links.sort_by_key(|(pk, _)| **pk);
+        for (pk, l) in links {
+            let t = traffic.get(&l.session).copied().unwrap_or_default();
+            let rtt = l
+                .rtt_us
+                .map(|r| format!("{:.2} ms", f64::from(r) / 1000.0))
+                .unwrap_or_else(|| "-".into());
+            out.push_str(&format!(
+                "{:<16}  {:<22} {:>9} {:>7}  {:>10} {:>10}\n",
+                &pk.hex()[..16],
+                l.endpoint.to_string(),
+                rtt,
+                l.session,
+                t.rx_bytes,
+                t.tx_bytes
+            ));
+        }
+        if self.links.is_empty() {
+            out.push_str("(no links up)\n");
+        }
+        out
+    }
+
+    /// The `routes` view: routes this node originated, then transit state it holds.
+    fn routes_text(&self) -> String {
+        let short = |n: &nm::NodeId| NodeId(*n).hex()[..8].to_string();
+        let mut out = format!(
+            "{:<10} {:<8} {:<8} {:>6} {:>6} {:>8}  {}\n",
+            "DEST", "ROLE", "STATE", "LABEL", "REV", "AGE", "PATH"
+        );
+        for r in self.nm.routes(self.now_ms()) {
+            out.push_str(&format!(
+                "{:<10} {:<8} {:<8} {:>6} {:>6} {:>7.1}s  {}\n",
+                short(&r.dst),
+                format!("{:?}{}", r.role, if r.active { "*" } else { "" }),
+                format!("{:?}", r.state),
+                r.label.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                r.rev_label,
+                r.age_ms as f64 / 1000.0,
+                r.path.iter().map(short).collect::<Vec<_>>().join(" > ")
+            ));
+        }
+        let transit = self.nm.transit();
+        if !transit.is_empty() {
+            out.push_str(&format!(
+                "transit/egress state held here: {}\n",
+                transit.len()
+            ));
+        }
+        out.push_str("(* = the route in use; addresses: dest is the node's key, its overlay address is in `peers`/`show`)\n");
+        out
     }
 
     /// Counters for a usage report.
@@ -475,6 +544,22 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let mut last_report = Instant::now();
     let mut last_touch = Instant::now();
     let mut route_tx: HashMap<Prefix, u64> = HashMap::new();
+    let mut session_traffic: HashMap<u32, dataplane::fibproto::Traffic> = HashMap::new();
+    // The `routes` and `peers` views, refreshed every second, answered from viscript's thread.
+    let views: Arc<std::sync::Mutex<(String, String)>> =
+        Arc::new(std::sync::Mutex::new((String::new(), String::new())));
+    if let Some(s) = &session {
+        let v = views.clone();
+        s.on_query(
+            "routes",
+            Box::new(move || v.lock().map(|g| g.0.clone()).unwrap_or_default()),
+        );
+        let v = views.clone();
+        s.on_query(
+            "peers",
+            Box::new(move || v.lock().map(|g| g.1.clone()).unwrap_or_default()),
+        );
+    }
     while !stop.load(Ordering::SeqCst) {
         if let Some(s) = &session
             && s.shutdown_requested().is_some()
@@ -493,7 +578,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         d.commit();
         if last_touch.elapsed() >= Duration::from_secs(1) {
             last_touch = Instant::now();
-            d.touch_used_routes(&mut route_tx);
+            d.touch_used_routes(&mut route_tx, &mut session_traffic);
+            if let Ok(mut v) = views.lock() {
+                *v = (d.routes_text(), d.peers_text(&session_traffic));
+            }
         }
         // Sleep until a link event, a message from the dataplane, or the node manager's next
         // timer (at most TURN).

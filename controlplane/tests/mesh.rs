@@ -169,6 +169,20 @@ fn diamond_routes_and_reroutes_after_a_cut() {
     let took = ping_until(&a.ns, &d.addr, Duration::from_secs(20));
     eprintln!("first ping a -> d after {took:?}");
     transfer(&d.ns, &a.ns, &d.addr, 4 << 20, &dir);
+    // Inspection through viscript: a's routes name d, a's peers are b and c.
+    std::thread::sleep(Duration::from_millis(1200));
+    let routes = vis(a, &["routes"]);
+    let text = routes["text"].as_str().unwrap_or("");
+    assert!(text.contains(&d.pk[..8]) && text.contains("Up"), "{routes}");
+    let peers = vis(a, &["peers"]);
+    let text = peers["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains(&routers[1].pk[..16]) && text.contains(&routers[2].pk[..16]),
+        "{peers}"
+    );
+    let ru = vis(a, &["ru", "2"]);
+    assert!(ru["data"]["counters"]["links"].as_u64() == Some(2), "{ru}");
+    assert!(ru["data"]["counters"]["lsdb"].as_u64() >= Some(4), "{ru}");
 
     // Which branch carries the traffic? The relay whose dataplane saw more frames.
     let frames = |r: &Router| -> u64 {

@@ -140,6 +140,7 @@ impl Client {
             tx, mut rx, region, ..
         } = self.chan;
         let shared = Arc::new(Shared {
+            queries: Mutex::new(Vec::new()),
             tx: Mutex::new(tx),
             counters: Mutex::new(Vec::new()),
             shutdown: Mutex::new(None),
@@ -174,7 +175,11 @@ impl Client {
     }
 }
 
+/// Answers a named query with text.
+pub type QueryHandler = Box<dyn Fn() -> String + Send + Sync>;
+
 struct Shared {
+    queries: Mutex<Vec<(String, QueryHandler)>>,
     tx: Mutex<Tx>,
     counters: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     shutdown: Mutex<Option<Instant>>,
@@ -221,6 +226,26 @@ impl Shared {
                     .collect();
                 self.send(&Msg::Usage { nonce, usage });
             }
+            Msg::Query { nonce, name } => {
+                let text = {
+                    let q = lock(&self.queries);
+                    match q.iter().find(|(n, _)| *n == name) {
+                        Some((_, h)) => h(),
+                        None => format!("this component has no {name:?} view"),
+                    }
+                };
+                // Cut to what one message carries.
+                let mut text = text;
+                if text.len() > crate::proto::MAX_STR {
+                    let mut cut = crate::proto::MAX_STR - 20;
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    text.truncate(cut);
+                    text.push_str("\n[cut]");
+                }
+                self.send(&Msg::QueryReply { nonce, text });
+            }
             Msg::Shutdown { deadline_ms } => {
                 *lock(&self.shutdown) = Some(Instant::now() + Duration::from_millis(deadline_ms));
                 self.cv.notify_all();
@@ -247,6 +272,13 @@ impl Session {
         let v = Arc::new(AtomicU64::new(0));
         c.push((name.to_owned(), v.clone()));
         v
+    }
+
+    /// Answers viscript's `NAME` query (e.g. `routes`) with what `handler` returns.
+    pub fn on_query(&self, name: &str, handler: QueryHandler) {
+        let mut q = lock(&self.shared.queries);
+        q.retain(|(n, _)| n != name);
+        q.push((name.to_owned(), handler));
     }
 
     /// Sends a log line. Returns false when the ring is full (the line is counted as dropped).

@@ -114,6 +114,21 @@ pub enum Msg {
         /// The text (no trailing newline).
         line: String,
     },
+    /// Server -> client: a named inspection (e.g. `routes`, `peers`); answered by
+    /// [`Msg::QueryReply`].
+    Query {
+        /// Echoed.
+        nonce: u64,
+        /// What to show.
+        name: String,
+    },
+    /// Client -> server: the text of a query's answer (or why there is none).
+    QueryReply {
+        /// The query's nonce.
+        nonce: u64,
+        /// Human-readable answer.
+        text: String,
+    },
     /// Client -> server: something happened worth showing the operator.
     Event {
         /// Short name, e.g. `link-up`.
@@ -133,6 +148,8 @@ mod ty {
     pub const SHUTDOWN_ACK: u8 = 7;
     pub const LOG: u8 = 8;
     pub const EVENT: u8 = 9;
+    pub const QUERY: u8 = 10;
+    pub const QUERY_REPLY: u8 = 11;
 }
 
 /// Why a record is not a message.
@@ -237,6 +254,16 @@ impl Msg {
                 out.push(*level as u8);
                 put_str(out, line)?;
             }
+            Msg::Query { nonce, name } => {
+                out.push(ty::QUERY);
+                out.extend_from_slice(&nonce.to_le_bytes());
+                put_str(out, name)?;
+            }
+            Msg::QueryReply { nonce, text } => {
+                out.push(ty::QUERY_REPLY);
+                out.extend_from_slice(&nonce.to_le_bytes());
+                put_str(out, text)?;
+            }
             Msg::Event { name, data } => {
                 out.push(ty::EVENT);
                 put_str(out, name)?;
@@ -310,6 +337,14 @@ impl Msg {
             ty::EVENT => Msg::Event {
                 name: r.str()?,
                 data: r.str()?,
+            },
+            ty::QUERY => Msg::Query {
+                nonce: r.u64()?,
+                name: r.str()?,
+            },
+            ty::QUERY_REPLY => Msg::QueryReply {
+                nonce: r.u64()?,
+                text: r.str()?,
             },
             other => return Err(DecodeError::UnknownType(other)),
         };
@@ -409,6 +444,8 @@ mod tests {
                 line
             }),
             (arb_str(), arb_str()).prop_map(|(name, data)| Msg::Event { name, data }),
+            (any::<u64>(), arb_str()).prop_map(|(nonce, name)| Msg::Query { nonce, name }),
+            (any::<u64>(), arb_str()).prop_map(|(nonce, text)| Msg::QueryReply { nonce, text }),
         ]
     }
 

@@ -43,6 +43,14 @@ pub enum Command {
     },
     /// `attach ID`: stream output until detached.
     Attach(u64),
+    /// `routes [ID]` / `peers [ID]`: a component's own view (the controlplane's routes and
+    /// links); without ID, the first ready skywire-control.
+    Inspect {
+        /// `routes` or `peers`.
+        what: String,
+        /// Component id.
+        id: Option<u64>,
+    },
     /// `quit`: stop everything and exit.
     Quit,
 }
@@ -160,6 +168,8 @@ kill ID                    SIGKILL the component's process group
 restart ID                 stop it and start it again with the same arguments
 logs ID [-n N] [-f]        last N (50) output lines; -f keeps following
 attach ID                  follow the component's output (press Enter to detach)
+routes [ID]                the controlplane's routes: destination, path, labels, age
+peers [ID]                 the controlplane's links: key, endpoint, RTT, state, traffic
 quit                       stop every component and exit";
 
 impl Command {
@@ -241,6 +251,16 @@ impl Command {
                 }
                 Command::Logs { id, n, follow }
             }
+            "routes" | "peers" => {
+                let id = match rest.first() {
+                    None => None,
+                    Some(_) => Some(one_id(cmd, rest)?),
+                };
+                Command::Inspect {
+                    what: cmd.clone(),
+                    id,
+                }
+            }
             "quit" | "exit" | "q" => {
                 no_more(cmd, rest)?;
                 Command::Quit
@@ -306,6 +326,20 @@ mod tests {
             }
         );
         assert_eq!(p("la").unwrap(), Command::List);
+        assert_eq!(
+            p("routes").unwrap(),
+            Command::Inspect {
+                what: "routes".into(),
+                id: None
+            }
+        );
+        assert_eq!(
+            p("peers 4").unwrap(),
+            Command::Inspect {
+                what: "peers".into(),
+                id: Some(4)
+            }
+        );
         assert_eq!(p("ping 3").unwrap(), Command::Ping(3));
         assert_eq!(
             p("logs 2 -n 5 -f").unwrap(),

@@ -224,6 +224,7 @@ impl Proc {
 }
 
 enum WaitKind {
+    Query { nonce: u64 },
     Pong { nonce: u64, sent: Instant },
     Usage { nonce: u64 },
     Ready,
@@ -634,6 +635,40 @@ impl Supervisor {
                     r
                 }
             },
+            Command::Inspect { what, id } => {
+                let id = match id {
+                    Some(id) => Some(id),
+                    None => self
+                        .procs
+                        .values()
+                        .find(|p| p.kind == "skywire-control" && p.state == State::Ready)
+                        .map(|p| p.id),
+                };
+                match id {
+                    None => Reply::err(
+                        "no skywire-control is running; start it (`apps` lists it) or name a component id",
+                    ),
+                    Some(id) => match self.ready_chan(id) {
+                        Err(e) => Reply::err(e),
+                        Ok(()) => {
+                            let nonce = self.next_nonce();
+                            match self.send_to(id, &Msg::Query { nonce, name: what }) {
+                                Err(e) => Reply::err(e),
+                                Ok(()) => {
+                                    self.waiters.push(Waiter {
+                                        id,
+                                        kind: WaitKind::Query { nonce },
+                                        reply,
+                                        deadline: now + ANSWER_TIMEOUT,
+                                        attach: false,
+                                    });
+                                    return;
+                                }
+                            }
+                        }
+                    },
+                }
+            }
             Command::Quit => {
                 match &mut self.quitting {
                     Some((_, replies)) => replies.push(reply),
@@ -1206,6 +1241,7 @@ impl Supervisor {
                 let w = self.waiters.swap_remove(i);
                 let what = match w.kind {
                     WaitKind::Pong { .. } => "no pong",
+                    WaitKind::Query { .. } => "no answer",
                     WaitKind::Usage { .. } => "no usage report",
                     WaitKind::Ready => "not registered",
                     WaitKind::Gone => "still running",
@@ -1499,6 +1535,16 @@ impl Supervisor {
             Msg::Ping { nonce } => {
                 let _ = self.send_to(id, &Msg::Pong { nonce });
             }
+            Msg::QueryReply { nonce, text } => {
+                if let Some(pos) = self.waiters.iter().position(|w| {
+                    w.id == id && matches!(w.kind, WaitKind::Query { nonce: n } if n == nonce)
+                }) {
+                    let w = self.waiters.swap_remove(pos);
+                    let _ = w
+                        .reply
+                        .send(Reply::ok(text.clone(), json!({"id": id, "text": text})));
+                }
+            }
             Msg::ShutdownAck => self.note(id, "acknowledged shutdown"),
             Msg::Log { level, line } => self.log(id, Source::Ring, &format!("[{level}] {line}")),
             Msg::Event { name, data } => {
@@ -1663,7 +1709,12 @@ impl Supervisor {
             );
             self.resolve(
                 id,
-                |k| matches!(k, WaitKind::Pong { .. } | WaitKind::Usage { .. }),
+                |k| {
+                    matches!(
+                        k,
+                        WaitKind::Pong { .. } | WaitKind::Usage { .. } | WaitKind::Query { .. }
+                    )
+                },
                 |_, w| Reply::err(format!("{} exited before answering", w.id)),
             );
         }
