@@ -488,6 +488,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             .collect(),
         drain: cfg.policy.drain,
         no_transit: cfg.policy.no_transit,
+        // Route ids must not repeat across restarts (neighbours may still hold the old ones).
+        first_route_counter: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0),
         ..nm::Config::default()
     };
     let epoch = Instant::now();

@@ -60,6 +60,10 @@ pub struct Config {
     pub max_lsdb_entries: usize,
     /// Largest label handed out (labels start at `labels::FIRST_LABEL`).
     pub max_label: u32,
+    /// Route ids this node originates start above this. A restarted node must not reuse the
+    /// ids of its previous life (neighbours may still hold state for them): the driver passes
+    /// something that grows across restarts, e.g. the wall clock in microseconds.
+    pub first_route_counter: u64,
 }
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             services: Vec::new(),
             max_lsdb_entries: 100_000,
             max_label: (1 << 20) - 1,
+            first_route_counter: 0,
         }
     }
 }
@@ -264,6 +269,7 @@ impl NodeManager {
         let (key, id) = keypair_from_seed(&seed);
         let lsdb = Lsdb::new(cfg.max_lsdb_entries.max(1), cfg.max_advert_lifetime_ms);
         let labels = LabelAllocator::new(cfg.max_label);
+        let first_route = cfg.first_route_counter;
         let nm = Self {
             cfg,
             key,
@@ -280,7 +286,7 @@ impl NodeManager {
             dests: BTreeMap::new(),
             hops: BTreeMap::new(),
             installed: BTreeMap::new(),
-            next_route: 0,
+            next_route: first_route,
             actions: VecDeque::new(),
             c: Counters::default(),
             topo_dirty: false,
