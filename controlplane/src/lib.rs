@@ -4,6 +4,9 @@
 //! - [`link`]: the Noise handshake that authenticates a neighbour and derives the data keys.
 //! - [`links`]: TCP links: dialling with backoff, accepting, keepalives (RTT), down detection.
 //! - [`config`]: the configuration file.
+//! - [`messenger`]: signed records (key -> endpoints, services) with TTL, lookup, service query,
+//!   relay; server and client (sans-IO) and their TCP glue.
+//! - [`nm`]: the node manager (link state, paths, route setup); [`run`]: the driver.
 
 #![warn(missing_docs)]
 
@@ -11,6 +14,7 @@ pub mod config;
 pub mod identity;
 pub mod link;
 pub mod links;
+pub mod messenger;
 #[allow(missing_docs)]
 pub mod nm;
 pub mod run;

@@ -23,6 +23,13 @@ enum Cmd {
     Keygen,
     /// Print the public key and the overlay address.
     Show,
+    /// Run a messenger server: signed records (key -> endpoints, services) with TTL, lookup,
+    /// service queries and relay for the controlplanes that connect.
+    Messenger {
+        /// Where to listen (TCP, Noise).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Run the controlplane: links, routes, and the dataplane's fib ring.
     Run {
         /// Configuration file.
@@ -56,6 +63,49 @@ fn watch_signals(stop: Arc<AtomicBool>) {
 fn main() {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Messenger { listen } => {
+            let (id, created) = Identity::load_or_create(&cli.key).unwrap_or_else(|e| {
+                eprintln!("skywire-control: {e}");
+                std::process::exit(1);
+            });
+            if created {
+                eprintln!("skywire-control: created {}", cli.key.display());
+            }
+            let l = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
+                eprintln!("skywire-control: listen {listen}: {e}");
+                std::process::exit(1);
+            });
+            eprintln!("skywire-control: messenger {} on {listen}", id.id());
+            let stop = Arc::new(AtomicBool::new(false));
+            watch_signals(stop.clone());
+            let session = match signal::Client::from_env() {
+                Ok(Some(c)) => c
+                    .register("skywire-messenger", env!("CARGO_PKG_VERSION"))
+                    .ok(),
+                _ => None,
+            };
+            let server = controlplane::messenger::net::spawn(
+                l,
+                id,
+                controlplane::messenger::ServerConfig::default(),
+            );
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(s) = &session {
+                    if s.wait_shutdown(Some(std::time::Duration::from_millis(250)))
+                        .is_some()
+                    {
+                        s.ack_shutdown();
+                        break;
+                    }
+                    let (records, rejected) =
+                        server.with(|m| (m.len() as u64, m.counters().rejected_total()));
+                    s.counter("records").store(records, Ordering::Relaxed);
+                    s.counter("rejected").store(rejected, Ordering::Relaxed);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+            }
+        }
         Cmd::Run { config } => {
             let stop = Arc::new(AtomicBool::new(false));
             watch_signals(stop.clone());
