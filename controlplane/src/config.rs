@@ -15,6 +15,9 @@
 //!     endpoint: 10.0.0.2:7100         # optional: dial it (else wait for it)
 //!     cost_us: 500                    # optional operator override of the measured RTT
 //! policy: {drain: false, no_transit: false}
+//! messengers:                         # optional: publish our record, find keys without endpoint
+//!   - {pk: <64 hex>, endpoint: 10.0.0.9:7200}
+//! advertise: [10.0.0.1:7100]          # our control endpoints as published
 //! ```
 
 use crate::identity::NodeId;
@@ -42,6 +45,15 @@ struct File {
     neighbours: Option<Vec<NeighbourFile>>,
     #[serde(default)]
     policy: Policy,
+    messengers: Option<Vec<MessengerFile>>,
+    advertise: Option<Vec<SocketAddr>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessengerFile {
+    pk: String,
+    endpoint: SocketAddr,
 }
 
 fn sky0() -> String {
@@ -113,6 +125,10 @@ pub struct Config {
     pub neighbours: Vec<Neighbour>,
     /// Policy.
     pub policy: Policy,
+    /// Messengers to publish our record with and look neighbours up in.
+    pub messengers: Vec<(NodeId, SocketAddr)>,
+    /// Our control endpoints as others should dial them (published through the messengers).
+    pub advertise: Vec<SocketAddr>,
 }
 
 impl Config {
@@ -145,6 +161,12 @@ impl Config {
                 cost_us: n.cost_us,
             });
         }
+        let mut messengers = Vec::new();
+        for m in f.messengers.unwrap_or_default() {
+            let pk = NodeId::from_hex(&m.pk)
+                .map_err(|e| format!("{}: messenger: {e}", path.display()))?;
+            messengers.push((pk, m.endpoint));
+        }
         if f.keepalive_ms == 0 || f.dead_after == 0 {
             return Err(format!(
                 "{}: keepalive_ms and dead_after must be at least 1",
@@ -165,6 +187,8 @@ impl Config {
             allow_any: f.allow_any,
             neighbours,
             policy: f.policy,
+            messengers,
+            advertise: f.advertise.unwrap_or_default(),
         })
     }
 }

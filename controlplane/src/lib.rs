@@ -15,6 +15,7 @@ pub mod identity;
 pub mod link;
 pub mod links;
 pub mod messenger;
+pub mod msgclient;
 #[allow(missing_docs)]
 pub mod nm;
 pub mod run;

@@ -496,7 +496,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         ..nm::Config::default()
     };
     let epoch = Instant::now();
-    let nm = NodeManager::new(ident.seed(), nm_cfg, 0);
+    let seed = ident.seed();
+    let nm = NodeManager::new(seed, nm_cfg, 0);
     let (etx, erx) = channel();
     let wake = links::wake_fd().map_err(|e| format!("eventfd: {e}"))?;
     let allowed_keys: Vec<NodeId> = cfg.neighbours.iter().map(|n| n.pk).collect();
@@ -519,6 +520,21 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         TcpListener::bind(cfg.listen).map_err(|e| format!("listen {}: {e}", cfg.listen))?;
     let c = ctx.clone();
     std::thread::spawn(move || links::listen(c, listener));
+    if !cfg.messengers.is_empty() {
+        let wanted: Vec<NodeId> = cfg
+            .neighbours
+            .iter()
+            .filter(|n| n.endpoint.is_none())
+            .map(|n| n.pk)
+            .collect();
+        crate::msgclient::spawn(
+            seed,
+            cfg.messengers.clone(),
+            cfg.advertise.clone(),
+            wanted,
+            ctx.clone(),
+        )?;
+    }
     for n in &cfg.neighbours {
         if let Some(addr) = n.endpoint {
             let c = ctx.clone();

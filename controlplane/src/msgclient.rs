@@ -1,0 +1,136 @@
+//! The controlplane's messenger client: publishes this node's record (control endpoints) with
+//! every configured messenger, and finds neighbours configured by public key alone, then dials
+//! them. Runs on its own thread; established links never depend on it (when every messenger is
+//! down the client answers from its cache, and links and routes stay up).
+
+use crate::identity::{Identity, NodeId};
+use crate::links::{self, LinkCtx};
+use crate::messenger::{ClientConfig, ClientEvent, MessengerClient, net};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+/// How often a missing messenger connection is retried.
+const RECONNECT: Duration = Duration::from_secs(1);
+/// How often an unresolved neighbour is looked up again.
+const RELOOKUP: Duration = Duration::from_secs(2);
+
+enum Inbound {
+    Msg(NodeId, Vec<u8>),
+    Gone(NodeId),
+}
+
+/// Starts the client thread.
+pub fn spawn(
+    seed: [u8; 32],
+    messengers: Vec<(NodeId, SocketAddr)>,
+    advertise: Vec<SocketAddr>,
+    wanted: Vec<NodeId>,
+    ctx: LinkCtx,
+) -> Result<(), String> {
+    let id = Identity::from_seed(seed)?;
+    let seq_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let cfg = ClientConfig::new(messengers.iter().map(|(pk, _)| *pk).collect(), seq_start);
+    let client = MessengerClient::new(Identity::from_seed(seed)?, cfg);
+    std::thread::Builder::new()
+        .name("messenger".into())
+        .spawn(move || run(id, client, messengers, advertise, wanted, ctx))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn run(
+    id: Identity,
+    mut client: MessengerClient,
+    messengers: Vec<(NodeId, SocketAddr)>,
+    advertise: Vec<SocketAddr>,
+    wanted: Vec<NodeId>,
+    ctx: LinkCtx,
+) {
+    let epoch = Instant::now();
+    let now = || epoch.elapsed().as_millis() as u64;
+    if let Err(e) = client.set_record(now(), advertise, Vec::new()) {
+        eprintln!("skywire-control: messenger record: {e}");
+    }
+    let (tx, rx): (Sender<Inbound>, Receiver<Inbound>) = channel();
+    let mut conns: HashMap<NodeId, Arc<net::Connection>> = HashMap::new();
+    let mut last_try: HashMap<NodeId, Instant> = HashMap::new();
+    let mut resolved: HashSet<NodeId> = HashSet::new();
+    let mut last_lookup = Instant::now() - RELOOKUP;
+    while !ctx.stop.load(Ordering::SeqCst) {
+        for (pk, addr) in &messengers {
+            if conns.contains_key(pk) || last_try.get(pk).is_some_and(|t| t.elapsed() < RECONNECT) {
+                continue;
+            }
+            last_try.insert(*pk, Instant::now());
+            match net::connect(*addr, *pk, &id) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    conns.insert(*pk, c.clone());
+                    client.connected(now(), *pk);
+                    let tx = tx.clone();
+                    let pk = *pk;
+                    std::thread::spawn(move || {
+                        loop {
+                            match c.recv() {
+                                Ok(b) => {
+                                    if tx.send(Inbound::Msg(pk, b)).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(_) => {
+                                    let _ = tx.send(Inbound::Gone(pk));
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+                Err(e) => eprintln!("skywire-control: messenger {pk:?} at {addr}: {e}"),
+            }
+        }
+        while let Ok(m) = rx.recv_timeout(Duration::from_millis(50)) {
+            match m {
+                Inbound::Msg(pk, b) => client.handle(now(), pk, &b),
+                Inbound::Gone(pk) => {
+                    conns.remove(&pk);
+                    client.disconnected(now(), pk);
+                }
+            }
+        }
+        if last_lookup.elapsed() >= RELOOKUP {
+            last_lookup = Instant::now();
+            for pk in wanted.iter().filter(|p| !resolved.contains(p)) {
+                client.lookup(now(), *pk);
+            }
+        }
+        client.tick(now());
+        while let Some((to, bytes)) = client.poll_transmit() {
+            if let Some(c) = conns.get(&to)
+                && c.send(&bytes).is_err() {
+                    conns.remove(&to);
+                    client.disconnected(now(), to);
+                }
+        }
+        while let Some(ev) = client.poll_event() {
+            if let ClientEvent::Found { record, .. } = ev
+                && wanted.contains(&record.pk) && !resolved.contains(&record.pk)
+                    && let Some(addr) = record.endpoints.first().copied() {
+                        resolved.insert(record.pk);
+                        eprintln!(
+                            "skywire-control: found {} at {addr} through the messenger",
+                            record.pk.hex()
+                        );
+                        let c = ctx.clone();
+                        let pk = record.pk;
+                        std::thread::spawn(move || links::dial(c, pk, addr));
+                    }
+        }
+    }
+}
