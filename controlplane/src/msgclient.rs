@@ -113,24 +113,27 @@ fn run(
         client.tick(now());
         while let Some((to, bytes)) = client.poll_transmit() {
             if let Some(c) = conns.get(&to)
-                && c.send(&bytes).is_err() {
-                    conns.remove(&to);
-                    client.disconnected(now(), to);
-                }
+                && c.send(&bytes).is_err()
+            {
+                conns.remove(&to);
+                client.disconnected(now(), to);
+            }
         }
         while let Some(ev) = client.poll_event() {
             if let ClientEvent::Found { record, .. } = ev
-                && wanted.contains(&record.pk) && !resolved.contains(&record.pk)
-                    && let Some(addr) = record.endpoints.first().copied() {
-                        resolved.insert(record.pk);
-                        eprintln!(
-                            "skywire-control: found {} at {addr} through the messenger",
-                            record.pk.hex()
-                        );
-                        let c = ctx.clone();
-                        let pk = record.pk;
-                        std::thread::spawn(move || links::dial(c, pk, addr));
-                    }
+                && wanted.contains(&record.pk)
+                && !resolved.contains(&record.pk)
+                && let Some(addr) = record.endpoints.first().copied()
+            {
+                resolved.insert(record.pk);
+                eprintln!(
+                    "skywire-control: found {} at {addr} through the messenger",
+                    record.pk.hex()
+                );
+                let c = ctx.clone();
+                let pk = record.pk;
+                std::thread::spawn(move || links::dial(c, pk, addr));
+            }
         }
     }
 }

@@ -206,6 +206,7 @@ impl Static {
                     .map_err(|e| err(format!("session {}: {e}", s.id)))?,
                 rx_key: key(&s.rx_key, "rx_key")
                     .map_err(|e| err(format!("session {}: {e}", s.id)))?,
+                prev_rx_key: None,
                 traffic: Arc::new(Traffic::new(shards)),
             };
             if fib.sessions.insert(s.id, Arc::new(cfg)).is_some() {

@@ -249,6 +249,9 @@ pub struct SessionCfg {
     pub tx_key: [u8; 32],
     /// Key we open with.
     pub rx_key: [u8; 32],
+    /// The key we opened with before the last rekey, still accepted so frames the peer sealed
+    /// before it switched are not lost.
+    pub prev_rx_key: Option<[u8; 32]>,
     /// Traffic on this session (rx = frames from the peer, tx = frames to it).
     pub traffic: Arc<Traffic>,
 }

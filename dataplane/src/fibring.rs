@@ -261,7 +261,18 @@ impl FibServer {
                 tx_key,
                 rx_key,
             } => {
-                let traffic = Arc::new(Traffic::new(shards));
+                // Replacing a session's keys (a rekey) keeps its counters and remembers the old
+                // receive key, so frames sealed before the peer switched still open.
+                let old = st.sessions.get(&id).cloned();
+                let traffic = old
+                    .as_ref()
+                    .map(|o| o.traffic.clone())
+                    .unwrap_or_else(|| Arc::new(Traffic::new(shards)));
+                let prev_rx_key = match &old {
+                    Some(o) if o.rx_key != rx_key => Some(o.rx_key),
+                    Some(o) => o.prev_rx_key,
+                    None => None,
+                };
                 st.sessions.insert(
                     id,
                     Arc::new(SessionCfg {
@@ -272,6 +283,7 @@ impl FibServer {
                         cipher,
                         tx_key,
                         rx_key,
+                        prev_rx_key,
                         traffic,
                     }),
                 );

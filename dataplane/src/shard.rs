@@ -77,6 +77,8 @@ struct Sess {
     cfg: Arc<SessionCfg>,
     seal: SealKey,
     open: OpenKey,
+    /// The previous receive key after a rekey, with its own replay windows.
+    open_prev: Option<(OpenKey, Vec<(u8, ReplayWindow)>)>,
     seq: u64,
     /// Replay windows by sending shard.
     windows: Vec<(u8, ReplayWindow)>,
@@ -92,6 +94,7 @@ impl Sess {
         Some(Sess {
             seal: SealKey::new(cfg.cipher, &cfg.tx_key, cfg.peer_id).ok()?,
             open: OpenKey::new(cfg.cipher, &cfg.rx_key).ok()?,
+            open_prev: None,
             seq: 0,
             windows: Vec::new(),
             to,
@@ -100,19 +103,26 @@ impl Sess {
     }
 
     fn window(&mut self, stream: u8) -> &mut ReplayWindow {
-        let i = match self.windows.iter().position(|(s, _)| *s == stream) {
-            Some(i) => i,
-            None => {
-                self.windows.push((stream, ReplayWindow::new()));
-                self.windows.len() - 1
-            }
-        };
-        &mut self.windows[i].1
+        window_in(&mut self.windows, stream)
     }
+}
+
+fn window_in(windows: &mut Vec<(u8, ReplayWindow)>, stream: u8) -> &mut ReplayWindow {
+    let i = match windows.iter().position(|(s, _)| *s == stream) {
+        Some(i) => i,
+        None => {
+            windows.push((stream, ReplayWindow::new()));
+            windows.len() - 1
+        }
+    };
+    &mut windows[i].1
 }
 
 /// One shard's packet state.
 pub struct Shard {
+    /// A frame's ciphertext kept while the current key is tried (a failed open destroys it),
+    /// for sessions that still accept a previous key.
+    scratch: Box<[u8]>,
     punt: Option<Punt>,
     id: u8,
     cell: Arc<FibCell>,
@@ -127,6 +137,7 @@ impl Shard {
     pub fn new(id: u8, cell: Arc<FibCell>, stats: Arc<NodeStats>) -> Shard {
         let (fib, generation) = cell.load();
         let mut s = Shard {
+            scratch: vec![0u8; BUF_SIZE].into_boxed_slice(),
             punt: None,
             id,
             cell,
@@ -169,16 +180,42 @@ impl Shard {
     }
 
     fn install(&mut self, fib: Arc<Fib>, generation: u64) {
-        // Keep state (sequence numbers, replay windows) of sessions whose keys did not change.
-        self.sessions
-            .retain(|id, s| fib.sessions.get(id).is_some_and(|c| Arc::ptr_eq(c, &s.cfg)));
+        let mut old = std::mem::take(&mut self.sessions);
         for (id, cfg) in &fib.sessions {
-            if !self.sessions.contains_key(id) {
-                // Keys the AEAD refuses leave the session out: its frames count as unknown.
-                if let Some(s) = Sess::new(cfg.clone(), self.id) {
-                    self.sessions.insert(*id, s);
+            let prev = old.remove(id);
+            // Unchanged session: keep its state as it is.
+            let prev = match prev {
+                Some(p) if Arc::ptr_eq(&p.cfg, cfg) => {
+                    self.sessions.insert(*id, p);
+                    continue;
+                }
+                other => other,
+            };
+            // Keys the AEAD refuses leave the session out: its frames count as unknown.
+            let Some(mut s) = Sess::new(cfg.clone(), self.id) else {
+                continue;
+            };
+            if let Some(p) = prev {
+                // A rekey: state follows the key it belongs to. The sequence continues while the
+                // sealing key is unchanged (restarting it would reuse nonces); replay windows stay
+                // with their receive key, the old one becoming the previous key.
+                if p.cfg.tx_key == cfg.tx_key && p.cfg.cipher == cfg.cipher {
+                    s.seq = p.seq;
+                }
+                if p.cfg.rx_key == cfg.rx_key && p.cfg.cipher == cfg.cipher {
+                    s.windows = p.windows;
+                    s.open_prev = p.open_prev;
+                } else if cfg.prev_rx_key == Some(p.cfg.rx_key) {
+                    s.open_prev = Some((p.open, p.windows));
                 }
             }
+            if s.open_prev.is_none()
+                && let Some(k) = cfg.prev_rx_key
+                && let Ok(o) = OpenKey::new(cfg.cipher, &k)
+            {
+                s.open_prev = Some((o, Vec::new()));
+            }
+            self.sessions.insert(*id, s);
         }
         self.fib = fib;
         self.generation = generation;
@@ -246,16 +283,46 @@ impl Shard {
             return self.discard(DropReason::UnknownSession);
         };
         let stream = (hdr.counter >> SEQ_BITS) as u8;
-        if !s.window(stream).check(hdr.counter) {
-            return self.discard(DropReason::Replay);
+        let current_ok = s.window(stream).check(hdr.counter);
+        let keep = s.open_prev.is_some() && current_ok;
+        if keep {
+            self.scratch[..len].copy_from_slice(frame);
         }
-        let (label, plen) = match s.open.open(frame) {
-            Ok(o) => (o.label, o.packet.len()),
-            Err(_) => return self.discard(DropReason::BadTag),
+        let opened = if current_ok {
+            s.open.open(frame).ok().map(|o| (o.label, o.packet.len()))
+        } else {
+            None
         };
-        if !s.window(stream).update(hdr.counter) {
-            return self.discard(DropReason::Replay);
+        if opened.is_none() && keep {
+            frame.copy_from_slice(&self.scratch[..len]);
         }
+        let (label, plen) = match opened {
+            Some(x) => {
+                if !s.window(stream).update(hdr.counter) {
+                    return self.discard(DropReason::Replay);
+                }
+                x
+            }
+            // After a rekey, frames the peer sealed before it switched still open with the
+            // previous key (checked against that key's own windows).
+            None => match s.open_prev.as_mut() {
+                Some((prev, windows)) => {
+                    if !window_in(windows, stream).check(hdr.counter) {
+                        return self.discard(DropReason::Replay);
+                    }
+                    let x = match prev.open(frame) {
+                        Ok(o) => (o.label, o.packet.len()),
+                        Err(_) => return self.discard(DropReason::BadTag),
+                    };
+                    if !window_in(windows, stream).update(hdr.counter) {
+                        return self.discard(DropReason::Replay);
+                    }
+                    x
+                }
+                None if !current_ok => return self.discard(DropReason::Replay),
+                None => return self.discard(DropReason::BadTag),
+            },
+        };
         s.cfg.traffic.add(shard, traffic::RX_PKTS, 1);
         s.cfg.traffic.add(shard, traffic::RX_BYTES, len as u64);
         let in_session = hdr.receiver;
@@ -324,6 +391,7 @@ impl Shard {
 mod tests {
     use super::*;
     use crate::fixtures::{shard, three_hops, v6_packet};
+    use crate::stats::NodeStats;
 
     fn pair() -> (Shard, Shard) {
         let a = shard(
@@ -384,6 +452,119 @@ mod tests {
         };
         assert_eq!(b.from_udp(&mut buf, len), Verdict::Deliver { len: n });
         assert_eq!(&buf[HEADROOM..HEADROOM + n], &pkt[..]);
+    }
+
+    /// Two nodes whose session keys are changed in place the way the controlplane rekeys:
+    /// step 1 (the initiator) accepts the new receive key and keeps sending with the old one,
+    /// step 2 both send with the new keys; nothing is lost on the way and sealing counters never
+    /// restart under an unchanged key.
+    #[test]
+    fn rekey_in_two_steps_loses_nothing_and_never_reuses_a_nonce() {
+        use crate::config::Static;
+        let k = |n: u8| crate::fixtures::key_hex(n);
+        let node = |me: u8, peer: u8, tx: u8, rx: u8| {
+            let y = format!(
+                "node:\n  listen: 127.0.0.1:7000\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {}, rx_key: {}}}\nrules:\n  - {{session: 1, label: 5, deliver: [fd00::{peer}/128]}}\nroutes:\n  - {{prefix: fd00::{peer}/128, session: 1, label: 5}}\n",
+                k(tx),
+                k(rx)
+            );
+            let _ = me;
+            let st = Static::parse(&y, std::path::Path::new("t.yaml"), 1).unwrap();
+            let cell = Arc::new(FibCell::new(st.fib));
+            (
+                Shard::new(0, cell.clone(), Arc::new(NodeStats::new(1))),
+                cell,
+            )
+        };
+        let rekey = |cell: &FibCell, tx: u8, rx: u8| {
+            let key = |n: u8| -> [u8; 32] {
+                std::array::from_fn(|i| (i as u8).wrapping_mul(7).wrapping_add(n))
+            };
+            cell.update(|f| {
+                let old = f.sessions[&1].clone();
+                let mut c = (*old).clone();
+                c.tx_key = key(tx);
+                c.rx_key = key(rx);
+                c.prev_rx_key = if old.rx_key != c.rx_key {
+                    Some(old.rx_key)
+                } else {
+                    old.prev_rx_key
+                };
+                f.sessions.insert(1, Arc::new(c));
+            });
+        };
+        let (mut a, ca) = node(1, 2, 1, 2);
+        let (mut b, cb) = node(2, 1, 2, 1);
+        let mut buf = vec![0u8; BUF_SIZE];
+        let send = |from: &mut Shard, to: &mut Shard, src: u8, dst: u8| -> (Verdict, u64) {
+            let mut buf = vec![0u8; BUF_SIZE];
+            let n = v6_packet(&mut buf, src, dst, 50);
+            let Verdict::Send { len, .. } = from.from_tun(&mut buf, n) else {
+                panic!("not sent")
+            };
+            let counter = crate::wire::parse_header(&buf[..len]).unwrap().counter;
+            (to.from_udp(&mut buf, len), counter)
+        };
+        for _ in 0..3 {
+            assert!(matches!(
+                send(&mut a, &mut b, 1, 2).0,
+                Verdict::Deliver { .. }
+            ));
+            assert!(matches!(
+                send(&mut b, &mut a, 2, 1).0,
+                Verdict::Deliver { .. }
+            ));
+        }
+        // A frame b sealed with the old key, still in flight during the rekey.
+        let n = v6_packet(&mut buf, 2, 1, 50);
+        let Verdict::Send { len: late_len, .. } = b.from_tun(&mut buf, n) else {
+            panic!()
+        };
+        let late = buf[..late_len].to_vec();
+        // Step 1 at a: new receive key (b's new tx = 12), old send key.
+        rekey(&ca, 1, 12);
+        a.refresh();
+        let (v, c) = send(&mut a, &mut b, 1, 2);
+        assert!(matches!(v, Verdict::Deliver { .. }));
+        assert_eq!(
+            c & 0xff_ffff,
+            3,
+            "a's sequence continues under its unchanged key"
+        );
+        // Step 1 at b (responder): both keys new, previous receive key kept.
+        rekey(&cb, 12, 11);
+        b.refresh();
+        // b now seals with 12, which a already accepts; a still seals with its old key 1, which
+        // b accepts as its previous receive key.
+        assert!(matches!(
+            send(&mut b, &mut a, 2, 1).0,
+            Verdict::Deliver { .. }
+        ));
+        assert!(matches!(
+            send(&mut a, &mut b, 1, 2).0,
+            Verdict::Deliver { .. }
+        ));
+        // Step 2 at a: new send key too.
+        rekey(&ca, 11, 12);
+        a.refresh();
+        let (v, c) = send(&mut a, &mut b, 1, 2);
+        assert!(matches!(v, Verdict::Deliver { .. }));
+        assert_eq!(c & 0xff_ffff, 0, "a new key starts a new sequence");
+        assert!(matches!(
+            send(&mut b, &mut a, 2, 1).0,
+            Verdict::Deliver { .. }
+        ));
+        // The frame sealed before the rekey still arrives, once.
+        let mut f = late.clone();
+        assert!(matches!(
+            a.from_udp(&mut f, late_len),
+            Verdict::Deliver { .. }
+        ));
+        let mut f = late;
+        assert_eq!(
+            a.from_udp(&mut f, late_len),
+            Verdict::Drop(DropReason::Replay)
+        );
     }
 
     proptest::proptest! {
