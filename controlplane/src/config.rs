@@ -10,6 +10,8 @@
 //! keepalive_ms: 200                   # link keepalive period (RTT is measured on it)
 //! dead_after: 3                       # missed keepalives before a link is down
 //! allow_any: false                    # accept links from keys not listed below
+//! rekey_secs: 120                     # rotate a link's data keys this often...
+//! rekey_bytes: 1073741824             # ... or after this much traffic
 //! neighbours:
 //!   - pk: <64 hex>
 //!     endpoint: 10.0.0.2:7100         # optional: dial it (else wait for it)
@@ -42,6 +44,10 @@ struct File {
     dead_after: u32,
     #[serde(default)]
     allow_any: bool,
+    #[serde(default = "rekey_secs")]
+    rekey_secs: u64,
+    #[serde(default = "rekey_bytes")]
+    rekey_bytes: u64,
     neighbours: Option<Vec<NeighbourFile>>,
     #[serde(default)]
     policy: Policy,
@@ -67,6 +73,12 @@ fn keepalive() -> u64 {
 }
 fn three() -> u32 {
     3
+}
+fn rekey_secs() -> u64 {
+    120
+}
+fn rekey_bytes() -> u64 {
+    1 << 30
 }
 
 #[derive(Deserialize)]
@@ -121,6 +133,10 @@ pub struct Config {
     pub dead_after: u32,
     /// Accept unknown callers.
     pub allow_any: bool,
+    /// Rotate a link's data keys after this many seconds...
+    pub rekey_secs: u64,
+    /// ... or this many bytes through its session, whichever comes first.
+    pub rekey_bytes: u64,
     /// Neighbours.
     pub neighbours: Vec<Neighbour>,
     /// Policy.
@@ -185,6 +201,8 @@ impl Config {
             keepalive_ms: f.keepalive_ms,
             dead_after: f.dead_after,
             allow_any: f.allow_any,
+            rekey_secs: f.rekey_secs.max(1),
+            rekey_bytes: f.rekey_bytes.max(1 << 20),
             neighbours,
             policy: f.policy,
             messengers,

@@ -233,6 +233,23 @@ fn derive(split: ([u8; 32], [u8; 32]), hash: &[u8]) -> ([u8; 32], [u8; 32]) {
     (out[0], out[1])
 }
 
+/// The data key of generation `generation` derived from the previous one (both ends derive the same:
+/// one side's send key is the other's receive key). A ratchet for key rotation by time and
+/// volume; it does not add forward secrecy against a compromise of the current key (a new
+/// handshake does).
+pub fn next_key(k: &[u8; 32], generation: u32) -> [u8; 32] {
+    let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"skywire rekey");
+    let prk = salt.extract(k);
+    let g = generation.to_le_bytes();
+    let info = [&g[..]];
+    let mut out = [0u8; 32];
+    // Expanding 32 bytes from HKDF-SHA256 cannot fail (limit is 255 * 32).
+    if let Ok(okm) = prk.expand(&info, Len(32)) {
+        let _ = okm.fill(&mut out);
+    }
+    out
+}
+
 impl Handshake {
     fn builder(id: &Identity) -> Result<snow::HandshakeState, snow::Error> {
         snow::Builder::new(NOISE.parse()?)

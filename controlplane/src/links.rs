@@ -30,6 +30,8 @@ const HOLD_BACK: Duration = Duration::from_millis(500);
 const T_PING: u8 = 1;
 const T_PONG: u8 = 2;
 const T_NM: u8 = 3;
+const T_REKEY: u8 = 4;
+const T_REKEY_ACK: u8 = 5;
 
 /// What a link reports.
 pub enum LinkEvent {
@@ -52,6 +54,17 @@ pub enum LinkEvent {
         link: u64,
         /// Microseconds.
         rtt_us: u32,
+    },
+    /// The peer asks for (`ack` false) or confirms (`ack` true) data-key generation `generation`.
+    Rekey {
+        /// Peer.
+        peer: NodeId,
+        /// Link.
+        link: u64,
+        /// Key generation.
+        generation: u32,
+        /// Whether this is the confirmation.
+        ack: bool,
     },
     /// A node-manager message from the peer.
     Msg {
@@ -105,6 +118,13 @@ impl LinkHandle {
                 false
             }
         }
+    }
+
+    /// Sends a rekey request (`ack` false) or confirmation for generation `generation`.
+    pub fn send_rekey(&self, generation: u32, ack: bool) -> bool {
+        let mut m = vec![if ack { T_REKEY_ACK } else { T_REKEY }];
+        m.extend_from_slice(&generation.to_le_bytes());
+        self.tx.try_send(m).is_ok()
     }
 
     /// Closes the link (it reports Down).
@@ -326,6 +346,16 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
                     peer,
                     link,
                     rtt_us: rtt.max(1),
+                });
+            }
+            Some(&k @ (T_REKEY | T_REKEY_ACK)) if msg.len() == 5 => {
+                let mut g = [0u8; 4];
+                g.copy_from_slice(&msg[1..5]);
+                let _ = ctx.emit(LinkEvent::Rekey {
+                    peer,
+                    link,
+                    generation: u32::from_le_bytes(g),
+                    ack: k == T_REKEY_ACK,
                 });
             }
             Some(&T_NM) => {

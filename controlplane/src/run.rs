@@ -33,6 +33,21 @@ struct Link {
     handle: LinkHandle,
     rtt_us: Option<u32>,
     cost_sent: u32,
+    keys: Keys,
+}
+
+/// A link's data keys and where they are in a rekey.
+struct Keys {
+    peer_id: u32,
+    peer_shards: u16,
+    cipher: dataplane::wire::Cipher,
+    tx: [u8; 32],
+    rx: [u8; 32],
+    generation: u32,
+    /// Initiator: the generation asked for and when, awaiting the peer's confirmation.
+    pending: Option<(u32, Instant)>,
+    since: Instant,
+    bytes_at_rekey: u64,
 }
 
 /// Live state, for inspection and counters.
@@ -65,6 +80,25 @@ pub struct Stats {
     pub links_down: u64,
     /// Fib commits refused by the dataplane.
     pub fib_errors: u64,
+    /// Data-key rotations completed.
+    pub rekeys: u64,
+}
+
+impl Keys {
+    /// The addressing part (keys zeroed) for programming a session with other keys.
+    fn clone_meta(&self) -> Keys {
+        Keys {
+            peer_id: self.peer_id,
+            peer_shards: self.peer_shards,
+            cipher: self.cipher,
+            tx: [0; 32],
+            rx: [0; 32],
+            generation: self.generation,
+            pending: None,
+            since: self.since,
+            bytes_at_rekey: self.bytes_at_rekey,
+        }
+    }
 }
 
 fn prefix(id: &NodeId) -> Prefix {
@@ -135,6 +169,17 @@ impl Driver {
                         handle: up.handle,
                         rtt_us: None,
                         cost_sent: cost,
+                        keys: Keys {
+                            peer_id: up.remote.session_id,
+                            peer_shards: up.remote.data_shards,
+                            cipher,
+                            tx: up.data_tx,
+                            rx: up.data_rx,
+                            generation: 0,
+                            pending: None,
+                            since: Instant::now(),
+                            bytes_at_rekey: 0,
+                        },
                     },
                 );
                 self.stats.links_up += 1;
@@ -175,11 +220,133 @@ impl Driver {
                     self.nm.link_cost(now, peer.0, cost);
                 }
             }
+            LinkEvent::Rekey {
+                peer,
+                link,
+                generation,
+                ack,
+            } => {
+                if !self.links.get(&peer).is_some_and(|l| l.id == link) {
+                    return;
+                }
+                self.rekey_event(peer, generation, ack);
+            }
             LinkEvent::Msg { peer, link, bytes } => {
                 if self.links.get(&peer).is_some_and(|l| l.id == link) {
                     self.nm.handle(now, peer.0, &bytes);
                 }
             }
+        }
+    }
+
+    fn program_keys(
+        &mut self,
+        session: u32,
+        endpoint: std::net::SocketAddr,
+        k: &Keys,
+        tx: [u8; 32],
+        rx: [u8; 32],
+    ) {
+        let _ = self.fib.send(&FibMsg::AddSession {
+            id: session,
+            peer_id: k.peer_id,
+            peer: endpoint,
+            peer_shards: k.peer_shards,
+            cipher: k.cipher,
+            tx_key: tx,
+            rx_key: rx,
+        });
+        self.dirty = true;
+        self.commit();
+    }
+
+    /// Rekey, initiator side: every `rekey_secs` or `rekey_bytes`, step 1 accepts the next
+    /// receive key while still sending with the current one, then asks the peer to switch.
+    fn rekey_timers(&mut self, traffic: &HashMap<u32, dataplane::fibproto::Traffic>) {
+        let every = Duration::from_secs(self.cfg.rekey_secs);
+        let bytes = self.cfg.rekey_bytes;
+        let due: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.initiator)
+            .filter(|(_, l)| match l.keys.pending {
+                // No confirmation: ask again.
+                Some((_, at)) => at.elapsed() > Duration::from_secs(2),
+                None => {
+                    let used = traffic
+                        .get(&l.session)
+                        .map(|t| t.rx_bytes + t.tx_bytes)
+                        .unwrap_or(0);
+                    l.keys.since.elapsed() >= every
+                        || used.saturating_sub(l.keys.bytes_at_rekey) >= bytes
+                }
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            let Some(l) = self.links.get(&peer) else {
+                continue;
+            };
+            let g = match l.keys.pending {
+                Some((g, _)) => g,
+                None => l.keys.generation + 1,
+            };
+            let (session, endpoint) = (l.session, l.endpoint);
+            let new_rx = crate::link::next_key(&l.keys.rx, g);
+            let tx = l.keys.tx;
+            let k = l.keys.clone_meta();
+            self.program_keys(session, endpoint, &k, tx, new_rx);
+            if let Some(l) = self.links.get_mut(&peer) {
+                l.keys.pending = Some((g, Instant::now()));
+                l.keys.bytes_at_rekey = traffic
+                    .get(&session)
+                    .map(|t| t.rx_bytes + t.tx_bytes)
+                    .unwrap_or(0);
+                l.handle.send_rekey(g, false);
+            }
+        }
+    }
+
+    fn rekey_event(&mut self, peer: NodeId, generation: u32, ack: bool) {
+        let Some(l) = self.links.get(&peer) else {
+            return;
+        };
+        let (session, endpoint) = (l.session, l.endpoint);
+        if !ack && !l.initiator {
+            // Responder: switch both keys now (the initiator already accepts our next send key
+            // and we keep accepting its current one as the previous key), then confirm.
+            if generation == l.keys.generation + 1 {
+                let tx = crate::link::next_key(&l.keys.tx, generation);
+                let rx = crate::link::next_key(&l.keys.rx, generation);
+                let k = l.keys.clone_meta();
+                self.program_keys(session, endpoint, &k, tx, rx);
+                if let Some(l) = self.links.get_mut(&peer) {
+                    l.keys.tx = tx;
+                    l.keys.rx = rx;
+                    l.keys.generation = generation;
+                    l.keys.since = Instant::now();
+                }
+                self.stats.rekeys += 1;
+            }
+            if let Some(l) = self.links.get(&peer) {
+                if generation <= l.keys.generation {
+                    l.handle.send_rekey(generation, true);
+                }
+            }
+        } else if ack && l.initiator && l.keys.pending.is_some_and(|(g, _)| g == generation) {
+            // Initiator, step 2: the peer switched; send with the new key too.
+            let tx = crate::link::next_key(&l.keys.tx, generation);
+            let rx = crate::link::next_key(&l.keys.rx, generation);
+            let k = l.keys.clone_meta();
+            self.program_keys(session, endpoint, &k, tx, rx);
+            if let Some(l) = self.links.get_mut(&peer) {
+                l.keys.tx = tx;
+                l.keys.rx = rx;
+                l.keys.generation = generation;
+                l.keys.pending = None;
+                l.keys.since = Instant::now();
+            }
+            self.stats.rekeys += 1;
         }
     }
 
@@ -411,6 +578,7 @@ impl Driver {
             ("injected".to_string(), self.stats.injected),
             ("punt_drops".to_string(), self.stats.punt_drops),
             ("fib_errors".to_string(), self.stats.fib_errors),
+            ("rekeys".to_string(), self.stats.rekeys),
             ("lsdb".to_string(), c.lsdb_size as u64),
             ("routes_up".to_string(), c.routes_up as u64),
             ("routes_pending".to_string(), c.routes_pending as u64),
@@ -600,6 +768,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         if last_touch.elapsed() >= Duration::from_secs(1) {
             last_touch = Instant::now();
             d.touch_used_routes(&mut route_tx, &mut session_traffic);
+            d.rekey_timers(&session_traffic);
             if let Ok(mut v) = views.lock() {
                 *v = (d.routes_text(), d.peers_text(&session_traffic));
             }

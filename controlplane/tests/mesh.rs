@@ -127,7 +127,7 @@ fn diamond_routes_and_reroutes_after_a_cut() {
         std::fs::write(
             dir.join(format!("{n}-control.yaml")),
             format!(
-                "key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nneighbours:\n{neigh}"
+                "key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nrekey_secs: 1\nneighbours:\n{neigh}"
             ),
         )
         .unwrap();
@@ -183,6 +183,13 @@ fn diamond_routes_and_reroutes_after_a_cut() {
     let ru = vis(a, &["ru", "2"]);
     assert!(ru["data"]["counters"]["links"].as_u64() == Some(2), "{ru}");
     assert!(ru["data"]["counters"]["lsdb"].as_u64() >= Some(4), "{ru}");
+    // Data keys rotate every second here (rekey_secs: 1) while the transfers run.
+    let rekeys = |r: &Router| {
+        vis(r, &["ru", "2"])["data"]["counters"]["rekeys"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(rekeys(a) + rekeys(&routers[1]) >= 1, "no rekey happened");
 
     // Which branch carries the traffic? The relay whose dataplane saw more frames.
     let frames = |r: &Router| -> u64 {
