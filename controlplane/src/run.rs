@@ -226,7 +226,7 @@ impl Driver {
                 generation,
                 ack,
             } => {
-                if !self.links.get(&peer).is_some_and(|l| l.id == link) {
+                if self.links.get(&peer).is_none_or(|l| l.id != link) {
                     return;
                 }
                 self.rekey_event(peer, generation, ack);
@@ -328,10 +328,10 @@ impl Driver {
                 }
                 self.stats.rekeys += 1;
             }
-            if let Some(l) = self.links.get(&peer) {
-                if generation <= l.keys.generation {
-                    l.handle.send_rekey(generation, true);
-                }
+            if let Some(l) = self.links.get(&peer)
+                && generation <= l.keys.generation
+            {
+                l.handle.send_rekey(generation, true);
             }
         } else if ack && l.initiator && l.keys.pending.is_some_and(|(g, _)| g == generation) {
             // Initiator, step 2: the peer switched; send with the new key too.
