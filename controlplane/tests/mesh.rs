@@ -1,7 +1,8 @@
-//! Four routers in a diamond (a-b-d, a-c-d), each a namespace running viscript with
-//! skywire-node and skywire-control from its own config: a reaches d's overlay address (ping,
-//! TCP transfer with checksum); then the active branch's link is cut and traffic resumes over
-//! the other branch.
+//! Four routers in a diamond (a-b-d, a-c-d) and a messenger, each a namespace running viscript
+//! with its components from its own config (routers: skywire-node + skywire-control; the
+//! messenger: skywire-control messenger). b and d know each other by public key only and find
+//! each other's endpoint through the messenger. a reaches d's overlay address (ping, TCP transfer
+//! with checksum); then the active branch's link is cut and traffic resumes over the other branch.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,6 +77,22 @@ fn diamond_routes_and_reroutes_after_a_cut() {
     let t = tag();
     let dir = scratch(&t);
     let names = ["a", "b", "c", "d"];
+    // The messenger, on a management segment (a bridge in its namespace) that every router
+    // joins with one more veth.
+    let (pm, _) = keygen(&dir, "m");
+    let mut m = Ns::new(format!("{t}m"));
+    must(&["ip", "-n", &m.name, "link", "add", "br0", "type", "bridge"]);
+    must(&[
+        "ip",
+        "-n",
+        &m.name,
+        "addr",
+        "add",
+        "10.84.0.100/24",
+        "dev",
+        "br0",
+    ]);
+    must(&["ip", "-n", &m.name, "link", "set", "br0", "up"]);
     let mut routers: Vec<Router> = names
         .iter()
         .map(|n| {
@@ -101,8 +118,51 @@ fn diamond_routes_and_reroutes_after_a_cut() {
             &format!("10.81.{net}.2/24"),
         );
     }
+    for (i, r) in routers.iter().enumerate() {
+        let (inner, outer) = (format!("{t}{}m", names[i]), format!("{t}m{}", names[i]));
+        must(&[
+            "ip", "link", "add", &inner, "netns", &r.ns.name, "type", "veth", "peer", "name",
+            &outer, "netns", &m.name,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &r.ns.name,
+            "addr",
+            "add",
+            &format!("10.84.0.{}/24", i + 1),
+            "dev",
+            &inner,
+        ]);
+        must(&["ip", "-n", &r.ns.name, "link", "set", &inner, "up"]);
+        must(&["ip", "-n", &m.name, "link", "set", &outer, "master", "br0"]);
+        must(&["ip", "-n", &m.name, "link", "set", &outer, "up"]);
+    }
     let node = bin("dataplane", "skywire-node");
     let control = bin("controlplane", "skywire-control");
+    std::fs::write(
+        dir.join("m-config.yaml"),
+        format!(
+            "apps:\n  messenger:\n    path: {}\n    daemon: true\n    autostart: true\n    default_args: [\"--key\", \"{}\", \"messenger\", \"--listen\", \"0.0.0.0:7200\"]\n",
+            control.display(),
+            dir.join("m.key").display()
+        ),
+    )
+    .unwrap();
+    let m_sock = dir.join("m.sock");
+    let vis_bin = bin("viscript", "viscript");
+    let m_cfg = dir.join("m-config.yaml");
+    m.spawn(
+        &[
+            vis_bin.to_str().unwrap(),
+            "--config",
+            m_cfg.to_str().unwrap(),
+            "--socket",
+            m_sock.to_str().unwrap(),
+            "serve",
+        ],
+        &dir.join("m-viscript.log"),
+    );
     for (i, r) in routers.iter().enumerate() {
         let n = r.name;
         std::fs::write(
@@ -119,15 +179,26 @@ fn diamond_routes_and_reroutes_after_a_cut() {
             } else {
                 continue;
             };
-            neigh.push_str(&format!(
-                "  - {{pk: {}, endpoint: \"{other_ip}:7100\"}}\n",
-                routers[other].pk
-            ));
+            // b and d: by key alone, through the messenger.
+            if (i, other) == (1, 3) || (i, other) == (3, 1) {
+                neigh.push_str(&format!("  - {{pk: {}}}\n", routers[other].pk));
+            } else {
+                neigh.push_str(&format!(
+                    "  - {{pk: {}, endpoint: \"{other_ip}:7100\"}}\n",
+                    routers[other].pk
+                ));
+            }
         }
+        // What this router publishes: its address on the b-d link for b and d.
+        let adv = match n {
+            "b" => "\"10.81.3.1:7100\"",
+            "d" => "\"10.81.3.2:7100\"",
+            _ => "",
+        };
         std::fs::write(
             dir.join(format!("{n}-control.yaml")),
             format!(
-                "key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nrekey_secs: 1\nneighbours:\n{neigh}"
+                "key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nrekey_secs: 1\nmessengers:\n  - {{pk: {pm}, endpoint: \"10.84.0.100:7200\"}}\nadvertise: [{adv}]\nneighbours:\n{neigh}"
             ),
         )
         .unwrap();
@@ -144,7 +215,6 @@ fn diamond_routes_and_reroutes_after_a_cut() {
         )
         .unwrap();
     }
-    let vis_bin = bin("viscript", "viscript");
     for r in routers.iter_mut() {
         let cfg = dir.join(format!("{}-config.yaml", r.name));
         let log = dir.join(format!("{}-viscript.log", r.name));
@@ -174,6 +244,15 @@ fn diamond_routes_and_reroutes_after_a_cut() {
     let routes = vis(a, &["routes"]);
     let text = routes["text"].as_str().unwrap_or("");
     assert!(text.contains(&d.pk[..8]) && text.contains("Up"), "{routes}");
+    // b and d linked although neither had the other's address.
+    let peers_d = vis(d, &["peers"]);
+    assert!(
+        peers_d["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&routers[1].pk[..16]),
+        "{peers_d}"
+    );
     let peers = vis(a, &["peers"]);
     let text = peers["text"].as_str().unwrap_or("");
     assert!(
@@ -212,5 +291,10 @@ fn diamond_routes_and_reroutes_after_a_cut() {
     for r in &routers {
         let _ = vis(r, &["quit"]);
     }
+    let _ = Command::new(&vis_bin)
+        .arg("--socket")
+        .arg(&m_sock)
+        .arg("quit")
+        .output();
     let _ = std::fs::remove_dir_all(&dir);
 }
