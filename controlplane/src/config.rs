@@ -216,6 +216,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/control.yaml");
+        let c = Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.neighbours.len(), 1);
+        assert_eq!(c.messengers.len(), 1);
+    }
+
+    #[test]
     fn parses_and_reports_errors() {
         let pk = "11".repeat(32);
         let text = format!(

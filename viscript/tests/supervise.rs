@@ -458,5 +458,12 @@ fn quit_stops_dependents_before_their_dependencies() {
 fn the_repository_config_yaml_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.yaml");
     let cfg = viscript::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert!(cfg.app("signal-demo").is_some() && cfg.app("skywire-node").is_some());
+    for app in [
+        "signal-demo",
+        "skywire-node",
+        "skywire-control",
+        "messenger",
+    ] {
+        assert!(cfg.app(app).is_some(), "{app} missing from config.yaml");
+    }
 }
