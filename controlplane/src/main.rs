@@ -38,26 +38,9 @@ enum Cmd {
     },
 }
 
-/// Termination signals are blocked in every thread and taken by one, which sets `stop`.
+/// Termination signals set `stop` (see [`signal::term::on_termination`]).
 fn watch_signals(stop: Arc<AtomicBool>) {
-    // SAFETY: plain sigset manipulation on a local, then pthread_sigmask for this thread before
-    // any other thread exists (they inherit it).
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    std::thread::spawn(move || {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is an initialised sigset and `sig` a valid out pointer.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            stop.store(true, Ordering::SeqCst);
-        }
-    });
+    signal::term::on_termination(move |_| stop.store(true, Ordering::SeqCst));
 }
 
 fn main() {

@@ -4,10 +4,13 @@
 //! each other's endpoint through the messenger. a reaches d's overlay address (ping, TCP transfer
 //! with checksum); then the active branch's link is cut and traffic resumes over the other branch.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use testbed::*;
+
+mod common;
+use common::keygen;
 
 struct Router {
     ns: Ns,
@@ -15,31 +18,6 @@ struct Router {
     pk: String,
     addr: String,
     sock: PathBuf,
-}
-
-fn keygen(dir: &Path, name: &str) -> (String, String) {
-    let out = Command::new(bin("controlplane", "skywire-control"))
-        .args([
-            "--key",
-            dir.join(format!("{name}.key")).to_str().unwrap(),
-            "keygen",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    (field("pk "), field("address "))
 }
 
 fn vis(r: &Router, args: &[&str]) -> serde_json::Value {

@@ -2,35 +2,11 @@
 //! messenger and looks the other up there, then they link and route. With the messenger gone,
 //! the established link and route keep working.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use testbed::*;
 
-fn keygen(dir: &Path, name: &str) -> (String, String) {
-    let out = Command::new(bin("controlplane", "skywire-control"))
-        .args([
-            "--key",
-            dir.join(format!("{name}.key")).to_str().unwrap(),
-            "keygen",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    (field("pk "), field("address "))
-}
+mod common;
+use common::keygen;
 
 fn ping_until(ns: &Ns, addr: &str, within: Duration) {
     let t = Instant::now();

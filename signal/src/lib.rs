@@ -21,6 +21,7 @@ pub mod proto;
 pub mod ring;
 pub mod shm;
 mod sync;
+pub mod term;
 pub mod usage;
 
 pub use channel::{Channel, ClientFds, RecvError, Rx, SendError, Tx};

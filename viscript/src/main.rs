@@ -202,30 +202,14 @@ fn start_blocked_with(
 
 /// With `tui`, the terminal is restored before anything else (the GUI owns it).
 fn handle_signals_deferred(rx: std::sync::mpsc::Receiver<supervisor::Handle>, tui: bool) {
-    // SAFETY: as in handle_signals.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
+    signal::term::on_termination(move |sig| {
+        if tui {
+            gui::restore_terminal();
         }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    let _ = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` is a valid, initialised sigset and `sig` a valid out pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                if tui {
-                    gui::restore_terminal();
-                }
-                if let Ok(h) = rx.recv() {
-                    let r = h.call(Command::Quit);
-                    eprintln!("viscript: signal {sig}: {}", r.text);
-                }
-                std::process::exit(0);
-            }
-        });
+        if let Ok(h) = rx.recv() {
+            let r = h.call(Command::Quit);
+            eprintln!("viscript: signal {sig}: {}", r.text);
+        }
+        std::process::exit(0);
+    });
 }

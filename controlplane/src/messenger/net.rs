@@ -9,7 +9,7 @@ use super::server::{MessengerServer, ServerConfig};
 use crate::identity::{Identity, NodeId};
 use crate::link::{Established, Handshake, LinkParams, MAX_MSG, Step};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,20 +24,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the server expires records.
 const TICK: Duration = Duration::from_secs(1);
 
-fn write_frame(s: &mut TcpStream, b: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(b.len()).map_err(|_| io::Error::other("frame too long"))?;
-    let mut buf = Vec::with_capacity(b.len() + 2);
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(b);
-    s.write_all(&buf)
-}
-
-fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len)?;
-    buf.resize(usize::from(u16::from_be_bytes(len)), 0);
-    s.read_exact(buf)
-}
+use crate::links::{read_frame, write_frame};
 
 fn unused_params() -> LinkParams {
     LinkParams {
