@@ -214,6 +214,52 @@ struct Proc {
 }
 
 impl Proc {
+    /// A component record with nothing running yet (or, attached, with the process given).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: u64,
+        app: String,
+        args: Vec<String>,
+        external: bool,
+        state: State,
+        pid: Option<u32>,
+        pidfd: Option<OwnedFd>,
+        chan: Option<Channel>,
+        s: &crate::config::Settings,
+        now: Instant,
+    ) -> Proc {
+        Proc {
+            id,
+            app,
+            args,
+            external,
+            state,
+            want: Want::Up,
+            pid,
+            pidfd,
+            chan,
+            out: None,
+            err: None,
+            spawned_at: now,
+            registered_at: None,
+            kind: String::new(),
+            version: String::new(),
+            restarts: 0,
+            streak: 0,
+            starts: VecDeque::new(),
+            degraded: false,
+            next_start: None,
+            stop: None,
+            health: None,
+            missed: 0,
+            next_ping: now,
+            last_rtt: None,
+            last_exit: None,
+            logs: LogBuf::new(s.log_lines, s.log_rate, now),
+            followers: Vec::new(),
+        }
+    }
+
     fn alive(&self) -> bool {
         self.pid.is_some()
     }
@@ -898,39 +944,20 @@ impl Supervisor {
         let id = self.next_id;
         self.next_id += 1;
         let now = Instant::now();
-        let s = &self.cfg.settings;
         self.procs.insert(
             id,
-            Proc {
+            Proc::new(
                 id,
-                app: app.name.clone(),
-                args: args.unwrap_or_else(|| app.default_args.clone()),
-                external: false,
-                state: State::Waiting,
-                want: Want::Up,
-                pid: None,
-                pidfd: None,
-                chan: None,
-                out: None,
-                err: None,
-                spawned_at: now,
-                registered_at: None,
-                kind: String::new(),
-                version: String::new(),
-                restarts: 0,
-                streak: 0,
-                starts: VecDeque::new(),
-                degraded: false,
-                next_start: None,
-                stop: None,
-                health: None,
-                missed: 0,
-                next_ping: now,
-                last_rtt: None,
-                last_exit: None,
-                logs: LogBuf::new(s.log_lines, s.log_rate, now),
-                followers: Vec::new(),
-            },
+                app.name.clone(),
+                args.unwrap_or_else(|| app.default_args.clone()),
+                false,
+                State::Waiting,
+                None,
+                None,
+                None,
+                &self.cfg.settings,
+                now,
+            ),
         );
         if app.after.iter().all(|d| self.app_ready(d)) {
             if let Err(e) = self.spawn(id) {
@@ -1045,39 +1072,20 @@ impl Supervisor {
             epoll::EventFlags::IN,
         )
         .map_err(|e| e.to_string())?;
-        let s = &self.cfg.settings;
         self.procs.insert(
             id,
-            Proc {
+            Proc::new(
                 id,
-                app: name.to_owned(),
-                args: Vec::new(),
-                external: true,
-                state: State::Starting,
-                want: Want::Up,
-                pid: Some(pid),
-                pidfd: Some(pidfd),
-                chan: Some(chan),
-                out: None,
-                err: None,
-                spawned_at: now,
-                registered_at: None,
-                kind: String::new(),
-                version: String::new(),
-                restarts: 0,
-                streak: 0,
-                starts: VecDeque::new(),
-                degraded: false,
-                next_start: None,
-                stop: None,
-                health: None,
-                missed: 0,
-                next_ping: now,
-                last_rtt: None,
-                last_exit: None,
-                logs: LogBuf::new(s.log_lines, s.log_rate, now),
-                followers: Vec::new(),
-            },
+                name.to_owned(),
+                Vec::new(),
+                true,
+                State::Starting,
+                Some(pid),
+                Some(pidfd),
+                Some(chan),
+                &self.cfg.settings,
+                now,
+            ),
         );
         self.note(id, &format!("attached external process {pid} as {name}"));
         // Arms the ring (and reads a registration that may already be there).
