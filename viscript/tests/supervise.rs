@@ -463,6 +463,8 @@ fn the_repository_config_yaml_is_valid() {
         "skywire-node",
         "skywire-control",
         "messenger",
+        "skywire-socks-server",
+        "skywire-socks-client",
     ] {
         assert!(cfg.app(app).is_some(), "{app} missing from config.yaml");
     }

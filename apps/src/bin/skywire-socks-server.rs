@@ -1,0 +1,119 @@
+//! `skywire-socks-server NAME CONTROL_ENDPOINT PORT [--listen ADDR] [--allow PK]... [--allow-all]
+//! [--key FILE] [--user NAME --pass PASS] [--max-conns N]`
+//!
+//! A SOCKS5 server (CONNECT to IPv4, IPv6 and domain targets) for mesh peers. It listens on
+//! this node's overlay address (from skywire-control's key file) at PORT unless `--listen`
+//! says otherwise, and serves only the nodes whose public keys are `--allow`ed (a peer's TCP
+//! source address is its overlay address, which the dataplane authenticates), or every node
+//! with `--allow-all`. See `apps::server` for how refusals are answered.
+
+use apps::common::{self, Stats};
+use apps::server::{self, Credentials, Policy};
+use clap::Parser;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const KIND: &str = "skywire-socks-server";
+
+#[derive(Parser)]
+#[command(name = KIND, version, about = "SOCKS5 server for Skywire mesh peers")]
+struct Cli {
+    /// Text name of this app instance (a label in logs).
+    name: String,
+    /// The node's control endpoint (accepted for compatibility with the original app; unused).
+    control_endpoint: String,
+    /// Port to listen on.
+    port: u16,
+    /// Listen here instead of the overlay address: ADDR:PORT or ADDR (then PORT).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Serve the node with this public key (64 hex digits); repeatable.
+    #[arg(long = "allow", value_name = "PK")]
+    allow: Vec<String>,
+    /// Serve every client that can reach the listening address.
+    #[arg(long)]
+    allow_all: bool,
+    /// skywire-control's key file (gives the overlay address to listen on).
+    #[arg(long, default_value = "/var/lib/skywire/node.key")]
+    key: PathBuf,
+    /// Require this user name (RFC 1929); needs --pass.
+    #[arg(long, requires = "pass")]
+    user: Option<String>,
+    /// Require this password (RFC 1929); needs --user.
+    #[arg(long, requires = "user")]
+    pass: Option<String>,
+    /// Most connections served at once; more are closed at once.
+    #[arg(long, default_value_t = common::DEFAULT_MAX_CONNS)]
+    max_conns: u64,
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("{KIND}: {msg}");
+    std::process::exit(2);
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let mut policy = Policy {
+        allow_all: cli.allow_all,
+        ..Policy::default()
+    };
+    for pk in &cli.allow {
+        match common::overlay_of_pk(pk) {
+            Ok(a) => {
+                policy.allowed.insert(a);
+            }
+            Err(e) => fail(&format!("--allow: {e}")),
+        }
+    }
+    if !policy.allow_all && policy.allowed.is_empty() {
+        fail("nobody would be served: give --allow PK (repeatable) or --allow-all");
+    }
+    if let (Some(u), Some(p)) = (&cli.user, &cli.pass) {
+        if u.is_empty() || u.len() > 255 || p.is_empty() || p.len() > 255 {
+            fail("--user and --pass must be 1 to 255 bytes each");
+        }
+        policy.credentials = Some(Credentials {
+            user: u.clone().into_bytes(),
+            pass: p.clone().into_bytes(),
+        });
+    }
+    let addr = match &cli.listen {
+        Some(l) => {
+            common::parse_listen(l, cli.port).unwrap_or_else(|e| fail(&format!("--listen: {e}")))
+        }
+        None => match common::own_overlay(&cli.key) {
+            Ok(a) => SocketAddr::new(IpAddr::V6(a), cli.port),
+            Err(e) => fail(&e),
+        },
+    };
+    let listener =
+        TcpListener::bind(addr).unwrap_or_else(|e| fail(&format!("listen on {addr}: {e}")));
+    let local = listener.local_addr().unwrap_or(addr);
+    let session = common::register(KIND).unwrap_or_else(|e| {
+        eprintln!("{KIND}: {e}");
+        std::process::exit(1);
+    });
+    let who = if policy.allow_all {
+        "every client".to_string()
+    } else {
+        format!("{} allowed node(s)", policy.allowed.len())
+    };
+    common::say(&format!(
+        "{KIND} {}: listening on {local} (serving {who}{}; control endpoint {} unused)",
+        cli.name,
+        if policy.credentials.is_some() {
+            ", password required"
+        } else {
+            ""
+        },
+        cli.control_endpoint
+    ));
+    let stats = Stats::new(session.as_ref());
+    let policy = Arc::new(policy);
+    let code = common::run(session, listener, cli.max_conns, stats, move |s, st| {
+        server::handle(s, &policy, st)
+    });
+    std::process::exit(code);
+}
