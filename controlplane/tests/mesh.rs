@@ -9,9 +9,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use testbed::*;
 
-mod common;
-use common::keygen;
-
 struct Router {
     ns: Ns,
     name: &'static str,

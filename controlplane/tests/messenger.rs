@@ -5,9 +5,6 @@
 use std::time::{Duration, Instant};
 use testbed::*;
 
-mod common;
-use common::keygen;
-
 fn ping_until(ns: &Ns, addr: &str, within: Duration) {
     let t = Instant::now();
     while !ns

@@ -151,6 +151,31 @@ pub fn bin(package: &str, name: &str) -> PathBuf {
     p
 }
 
+/// Creates `DIR/NAME.key` with `skywire-control keygen`; returns (public key hex, overlay
+/// address).
+pub fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let key = dir.join(format!("{name}.key"));
+    let out = Command::new(bin("controlplane", "skywire-control"))
+        .arg("--key")
+        .arg(&key)
+        .arg("keygen")
+        .output()
+        .unwrap_or_else(|e| panic!("skywire-control keygen: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (field("pk "), field("address "))
+}
+
 /// Kills a child we started when dropped (and reaps it).
 pub struct KillOnDrop(pub Child);
 

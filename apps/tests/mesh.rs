@@ -1,0 +1,184 @@
+//! SOCKS across the mesh: three routers in a line (a - b - c), each running skywire-node and
+//! skywire-control; c runs the socks server on its overlay address, allowing a's key only. From a,
+//! `curl --socks5-hostname` fetches a page served inside c's namespace (two hops through b); b,
+//! not allowed, is refused; a server restart is survived by the next request.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use testbed::*;
+
+fn curl(ns: &Ns, proxy: &str) -> std::process::Output {
+    ns.exec(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "--socks5-hostname",
+        proxy,
+        "http://127.0.0.1:8080/hello.txt",
+    ])
+}
+
+#[test]
+fn curl_through_socks_across_two_hops() {
+    for c in ["ip", "ping", "python3", "curl"] {
+        assert!(have(c), "needs {c}: run scripts/test.sh (it installs it)");
+    }
+    let t = tag();
+    let dir = scratch(&t);
+    let names = ["a", "b", "c"];
+    let keys: Vec<(String, String)> = names.iter().map(|n| keygen(&dir, n)).collect();
+    let mut ns: Vec<Ns> = names.iter().map(|n| Ns::new(format!("{t}{n}"))).collect();
+    link(
+        &ns[0],
+        &format!("{t}ab"),
+        "10.85.1.1/24",
+        &ns[1],
+        &format!("{t}ba"),
+        "10.85.1.2/24",
+    );
+    link(
+        &ns[1],
+        &format!("{t}bc"),
+        "10.85.2.1/24",
+        &ns[2],
+        &format!("{t}cb"),
+        "10.85.2.2/24",
+    );
+    let node = bin("dataplane", "skywire-node");
+    let ctl = bin("controlplane", "skywire-control");
+    // (router, neighbour, neighbour's address)
+    let neigh: [Vec<(usize, &str)>; 3] = [
+        vec![(1, "10.85.1.2")],
+        vec![(0, "10.85.1.1"), (2, "10.85.2.2")],
+        vec![(1, "10.85.2.1")],
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let nc = dir.join(format!("{n}-node.yaml"));
+        std::fs::write(&nc, "node:\n  listen: \"0.0.0.0:7000\"\n  shards: 1\n").unwrap();
+        let mut nb = String::new();
+        for (j, ip) in &neigh[i] {
+            nb.push_str(&format!(
+                "  - {{pk: {}, endpoint: \"{ip}:7100\"}}\n",
+                keys[*j].0
+            ));
+        }
+        let cc = dir.join(format!("{n}-control.yaml"));
+        std::fs::write(&cc, format!("key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\nneighbours:\n{nb}")).unwrap();
+        let fib = dir.join(format!("{n}.fib"));
+        ns[i].spawn(
+            &[
+                node.to_str().unwrap(),
+                "--static",
+                nc.to_str().unwrap(),
+                "--fib-socket",
+                fib.to_str().unwrap(),
+                "--no-pin",
+            ],
+            &dir.join(format!("{n}-node.log")),
+        );
+        ns[i].spawn(
+            &[
+                ctl.to_str().unwrap(),
+                "run",
+                "--config",
+                cc.to_str().unwrap(),
+            ],
+            &dir.join(format!("{n}-control.log")),
+        );
+    }
+    // Routes up: a reaches c's overlay address.
+    let c_addr = keys[2].1.clone();
+    let t0 = Instant::now();
+    while !ns[0]
+        .exec(&["ping", "-c", "1", "-W", "1", &c_addr])
+        .status
+        .success()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no route a -> c");
+    }
+    // A page inside c's namespace, and c's socks server allowing only a.
+    std::fs::write(dir.join("hello.txt"), "hello through the mesh\n").unwrap();
+    ns[2].spawn(
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            dir.to_str().unwrap(),
+        ],
+        &dir.join("http.log"),
+    );
+    let srv = bin("apps", "skywire-socks-server");
+    let key_c = dir.join("c.key");
+    let start_server = |ns: &mut Ns| {
+        ns.spawn(
+            &[
+                srv.to_str().unwrap(),
+                "sockssrv0",
+                "127.0.0.1:7100",
+                "8001",
+                "--key",
+                key_c.to_str().unwrap(),
+                "--allow",
+                &keys[0].0,
+            ],
+            &dir.join("socks.log"),
+        )
+    };
+    let si = start_server(&mut ns[2]);
+    let proxy = format!("[{c_addr}]:8001");
+    let t0 = Instant::now();
+    let out = loop {
+        let out = curl(&ns[0], &proxy);
+        if out.status.success() || t0.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        out.status.success(),
+        "curl from a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello through the mesh\n"
+    );
+    // b is on the mesh but not allowed.
+    let t0 = Instant::now();
+    while !ns[1]
+        .exec(&["ping", "-c", "1", "-W", "1", &c_addr])
+        .status
+        .success()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no route b -> c");
+    }
+    let out = curl(&ns[1], &proxy);
+    assert!(
+        !out.status.success(),
+        "b was served: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A restarted server serves the next request.
+    let _ = ns[2].child(si).kill();
+    let _ = ns[2].child(si).wait();
+    start_server(&mut ns[2]);
+    let t0 = Instant::now();
+    let out = loop {
+        let out = curl(&ns[0], &proxy);
+        if out.status.success() || t0.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        out.status.success(),
+        "after restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
