@@ -3,7 +3,6 @@
 //! `curl --socks5-hostname` fetches a page served inside c's namespace (two hops through b); b,
 //! not allowed, is refused; a server restart is survived by the next request.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 use testbed::*;
 
