@@ -6,6 +6,7 @@
 //! loop, the counters and the viscript lifecycle both binaries share.
 
 pub mod common;
+pub mod lookup;
 pub mod relay;
 pub mod server;
 pub mod socks;

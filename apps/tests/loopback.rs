@@ -335,10 +335,7 @@ fn bad_invocations_say_what_is_missing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no --server given: messenger lookup not implemented yet"),
-        "{err}"
-    );
+    assert!(err.contains("no socks server: give --server"), "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_skywire-socks-server"))
         .args([
             "sockssrv0",

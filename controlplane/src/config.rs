@@ -20,6 +20,7 @@
 //! messengers:                         # optional: publish our record, find keys without endpoint
 //!   - {pk: <64 hex>, endpoint: 10.0.0.9:7200}
 //! advertise: [10.0.0.1:7100]          # our control endpoints as published
+//! services: [{kind: socks, port: 8001}]  # what this node offers (messenger service queries)
 //! ```
 
 use crate::identity::NodeId;
@@ -53,6 +54,16 @@ struct File {
     policy: Policy,
     messengers: Option<Vec<MessengerFile>>,
     advertise: Option<Vec<SocketAddr>>,
+    services: Option<Vec<ServiceFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    kind: String,
+    port: u16,
+    #[serde(default)]
+    meta: String,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +156,8 @@ pub struct Config {
     pub messengers: Vec<(NodeId, SocketAddr)>,
     /// Our control endpoints as others should dial them (published through the messengers).
     pub advertise: Vec<SocketAddr>,
+    /// Services this node offers (published through the messengers: the app tracker).
+    pub services: Vec<crate::messenger::Service>,
 }
 
 impl Config {
@@ -207,6 +220,16 @@ impl Config {
             policy: f.policy,
             messengers,
             advertise: f.advertise.unwrap_or_default(),
+            services: f
+                .services
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| crate::messenger::Service {
+                    kind: s.kind,
+                    port: s.port,
+                    meta: s.meta,
+                })
+                .collect(),
         })
     }
 }

@@ -28,6 +28,7 @@ pub fn spawn(
     seed: [u8; 32],
     messengers: Vec<(NodeId, SocketAddr)>,
     advertise: Vec<SocketAddr>,
+    services: Vec<crate::messenger::Service>,
     wanted: Vec<NodeId>,
     ctx: LinkCtx,
 ) -> Result<(), String> {
@@ -40,7 +41,7 @@ pub fn spawn(
     let client = MessengerClient::new(Identity::from_seed(seed)?, cfg);
     std::thread::Builder::new()
         .name("messenger".into())
-        .spawn(move || run(id, client, messengers, advertise, wanted, ctx))
+        .spawn(move || run(id, client, messengers, advertise, services, wanted, ctx))
         .map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -50,12 +51,13 @@ fn run(
     mut client: MessengerClient,
     messengers: Vec<(NodeId, SocketAddr)>,
     advertise: Vec<SocketAddr>,
+    services: Vec<crate::messenger::Service>,
     wanted: Vec<NodeId>,
     ctx: LinkCtx,
 ) {
     let epoch = Instant::now();
     let now = || epoch.elapsed().as_millis() as u64;
-    if let Err(e) = client.set_record(now(), advertise, Vec::new()) {
+    if let Err(e) = client.set_record(now(), advertise, services) {
         eprintln!("skywire-control: messenger record: {e}");
     }
     let (tx, rx): (Sender<Inbound>, Receiver<Inbound>) = channel();

@@ -699,6 +699,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             seed,
             cfg.messengers.clone(),
             cfg.advertise.clone(),
+            cfg.services.clone(),
             wanted,
             ctx.clone(),
         )?;

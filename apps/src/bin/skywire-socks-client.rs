@@ -6,7 +6,8 @@
 //! handshake itself: this side is a plain TCP relay. The server's overlay address comes from
 //! `--server` or from its public key (`--server-pk`).
 //!
-//! TODO: with no server named, look one up through the messenger's service query.
+//! With no server named, one is found through the messengers (`--messenger PK@ADDR:PORT`): the
+//! first node whose record offers the `socks` service (the port comes from the record).
 
 use apps::common::{self, Stats};
 use clap::Parser;
@@ -38,6 +39,12 @@ struct Cli {
     /// The socks server's port, with --server-pk.
     #[arg(long, value_name = "PORT", requires = "server_pk")]
     server_port: Option<u16>,
+    /// A messenger to ask for a socks server when none is named (repeatable; tried in order).
+    #[arg(long, value_name = "PK@ADDR:PORT")]
+    messenger: Vec<String>,
+    /// This node's key file (skywire-control's), to talk to the messengers as this node.
+    #[arg(long, default_value = "/var/lib/skywire/node.key")]
+    key: std::path::PathBuf,
     /// Most connections relayed at once; more are closed at once.
     #[arg(long, default_value_t = common::DEFAULT_MAX_CONNS)]
     max_conns: u64,
@@ -56,8 +63,31 @@ fn main() {
             Ok(a) => SocketAddr::new(IpAddr::V6(a), port),
             Err(e) => fail(&format!("--server-pk: {e}")),
         },
+        _ if !cli.messenger.is_empty() => {
+            let ms: Vec<_> = cli
+                .messenger
+                .iter()
+                .map(|m| {
+                    apps::lookup::parse_messenger(m)
+                        .unwrap_or_else(|e| fail(&format!("--messenger: {e}")))
+                })
+                .collect();
+            match apps::lookup::find_service(&cli.key, &ms, "socks", Duration::from_secs(5)) {
+                Ok((pk, port)) => match common::overlay_of_pk(&pk.hex()) {
+                    Ok(a) => {
+                        common::say(&format!(
+                            "{KIND}: found socks server {} through the messenger",
+                            pk.hex()
+                        ));
+                        SocketAddr::new(IpAddr::V6(a), port)
+                    }
+                    Err(e) => fail(&e),
+                },
+                Err(e) => fail(&format!("no socks server found: {e}")),
+            }
+        }
         _ => fail(
-            "no --server given: messenger lookup not implemented yet (give --server ADDR:PORT or --server-pk HEX --server-port PORT)",
+            "no socks server: give --server ADDR:PORT, --server-pk HEX --server-port PORT, or --messenger PK@ADDR:PORT to find one",
         ),
     };
     let addr = match &cli.listen {

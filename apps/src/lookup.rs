@@ -1,0 +1,98 @@
+//! Finding a service through the messengers (the app tracker): connect to each configured
+//! messenger in turn as this node, ask for records offering `kind`, take the first.
+
+use controlplane::identity::{Identity, NodeId};
+use controlplane::messenger::{ClientConfig, ClientEvent, MessengerClient, net};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Parses `PK@ADDR:PORT`.
+pub fn parse_messenger(s: &str) -> Result<(NodeId, SocketAddr), String> {
+    let (pk, addr) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?}: expected PK@ADDR:PORT"))?;
+    let pk = NodeId::from_hex(pk)?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not ADDR:PORT"))?;
+    Ok((pk, addr))
+}
+
+/// The first node offering `kind`, and the port it gives, per the first messenger that answers.
+pub fn find_service(
+    key: &Path,
+    messengers: &[(NodeId, SocketAddr)],
+    kind: &str,
+    timeout: Duration,
+) -> Result<(NodeId, u16), String> {
+    let text = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let seed = NodeId::from_hex(text.lines().next().unwrap_or(""))?.0;
+    let mut last = String::from("no messenger configured");
+    for (pk, addr) in messengers {
+        let id = Identity::from_seed(seed)?;
+        let conn = match net::connect(*addr, *pk, &id) {
+            Ok(c) => c,
+            Err(e) => {
+                last = format!("messenger {addr}: {e}");
+                continue;
+            }
+        };
+        let epoch = Instant::now();
+        let now = || epoch.elapsed().as_millis() as u64;
+        let mut client =
+            MessengerClient::new(Identity::from_seed(seed)?, ClientConfig::new(vec![*pk], 0));
+        client.connected(now(), *pk);
+        client.query(now(), kind);
+        let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+        while epoch.elapsed() < timeout {
+            while let Some((_, bytes)) = client.poll_transmit() {
+                conn.send(&bytes)
+                    .map_err(|e| format!("messenger {addr}: {e}"))?;
+            }
+            if let Ok(b) = conn.recv() {
+                client.handle(now(), *pk, &b);
+            }
+            client.tick(now());
+            while let Some(ev) = client.poll_event() {
+                if let ClientEvent::Services { records, .. } = ev {
+                    let found = records.iter().find_map(|r| {
+                        r.services
+                            .iter()
+                            .find(|s| s.kind == kind)
+                            .map(|s| (r.pk, s.port))
+                    });
+                    match found {
+                        Some(f) => return Ok(f),
+                        None => {
+                            last = format!("messenger {addr}: no node offers {kind:?}");
+                        }
+                    }
+                }
+            }
+            if last.contains("no node offers") {
+                break;
+            }
+        }
+        conn.shutdown();
+        if !last.contains("no node offers") {
+            last = format!("messenger {addr}: no answer within {timeout:?}");
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messenger_argument() {
+        let pk = "ab".repeat(32);
+        let (id, addr) = parse_messenger(&format!("{pk}@10.0.0.9:7200")).unwrap();
+        assert_eq!(id.hex(), pk);
+        assert_eq!(addr.port(), 7200);
+        assert!(parse_messenger("nonsense").is_err());
+        assert!(parse_messenger(&format!("{pk}@nope")).is_err());
+    }
+}
