@@ -3,7 +3,8 @@
 # Builds release, creates network namespaces: four routers in a diamond (r1-r2-r4, r1-r3-r4), a
 # messenger on a management segment, and an "internet" namespace with a small HTTP server behind
 # r4. Each router runs viscript with skywire-node and skywire-control; r4 runs a SOCKS server
-# (allowing r1 only), r1 a SOCKS client. Shows the routes, fetches a page through SOCKS across two
+# (allowing r1 only) and publishes it as a service; r1 runs a SOCKS client that finds it through
+# the messenger's service query. Shows the routes, fetches a page through SOCKS across two
 # hops, and prints `ru` of every component. Exits 0 only when every step worked; removes
 # everything on exit or Ctrl-C unless --keep.
 set -euo pipefail
@@ -76,6 +77,7 @@ data_port: 7000
 keepalive_ms: 100
 messengers:
   - {pk: ${PK[m]}, endpoint: "10.86.100.100:7200"}
+services: $( [ $n = r4 ] && echo '[{kind: socks, port: 8001}]' || echo '[]' )
 neighbours:
 ${NB[$n]}
 Y
@@ -83,7 +85,7 @@ Y
     if [ $n = r4 ]; then
         extra="  socks-server: {path: $B/skywire-socks-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockssrv0\", \"127.0.0.1:7100\", \"8001\", \"--key\", \"$W/r4.key\", \"--allow\", \"${PK[r1]}\"]}"
     elif [ $n = r1 ]; then
-        extra="  socks-client: {path: $B/skywire-socks-client, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockscli0\", \"127.0.0.1:7100\", \"9001\", \"--server-pk\", \"${PK[r4]}\", \"--server-port\", \"8001\"]}"
+        extra="  socks-client: {path: $B/skywire-socks-client, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockscli0\", \"127.0.0.1:7100\", \"9001\", \"--key\", \"$W/r1.key\", \"--messenger\", \"${PK[m]}@10.86.100.100:7200\"]}"
     fi
     cat > "$W/$n-config.yaml" <<Y
 settings: {shutdown_grace_ms: 1000}
