@@ -6,6 +6,18 @@
 use std::time::{Duration, Instant};
 use testbed::*;
 
+/// Retries for up to 10 s (the route or the server may still be coming up).
+fn curl_until_ok(ns: &Ns, proxy: &str) -> std::process::Output {
+    let t0 = Instant::now();
+    loop {
+        let out = curl(ns, proxy);
+        if out.status.success() || t0.elapsed() > Duration::from_secs(10) {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn curl(ns: &Ns, proxy: &str) -> std::process::Output {
     ns.exec(&[
         "curl",
@@ -88,14 +100,7 @@ fn curl_through_socks_across_two_hops() {
     }
     // Routes up: a reaches c's overlay address.
     let c_addr = keys[2].1.clone();
-    let t0 = Instant::now();
-    while !ns[0]
-        .exec(&["ping", "-c", "1", "-W", "1", &c_addr])
-        .status
-        .success()
-    {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no route a -> c");
-    }
+    ping_until(&ns[0], &c_addr, Duration::from_secs(20));
     // A page inside c's namespace, and c's socks server allowing only a.
     std::fs::write(dir.join("hello.txt"), "hello through the mesh\n").unwrap();
     ns[2].spawn(
@@ -130,14 +135,7 @@ fn curl_through_socks_across_two_hops() {
     };
     let si = start_server(&mut ns[2]);
     let proxy = format!("[{c_addr}]:8001");
-    let t0 = Instant::now();
-    let out = loop {
-        let out = curl(&ns[0], &proxy);
-        if out.status.success() || t0.elapsed() > Duration::from_secs(10) {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let out = curl_until_ok(&ns[0], &proxy);
     assert!(
         out.status.success(),
         "curl from a: {}",
@@ -148,14 +146,7 @@ fn curl_through_socks_across_two_hops() {
         "hello through the mesh\n"
     );
     // b is on the mesh but not allowed.
-    let t0 = Instant::now();
-    while !ns[1]
-        .exec(&["ping", "-c", "1", "-W", "1", &c_addr])
-        .status
-        .success()
-    {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no route b -> c");
-    }
+    ping_until(&ns[1], &c_addr, Duration::from_secs(20));
     let out = curl(&ns[1], &proxy);
     assert!(
         !out.status.success(),
@@ -166,14 +157,7 @@ fn curl_through_socks_across_two_hops() {
     let _ = ns[2].child(si).kill();
     let _ = ns[2].child(si).wait();
     start_server(&mut ns[2]);
-    let t0 = Instant::now();
-    let out = loop {
-        let out = curl(&ns[0], &proxy);
-        if out.status.success() || t0.elapsed() > Duration::from_secs(10) {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let out = curl_until_ok(&ns[0], &proxy);
     assert!(
         out.status.success(),
         "after restart: {}",

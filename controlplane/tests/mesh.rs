@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testbed::*;
 
 struct Router {
@@ -27,21 +27,6 @@ fn vis(r: &Router, args: &[&str]) -> serde_json::Value {
         .unwrap();
     serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or(b""))
         .unwrap_or_default()
-}
-
-fn ping_until(ns: &Ns, addr: &str, within: Duration) -> Duration {
-    let t = Instant::now();
-    loop {
-        let out = ns.exec(&["ping", "-c", "1", "-W", "1", addr]);
-        if out.status.success() {
-            return t.elapsed();
-        }
-        assert!(
-            t.elapsed() < within,
-            "{addr} unreachable from {} for {within:?}",
-            ns.name
-        );
-    }
 }
 
 #[test]

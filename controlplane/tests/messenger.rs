@@ -2,23 +2,8 @@
 //! messenger and looks the other up there, then they link and route. With the messenger gone,
 //! the established link and route keep working.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testbed::*;
-
-fn ping_until(ns: &Ns, addr: &str, within: Duration) {
-    let t = Instant::now();
-    while !ns
-        .exec(&["ping", "-c", "1", "-W", "1", addr])
-        .status
-        .success()
-    {
-        assert!(
-            t.elapsed() < within,
-            "{addr} unreachable from {} for {within:?}",
-            ns.name
-        );
-    }
-}
 
 #[test]
 fn neighbours_found_by_key_through_the_messenger() {

@@ -269,6 +269,24 @@ pub fn transfer(server_ns: &Ns, client_ns: &Ns, addr: &str, bytes: usize, dir: &
     assert!(sent.starts_with(&bytes.to_string()));
 }
 
+/// Pings `addr` from `ns` once a second until it answers; panics after `within`. Returns how
+/// long it took.
+pub fn ping_until(ns: &Ns, addr: &str, within: Duration) -> Duration {
+    let t = Instant::now();
+    while !ns
+        .exec(&["ping", "-c", "1", "-W", "1", addr])
+        .status
+        .success()
+    {
+        assert!(
+            t.elapsed() < within,
+            "{addr} unreachable from {} for {within:?}",
+            ns.name
+        );
+    }
+    t.elapsed()
+}
+
 /// Pings `addr` from `ns` (3 packets) and asserts an answer.
 pub fn ping(ns: &Ns, addr: &str) {
     let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", addr]);
