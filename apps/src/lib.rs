@@ -10,3 +10,4 @@ pub mod lookup;
 pub mod relay;
 pub mod server;
 pub mod socks;
+pub mod vpn;

@@ -4,6 +4,7 @@
 //! key: /var/lib/skywire/node.key      # created on first start (0600)
 //! tun: sky0                           # the dataplane's device (the overlay address goes on it)
 //! fib_socket: /run/skywire/sky0.fib   # the dataplane's fib ring
+//! app_socket: /run/skywire/sky0.ctl   # where apps ask for routes (see `appsock`)
 //! listen: 0.0.0.0:7100                # control TCP (Noise) for neighbours
 //! data_port: 7000                     # our dataplane's base UDP port
 //! data_shards: 2
@@ -35,6 +36,7 @@ struct File {
     #[serde(default = "sky0")]
     tun: String,
     fib_socket: Option<PathBuf>,
+    app_socket: Option<PathBuf>,
     listen: SocketAddr,
     data_port: u16,
     #[serde(default = "one")]
@@ -132,6 +134,8 @@ pub struct Config {
     pub tun: String,
     /// Fib socket.
     pub fib_socket: PathBuf,
+    /// The app socket (route requests from apps on this router).
+    pub app_socket: PathBuf,
     /// Control listen address.
     pub listen: SocketAddr,
     /// Dataplane base port.
@@ -207,6 +211,9 @@ impl Config {
             fib_socket: abs(f
                 .fib_socket
                 .unwrap_or_else(|| PathBuf::from(format!("/run/skywire/{}.fib", f.tun)))),
+            app_socket: abs(f
+                .app_socket
+                .unwrap_or_else(|| PathBuf::from(format!("/run/skywire/{}.ctl", f.tun)))),
             tun: f.tun,
             listen: f.listen,
             data_port: f.data_port,

@@ -6,10 +6,12 @@
 //! - [`config`]: the configuration file.
 //! - [`messenger`]: signed records (key -> endpoints, services) with TTL, lookup, service query,
 //!   relay; server and client (sans-IO) and their TCP glue.
+//! - [`appsock`]: the app socket (apps attach prefixes to nodes: the VPN).
 //! - [`nm`]: the node manager (link state, paths, route setup); [`run`]: the driver.
 
 #![warn(missing_docs)]
 
+pub mod appsock;
 pub mod config;
 pub mod identity;
 pub mod link;

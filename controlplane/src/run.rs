@@ -4,6 +4,7 @@
 //! rules, routes), committed together once per turn. Packets the dataplane punts for a node
 //! with no route are queued (bounded) while the node manager sets a route up, then injected.
 
+use crate::appsock;
 use crate::config::Config;
 use crate::identity::{Identity, NodeId};
 use crate::links::{self, LinkCtx, LinkEvent, LinkHandle};
@@ -61,6 +62,12 @@ pub struct Driver {
     by_addr: HashMap<IpAddr, NodeId>,
     dirty: bool,
     epoch: Instant,
+    /// Prefixes apps attached to nodes, per app connection.
+    attached: HashMap<u64, HashMap<NodeId, Vec<Prefix>>>,
+    /// Attached prefixes routed in the dataplane now, and to which node.
+    programmed: HashMap<Prefix, NodeId>,
+    /// Deliver rules installed: (session, label) -> the node whose route ends here.
+    delivers: HashMap<(u32, u32), NodeId>,
     /// Counters for `ru`.
     pub stats: Stats,
 }
@@ -82,6 +89,8 @@ pub struct Stats {
     pub fib_errors: u64,
     /// Data-key rotations completed.
     pub rekeys: u64,
+    /// App socket requests refused.
+    pub app_errors: u64,
 }
 
 impl Keys {
@@ -194,6 +203,7 @@ impl Driver {
                 if self.links.get(&peer).is_some_and(|l| l.id == link) {
                     if let Some(l) = self.links.remove(&peer) {
                         let _ = self.fib.send(&FibMsg::RemoveSession { id: l.session });
+                        self.delivers.retain(|(s, _), _| *s != l.session);
                         self.dirty = true;
                     }
                     self.stats.links_down += 1;
@@ -376,9 +386,11 @@ impl Driver {
                             None => continue,
                         },
                         RuleThen::Deliver { origin } => {
-                            self.remember(NodeId(origin));
+                            let origin = NodeId(origin);
+                            self.remember(origin);
+                            self.delivers.insert((session, in_label), origin);
                             RuleAction::Deliver {
-                                sources: vec![prefix(&NodeId(origin))],
+                                sources: self.sources_of(&origin),
                             }
                         }
                     };
@@ -391,6 +403,7 @@ impl Driver {
                 }
                 Action::RemoveRule { in_from, in_label } => {
                     if let Some(session) = self.session_of(&in_from) {
+                        self.delivers.remove(&(session, in_label));
                         let _ = self.fib.send(&FibMsg::RemoveRule {
                             session,
                             label: in_label,
@@ -411,6 +424,7 @@ impl Driver {
                         keepalive: true,
                     });
                     self.dirty = true;
+                    self.program_attached(dst);
                     self.commit();
                     if let Some(q) = self.queued.remove(&dst) {
                         for (_, p) in q {
@@ -425,7 +439,224 @@ impl Driver {
                         prefix: prefix(&NodeId(dst)),
                     });
                     self.dirty = true;
+                    self.program_attached(NodeId(dst));
                 }
+            }
+        }
+    }
+
+    /// Sources a route from `origin` may carry: its overlay address and what apps attached.
+    fn sources_of(&self, origin: &NodeId) -> Vec<Prefix> {
+        let mut v = vec![prefix(origin)];
+        v.extend(self.attached_prefixes(origin));
+        v.truncate(dataplane::fibproto::MAX_LIST);
+        v
+    }
+
+    /// Every prefix attached to `node` (by any app connection).
+    fn attached_prefixes(&self, node: &NodeId) -> Vec<Prefix> {
+        let mut v: Vec<Prefix> = Vec::new();
+        for p in self.attached.values().filter_map(|m| m.get(node)).flatten() {
+            if !v.contains(p) {
+                v.push(*p);
+            }
+        }
+        v
+    }
+
+    /// The node an attached prefix holding `ip` belongs to (longest match).
+    fn attached_node_for(&self, ip: IpAddr) -> Option<NodeId> {
+        self.attached
+            .values()
+            .flat_map(|m| m.iter())
+            .flat_map(|(n, ps)| ps.iter().map(move |p| (n, p)))
+            .filter(|(_, p)| p.contains(ip))
+            .max_by_key(|(_, p)| p.len)
+            .map(|(n, _)| *n)
+    }
+
+    /// Brings the dataplane in line with the prefixes attached to `node`: routes for them
+    /// follow the node's current route (none while it has none), and the deliver rules of
+    /// routes from it accept them as sources.
+    fn program_attached(&mut self, node: NodeId) {
+        let want = self.attached_prefixes(&node);
+        let via = self
+            .nm
+            .mapping(&node.0)
+            .and_then(|(via, label)| self.session_of(&via).map(|s| (s, label)));
+        let stale: Vec<Prefix> = self
+            .programmed
+            .iter()
+            .filter(|(p, n)| **n == node && (via.is_none() || !want.contains(p)))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stale {
+            self.programmed.remove(&p);
+            let _ = self.fib.send(&FibMsg::RemoveRoute { prefix: p });
+            self.dirty = true;
+        }
+        if let Some((session, label)) = via {
+            for p in &want {
+                let _ = self.fib.send(&FibMsg::AddRoute {
+                    prefix: *p,
+                    session,
+                    label,
+                    keepalive: true,
+                });
+                self.programmed.insert(*p, node);
+                self.dirty = true;
+            }
+        }
+        let rules: Vec<(u32, u32)> = self
+            .delivers
+            .iter()
+            .filter(|(_, o)| **o == node)
+            .map(|(k, _)| *k)
+            .collect();
+        let sources = self.sources_of(&node);
+        for (session, label) in rules {
+            let _ = self.fib.send(&FibMsg::AddRule {
+                session,
+                label,
+                action: RuleAction::Deliver {
+                    sources: sources.clone(),
+                },
+            });
+            self.dirty = true;
+        }
+    }
+
+    /// Answers one app-socket request.
+    fn app_request(&mut self, conn: u64, req: appsock::Request) -> String {
+        let r = match req {
+            appsock::Request::WhoAmI => Ok(format!("{} {}", self.me.hex(), self.me.overlay_addr())),
+            appsock::Request::Underlay => {
+                let mut ips: Vec<IpAddr> = Vec::new();
+                let all = self
+                    .links
+                    .values()
+                    .map(|l| l.endpoint.ip())
+                    .chain(
+                        self.cfg
+                            .neighbours
+                            .iter()
+                            .filter_map(|n| n.endpoint.map(|e| e.ip())),
+                    )
+                    .chain(self.cfg.messengers.iter().map(|(_, e)| e.ip()));
+                for ip in all {
+                    if !ips.contains(&ip) {
+                        ips.push(ip);
+                    }
+                }
+                Ok(ips
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "))
+            }
+            appsock::Request::Route { node } => Ok(if self.nm.mapping(&node.0).is_some() {
+                "up".to_string()
+            } else {
+                "pending".to_string()
+            }),
+            appsock::Request::Detach { node } => {
+                if let Some(m) = self.attached.get_mut(&conn) {
+                    m.remove(&node);
+                }
+                self.program_attached(node);
+                self.commit();
+                Ok(String::new())
+            }
+            appsock::Request::Attach { node, prefixes } => self.attach(conn, node, prefixes),
+        };
+        match r {
+            Ok(s) if s.is_empty() => "ok".to_string(),
+            Ok(s) => format!("ok {s}"),
+            Err(e) => {
+                self.stats.app_errors += 1;
+                format!("err {e}")
+            }
+        }
+    }
+
+    fn attach(&mut self, conn: u64, node: NodeId, prefixes: Vec<Prefix>) -> Result<String, String> {
+        if node == self.me {
+            return Err("cannot attach prefixes to this node itself".into());
+        }
+        for (c, m) in &self.attached {
+            for (n, ps) in m {
+                if *n == node {
+                    continue;
+                }
+                if let Some((p, q)) = prefixes
+                    .iter()
+                    .flat_map(|p| ps.iter().map(move |q| (p, q)))
+                    .find(|(p, q)| appsock::overlaps(p, q))
+                {
+                    return Err(format!(
+                        "{p} overlaps {q}, attached to {} by app connection {c}",
+                        &n.hex()[..16]
+                    ));
+                }
+            }
+        }
+        self.remember(node);
+        self.attached
+            .entry(conn)
+            .or_default()
+            .insert(node, prefixes.clone());
+        self.program_attached(node);
+        self.commit();
+        if self.nm.mapping(&node.0).is_none() {
+            let now = self.now_ms();
+            self.nm.request_route(now, node.0);
+        }
+        eprintln!(
+            "skywire-control: app {conn} attached {} to {}",
+            prefixes
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            &node.hex()[..16]
+        );
+        Ok(String::new())
+    }
+
+    fn app_event(&mut self, ev: appsock::Event) {
+        match ev {
+            appsock::Event::Request { conn, req, reply } => {
+                let r = self.app_request(conn, req);
+                let _ = reply.send(r);
+            }
+            appsock::Event::Closed { conn } => {
+                if let Some(m) = self.attached.remove(&conn) {
+                    for node in m.into_keys() {
+                        eprintln!(
+                            "skywire-control: app {conn} gone; detached from {}",
+                            &node.hex()[..16]
+                        );
+                        self.program_attached(node);
+                    }
+                    self.commit();
+                }
+            }
+        }
+    }
+
+    /// Keeps the routes to nodes with attached prefixes up, used or not.
+    fn keep_attached(&mut self) {
+        let now = self.now_ms();
+        let nodes: Vec<NodeId> = self
+            .attached
+            .values()
+            .flat_map(|m| m.keys().copied())
+            .collect();
+        for n in nodes {
+            if self.nm.mapping(&n.0).is_some() {
+                self.nm.touch_route(now, n.0);
+            } else {
+                self.nm.request_route(now, n.0);
             }
         }
     }
@@ -450,6 +681,7 @@ impl Driver {
                     .by_addr
                     .get(&dst)
                     .copied()
+                    .or_else(|| self.attached_node_for(dst))
                     .or_else(|| self.lookup_addr(&dst))
                 else {
                     self.stats.punt_drops += 1;
@@ -579,6 +811,11 @@ impl Driver {
             ("punt_drops".to_string(), self.stats.punt_drops),
             ("fib_errors".to_string(), self.stats.fib_errors),
             ("rekeys".to_string(), self.stats.rekeys),
+            (
+                "attached_prefixes".to_string(),
+                self.programmed.len() as u64,
+            ),
+            ("app_errors".to_string(), self.stats.app_errors),
             ("lsdb".to_string(), c.lsdb_size as u64),
             ("routes_up".to_string(), c.routes_up as u64),
             ("routes_pending".to_string(), c.routes_pending as u64),
@@ -721,9 +958,19 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         by_addr: HashMap::new(),
         dirty: false,
         epoch,
+        attached: HashMap::new(),
+        programmed: HashMap::new(),
+        delivers: HashMap::new(),
         stats: Stats::default(),
     };
     d.remember(me);
+    let (app_tx, app_rx) = channel();
+    let app_listener = appsock::bind(&d.cfg.app_socket)
+        .map_err(|e| format!("app socket {}: {e}", d.cfg.app_socket.display()))?;
+    {
+        let w = wake.clone();
+        std::thread::spawn(move || appsock::serve(app_listener, app_tx, w));
+    }
     let session = match signal::Client::from_env() {
         Ok(Some(c)) => c
             .register("skywire-control", env!("CARGO_PKG_VERSION"))
@@ -760,6 +1007,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         while let Ok(ev) = erx.try_recv() {
             d.link_event(ev);
         }
+        while let Ok(ev) = app_rx.try_recv() {
+            d.app_event(ev);
+        }
         let now = d.now_ms();
         d.nm.tick(now);
         d.actions();
@@ -769,6 +1019,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         if last_touch.elapsed() >= Duration::from_secs(1) {
             last_touch = Instant::now();
             d.touch_used_routes(&mut route_tx, &mut session_traffic);
+            d.keep_attached();
             d.rekey_timers(&session_traffic);
             if let Ok(mut v) = views.lock() {
                 *v = (d.routes_text(), d.peers_text(&session_traffic));
@@ -810,6 +1061,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             }
         }
     }
+    let _ = std::fs::remove_file(&d.cfg.app_socket);
     stop.store(true, Ordering::SeqCst);
     Ok(())
 }

@@ -1,0 +1,363 @@
+//! The app socket: how apps on this router ask the controlplane for routes.
+//!
+//! A unix stream socket (0600, only root and the controlplane's own user get in), one request
+//! per line, one reply line each: `ok ...` or `err <why>`.
+//!
+//! ```text
+//! whoami                      -> ok <pk> <overlay address>
+//! attach <pk> <prefix>...     -> ok         prefixes behind node <pk>: packets for them are routed
+//!                                           to <pk>, and packets from <pk> may carry sources in
+//!                                           them; held until `detach` or the connection closes
+//! detach <pk>                 -> ok
+//! route <pk>                  -> ok up | ok pending
+//! underlay                    -> ok <ip>... the addresses this router's links and messengers use
+//! ```
+//!
+//! Attachments live exactly as long as the connection that made them: an app that exits or
+//! crashes takes its routes with it.
+
+use crate::identity::{NodeId, OVERLAY_PREFIX};
+use dataplane::fib::Prefix;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::time::Duration;
+
+/// Longest request line.
+const MAX_LINE: u64 = 4096;
+/// Most prefixes in one `attach`.
+pub const MAX_PREFIXES: usize = 64;
+
+/// One parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// This node's key and overlay address.
+    WhoAmI,
+    /// Prefixes behind a node.
+    Attach {
+        /// The node.
+        node: NodeId,
+        /// Its prefixes.
+        prefixes: Vec<Prefix>,
+    },
+    /// Drop this connection's attachment to a node.
+    Detach {
+        /// The node.
+        node: NodeId,
+    },
+    /// Is a route to the node up?
+    Route {
+        /// The node.
+        node: NodeId,
+    },
+    /// Underlay addresses in use.
+    Underlay,
+}
+
+fn overlay_net() -> Prefix {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&OVERLAY_PREFIX);
+    Prefix {
+        addr: IpAddr::V6(a.into()),
+        len: 32,
+    }
+}
+
+/// Whether two prefixes share an address.
+pub fn overlaps(a: &Prefix, b: &Prefix) -> bool {
+    if a.len <= b.len {
+        a.contains(b.addr)
+    } else {
+        b.contains(a.addr)
+    }
+}
+
+/// Parses one request line.
+pub fn parse(line: &str) -> Result<Request, String> {
+    let mut w = line.split_ascii_whitespace();
+    let verb = w.next().ok_or("empty request")?;
+    let node = |w: &mut std::str::SplitAsciiWhitespace<'_>| -> Result<NodeId, String> {
+        let pk = w.next().ok_or("missing public key")?;
+        NodeId::from_hex(pk)
+    };
+    let r = match verb {
+        "whoami" => Request::WhoAmI,
+        "underlay" => Request::Underlay,
+        "route" => Request::Route {
+            node: node(&mut w)?,
+        },
+        "detach" => Request::Detach {
+            node: node(&mut w)?,
+        },
+        "attach" => {
+            let node = node(&mut w)?;
+            let mut prefixes = Vec::new();
+            for p in w.by_ref() {
+                let p: Prefix = p.parse()?;
+                if overlaps(&p, &overlay_net()) {
+                    return Err(format!(
+                        "{p} overlaps the overlay network {}",
+                        overlay_net()
+                    ));
+                }
+                if prefixes.len() == MAX_PREFIXES {
+                    return Err(format!("more than {MAX_PREFIXES} prefixes"));
+                }
+                if !prefixes.contains(&p) {
+                    prefixes.push(p);
+                }
+            }
+            if prefixes.is_empty() {
+                return Err("attach needs at least one prefix".into());
+            }
+            return Ok(Request::Attach { node, prefixes });
+        }
+        other => return Err(format!("unknown request {other:?}")),
+    };
+    match w.next() {
+        Some(extra) => Err(format!("unexpected {extra:?} after {verb}")),
+        None => Ok(r),
+    }
+}
+
+/// What the socket threads hand the driver.
+pub enum Event {
+    /// A request from connection `conn`; the reply line goes to `reply`.
+    Request {
+        /// Connection id.
+        conn: u64,
+        /// The request.
+        req: Request,
+        /// Where the reply goes.
+        reply: Sender<String>,
+    },
+    /// Connection `conn` closed: drop its attachments.
+    Closed {
+        /// Connection id.
+        conn: u64,
+    },
+}
+
+/// Binds the socket at `path` (parent made 0700 if missing; a stale socket replaced; one a live
+/// controlplane serves is refused).
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another controlplane serves {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Accepts connections forever, one thread each; requests go to `events`, `wake` is rung after
+/// each so the driver's loop wakes.
+pub fn serve(listener: UnixListener, events: Sender<Event>, wake: Arc<OwnedFd>) {
+    let ids = AtomicU64::new(1);
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let conn = ids.fetch_add(1, Ordering::Relaxed);
+        let (ev, wk) = (events.clone(), wake.clone());
+        let _ = std::thread::Builder::new()
+            .name("app".into())
+            .spawn(move || {
+                let _ = connection(stream, conn, &ev, &wk);
+                let _ = ev.send(Event::Closed { conn });
+                ring(&wk);
+            });
+    }
+}
+
+fn ring(wake: &OwnedFd) {
+    let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
+}
+
+fn connection(
+    stream: UnixStream,
+    conn: u64,
+    events: &Sender<Event>,
+    wake: &OwnedFd,
+) -> io::Result<()> {
+    let mut out = &stream;
+    let cred = rustix::net::sockopt::socket_peercred(&stream)?;
+    if cred.uid != rustix::process::geteuid() && !cred.uid.is_root() {
+        out.write_all(b"err permission denied: not the controlplane's user or root\n")?;
+        return Ok(());
+    }
+    let mut reader = BufReader::new(&stream);
+    loop {
+        let mut line = Vec::new();
+        let n = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') {
+            out.write_all(format!("err request longer than {MAX_LINE} bytes\n").as_bytes())?;
+            return Ok(());
+        }
+        let reply = match std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string())
+        {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => match parse(text) {
+                Ok(req) => {
+                    let (tx, rx) = channel();
+                    if events
+                        .send(Event::Request {
+                            conn,
+                            req,
+                            reply: tx,
+                        })
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    ring(wake);
+                    rx.recv_timeout(Duration::from_secs(5))
+                        .unwrap_or_else(|_| "err controlplane busy".into())
+                }
+                Err(e) => format!("err {e}"),
+            },
+            Err(e) => format!("err {e}"),
+        };
+        out.write_all(reply.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+}
+
+/// A client of the app socket (what apps use).
+pub struct AppClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl AppClient {
+    /// Connects to the controlplane's app socket.
+    pub fn connect(path: &Path) -> Result<AppClient, String> {
+        let s = UnixStream::connect(path).map_err(|e| {
+            format!(
+                "controlplane app socket {}: {e} (is skywire-control running?)",
+                path.display()
+            )
+        })?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let writer = s.try_clone().map_err(|e| format!("app socket: {e}"))?;
+        Ok(AppClient {
+            reader: BufReader::new(s),
+            writer,
+        })
+    }
+
+    /// Sends one request; returns the text after `ok`, or the error after `err`.
+    pub fn call(&mut self, line: &str) -> Result<String, String> {
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| format!("app socket: {e}"))?;
+        let mut reply = String::new();
+        (&mut self.reader)
+            .take(MAX_LINE)
+            .read_line(&mut reply)
+            .map_err(|e| format!("app socket: {e}"))?;
+        let reply = reply.trim_end();
+        if reply.is_empty() {
+            return Err("app socket: controlplane closed the connection".into());
+        }
+        match reply.split_once(' ').unwrap_or((reply, "")) {
+            ("ok", rest) => Ok(rest.to_string()),
+            ("err", why) => Err(why.to_string()),
+            _ => Err(format!("app socket: unexpected reply {reply:?}")),
+        }
+    }
+
+    /// Whether the controlplane is still there (the connection is open). Non-blocking.
+    pub fn alive(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let mut fds = [PollFd::new(&self.writer, PollFlags::IN)];
+        match poll(&mut fds, Some(&rustix::time::Timespec::default())) {
+            Ok(0) => true,
+            Ok(_) => {
+                // Readable with nothing asked: EOF (or a stray line, which is a protocol error).
+                let mut b = [0u8; 1];
+                matches!(rustix::net::recv(&self.writer, &mut b, rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT), Ok((n, _)) if n > 0)
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn requests() {
+        let pk = "ab".repeat(32);
+        let node = NodeId::from_hex(&pk).unwrap();
+        assert_eq!(parse("whoami\n"), Ok(Request::WhoAmI));
+        assert_eq!(
+            parse(&format!("attach {pk} 0.0.0.0/1 128.0.0.0/1 0.0.0.0/1")),
+            Ok(Request::Attach {
+                node,
+                prefixes: vec!["0.0.0.0/1".parse().unwrap(), "128.0.0.0/1".parse().unwrap()]
+            })
+        );
+        assert_eq!(parse(&format!("route {pk}")), Ok(Request::Route { node }));
+        for (bad, why) in [
+            ("", "empty"),
+            ("frobnicate", "unknown request"),
+            ("route", "missing public key"),
+            ("route 12", "hex"),
+            (&format!("attach {pk}") as &str, "at least one prefix"),
+            (&format!("attach {pk} 10.0.0.0/33"), "longer than"),
+            (&format!("attach {pk} fd73:6b79::/48"), "overlay"),
+            (&format!("attach {pk} ::/0"), "overlay"),
+            (&format!("route {pk} extra"), "unexpected"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_line_parses_or_errs(line in ".{0,300}") {
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn attach_roundtrip(ps in proptest::collection::vec((any::<u32>(), 0u8..=32), 1..10)) {
+            let pk = "cd".repeat(32);
+            let text: Vec<String> = ps.iter().map(|(a, l)| format!("{}/{l}", std::net::Ipv4Addr::from(*a))).collect();
+            let r = parse(&format!("attach {pk} {}", text.join(" "))).unwrap();
+            let Request::Attach { prefixes, .. } = r else { panic!("{r:?}") };
+            for (a, l) in ps {
+                let p = Prefix::new(IpAddr::V4(a.into()), l).unwrap();
+                prop_assert!(prefixes.contains(&p));
+            }
+        }
+    }
+}
