@@ -1,9 +1,13 @@
-//! Skywire apps: `skywire-socks-server` (a SOCKS5 server for mesh peers) and
-//! `skywire-socks-client` (a local listener that relays to a socks server over the mesh).
+//! Skywire apps: `skywire-socks-server` (a SOCKS5 server for mesh peers),
+//! `skywire-socks-client` (a local listener that relays to a socks server over the mesh),
+//! `skywire-vpn-server` (an IPv4 exit with NAT) and `skywire-vpn-client` (routes this router's
+//! IPv4 traffic through a server).
 //!
 //! [`socks`] is the sans-IO protocol code; [`relay`] copies bytes both ways with half-close;
 //! [`server`] is the SOCKS5 handshake, access control and connect; [`common`] holds the accept
-//! loop, the counters and the viscript lifecycle both binaries share.
+//! loop, the counters and the viscript lifecycle the socks binaries share. [`vpn`] is the lease
+//! protocol, the address pool and the controlplane connection; [`hostnet`] journals every change
+//! to the host's network state so it can be undone on exit or after a crash.
 
 pub mod common;
 pub mod lookup;

@@ -368,6 +368,144 @@ pub fn kernel_routes(prefixes: &[Prefix]) -> Vec<Prefix> {
     v
 }
 
+/// A lease connection: protocol lines both ways, keepalives, and the silence check.
+pub struct LineConn {
+    s: std::net::TcpStream,
+    buf: Vec<u8>,
+    last_rx: Instant,
+    last_tx: Instant,
+}
+
+impl LineConn {
+    /// Wraps a connected stream.
+    pub fn new(s: std::net::TcpStream) -> LineConn {
+        let _ = s.set_nodelay(true);
+        LineConn {
+            s,
+            buf: Vec::new(),
+            last_rx: Instant::now(),
+            last_tx: Instant::now(),
+        }
+    }
+
+    /// The other end's address.
+    pub fn peer(&self) -> Result<std::net::SocketAddr, String> {
+        self.s.peer_addr().map_err(|e| e.to_string())
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, m: &Msg) -> Result<(), String> {
+        use std::io::Write;
+        self.s
+            .write_all(m.encode().as_bytes())
+            .map_err(|e| format!("send: {e}"))?;
+        self.last_tx = Instant::now();
+        Ok(())
+    }
+
+    /// The next message, waiting at most `wait`: `Ok(None)` when none came. A closed
+    /// connection, an over-long line or a malformed one is an error.
+    pub fn recv(&mut self, wait: Duration) -> Result<Option<Msg>, String> {
+        use std::io::Read;
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                self.last_rx = Instant::now();
+                let text = std::str::from_utf8(&line).map_err(|_| "line is not UTF-8")?;
+                return Msg::parse(text).map(Some);
+            }
+            if self.buf.len() as u64 > MAX_LINE {
+                return Err(format!("line longer than {MAX_LINE} bytes"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let _ = self
+                .s
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            let mut b = [0u8; 256];
+            match self.s.read(&mut b) {
+                Ok(0) => return Err("connection closed".into()),
+                Ok(n) => self.buf.extend_from_slice(&b[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("receive: {e}")),
+            }
+        }
+    }
+
+    /// Sends a keepalive when one is due; an error when the other side has been silent for
+    /// [`DEAD`].
+    pub fn tick(&mut self) -> Result<(), String> {
+        if self.last_rx.elapsed() >= DEAD {
+            return Err(format!("no word for {} s", DEAD.as_secs()));
+        }
+        if self.last_tx.elapsed() >= KEEPALIVE {
+            self.send(&Msg::Keepalive)?;
+        }
+        Ok(())
+    }
+}
+
+/// Valid instance names (they name state files and nftables tables).
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Connects to the app socket, waiting up to `within` for the controlplane to come up.
+pub fn connect_control(path: &Path, within: Duration) -> Result<Control, String> {
+    let t = Instant::now();
+    loop {
+        match Control::connect(path) {
+            Ok(c) => return Ok(c),
+            Err(e) if t.elapsed() >= within => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The name of the interface with index `index` (from /sys/class/net).
+pub fn ifname(index: u32) -> Option<String> {
+    std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let i = std::fs::read_to_string(e.path().join("ifindex")).ok()?;
+            (i.trim().parse::<u32>().ok()? == index)
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+}
+
+/// Waits up to `within` for the interface `name` to exist; its index.
+pub fn wait_link(name: &str, within: Duration) -> Result<u32, String> {
+    let t = Instant::now();
+    loop {
+        if let Ok(i) = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+            && let Ok(i) = i.trim().parse()
+        {
+            return Ok(i);
+        }
+        if t.elapsed() >= within {
+            return Err(format!(
+                "device {name} not found (is skywire-node running?)"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

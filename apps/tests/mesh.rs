@@ -56,47 +56,13 @@ fn curl_through_socks_across_two_hops() {
         &format!("{t}cb"),
         "10.85.2.2/24",
     );
-    let node = bin("dataplane", "skywire-node");
-    let ctl = bin("controlplane", "skywire-control");
-    // (router, neighbour, neighbour's address)
-    let neigh: [Vec<(usize, &str)>; 3] = [
-        vec![(1, "10.85.1.2")],
-        vec![(0, "10.85.1.1"), (2, "10.85.2.2")],
-        vec![(1, "10.85.2.1")],
+    let neigh: [Vec<(&str, &str)>; 3] = [
+        vec![(&keys[1].0, "10.85.1.2")],
+        vec![(&keys[0].0, "10.85.1.1"), (&keys[2].0, "10.85.2.2")],
+        vec![(&keys[1].0, "10.85.2.1")],
     ];
     for (i, n) in names.iter().enumerate() {
-        let nc = dir.join(format!("{n}-node.yaml"));
-        std::fs::write(&nc, "node:\n  listen: \"0.0.0.0:7000\"\n  shards: 1\n").unwrap();
-        let mut nb = String::new();
-        for (j, ip) in &neigh[i] {
-            nb.push_str(&format!(
-                "  - {{pk: {}, endpoint: \"{ip}:7100\"}}\n",
-                keys[*j].0
-            ));
-        }
-        let cc = dir.join(format!("{n}-control.yaml"));
-        std::fs::write(&cc, format!("key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\nneighbours:\n{nb}")).unwrap();
-        let fib = dir.join(format!("{n}.fib"));
-        ns[i].spawn(
-            &[
-                node.to_str().unwrap(),
-                "--static",
-                nc.to_str().unwrap(),
-                "--fib-socket",
-                fib.to_str().unwrap(),
-                "--no-pin",
-            ],
-            &dir.join(format!("{n}-node.log")),
-        );
-        ns[i].spawn(
-            &[
-                ctl.to_str().unwrap(),
-                "run",
-                "--config",
-                cc.to_str().unwrap(),
-            ],
-            &dir.join(format!("{n}-control.log")),
-        );
+        start_router(&mut ns[i], &dir, n, &neigh[i], "");
     }
     // Routes up: a reaches c's overlay address.
     let c_addr = keys[2].1.clone();

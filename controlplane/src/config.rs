@@ -4,7 +4,8 @@
 //! key: /var/lib/skywire/node.key      # created on first start (0600)
 //! tun: sky0                           # the dataplane's device (the overlay address goes on it)
 //! fib_socket: /run/skywire/sky0.fib   # the dataplane's fib ring
-//! app_socket: /run/skywire/sky0.ctl   # where apps ask for routes (see `appsock`)
+//! app_socket: /run/skywire/sky0.ctl   # where apps ask for routes (default: fib_socket's
+//!                                     # path with the extension .ctl; see `appsock`)
 //! listen: 0.0.0.0:7100                # control TCP (Noise) for neighbours
 //! data_port: 7000                     # our dataplane's base UDP port
 //! data_shards: 2
@@ -206,14 +207,16 @@ impl Config {
                 path.display()
             ));
         }
+        let fib_socket = abs(f
+            .fib_socket
+            .unwrap_or_else(|| PathBuf::from(format!("/run/skywire/{}.fib", f.tun))));
         Ok(Config {
             key: abs(f.key),
-            fib_socket: abs(f
-                .fib_socket
-                .unwrap_or_else(|| PathBuf::from(format!("/run/skywire/{}.fib", f.tun)))),
-            app_socket: abs(f
-                .app_socket
-                .unwrap_or_else(|| PathBuf::from(format!("/run/skywire/{}.ctl", f.tun)))),
+            app_socket: match f.app_socket {
+                Some(p) => abs(p),
+                None => fib_socket.with_extension("ctl"),
+            },
+            fib_socket,
             tun: f.tun,
             listen: f.listen,
             data_port: f.data_port,
@@ -263,6 +266,7 @@ mod tests {
         assert_eq!(c.key, PathBuf::from("/etc/sky/k/node.key"));
         assert_eq!(c.neighbours.len(), 1);
         assert_eq!(c.fib_socket, PathBuf::from("/run/skywire/sky0.fib"));
+        assert_eq!(c.app_socket, PathBuf::from("/run/skywire/sky0.ctl"));
         let bad = text.replace("data_port", "data_prot");
         let e = Config::parse(&bad, Path::new("c.yaml")).unwrap_err();
         assert!(e.contains("c.yaml") && e.contains("data_prot"), "{e}");

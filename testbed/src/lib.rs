@@ -319,3 +319,65 @@ pub fn key(n: u8) -> String {
         .map(|i| format!("{:02x}", i.wrapping_mul(7).wrapping_add(n)))
         .collect()
 }
+
+/// Starts a router in `ns`: skywire-node (static config, one shard, unpinned) and
+/// skywire-control, with the key `DIR/NAME.key` (see [`keygen`]), the fib ring `DIR/NAME.fib`
+/// and the app socket `DIR/NAME.ctl`. `neighbours` are (public key, underlay address) pairs
+/// dialled at port 7100; `extra` is appended to the control config. Logs go to
+/// `DIR/NAME-node.log` and `DIR/NAME-control.log`.
+pub fn start_router(ns: &mut Ns, dir: &Path, name: &str, neighbours: &[(&str, &str)], extra: &str) {
+    let nc = dir.join(format!("{name}-node.yaml"));
+    std::fs::write(&nc, "node:\n  listen: \"0.0.0.0:7000\"\n  shards: 1\n").unwrap();
+    let mut nb = String::new();
+    for (pk, ip) in neighbours {
+        nb.push_str(&format!("  - {{pk: {pk}, endpoint: \"{ip}:7100\"}}\n"));
+    }
+    let cc = dir.join(format!("{name}-control.yaml"));
+    std::fs::write(
+        &cc,
+        format!(
+            "key: {name}.key\nfib_socket: {name}.fib\napp_socket: {name}.ctl\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\nneighbours:\n{nb}{extra}"
+        ),
+    )
+    .unwrap();
+    let fib = dir.join(format!("{name}.fib"));
+    let node = bin("dataplane", "skywire-node");
+    let ctl = bin("controlplane", "skywire-control");
+    ns.spawn(
+        &[
+            node.to_str().unwrap(),
+            "--static",
+            nc.to_str().unwrap(),
+            "--fib-socket",
+            fib.to_str().unwrap(),
+            "--no-pin",
+        ],
+        &dir.join(format!("{name}-node.log")),
+    );
+    ns.spawn(
+        &[
+            ctl.to_str().unwrap(),
+            "run",
+            "--config",
+            cc.to_str().unwrap(),
+        ],
+        &dir.join(format!("{name}-control.log")),
+    );
+}
+
+/// Sends SIGTERM to child `i` of `ns` and waits up to `within` for it to exit; its status.
+pub fn terminate(ns: &mut Ns, i: usize, within: Duration) -> std::process::ExitStatus {
+    let pid = ns.child(i).id().to_string();
+    must(&["kill", "-TERM", &pid]);
+    let t = Instant::now();
+    loop {
+        if let Ok(Some(st)) = ns.child(i).try_wait() {
+            return st;
+        }
+        assert!(
+            t.elapsed() < within,
+            "pid {pid} did not exit within {within:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

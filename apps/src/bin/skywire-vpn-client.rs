@@ -1,0 +1,361 @@
+//! `skywire-vpn-client NAME CONTROL (--server-pk PK [--server-port P] | --messenger PK@ADDR
+//! --key FILE) [--route PREFIX]... [--tun DEV] [--state-dir DIR] [--cleanup]`
+//!
+//! Sends this router's IPv4 traffic through a VPN server on the mesh. It asks the controlplane
+//! for a route to the server's node (attaching the routed prefixes to it), takes the address
+//! the server hands out, puts it on the TUN device and routes the prefixes (default: all of
+//! IPv4, as two /1 routes beside the default route) through it, except the underlay addresses
+//! the mesh itself uses (pinned to their current path). Every change to the routing table is
+//! journaled first and undone on exit, or at the next start after a crash (`--cleanup` does
+//! only that).
+
+use apps::common;
+use apps::hostnet::Journal;
+use apps::vpn::{self, Control, LineConn, Msg};
+use clap::Parser;
+use controlplane::identity::NodeId;
+use dataplane::fib::Prefix;
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const KIND: &str = "skywire-vpn-client";
+
+#[derive(Parser)]
+#[command(name = KIND, version, about = "Route this router's IPv4 traffic through a Skywire VPN server")]
+struct Cli {
+    /// Name of this instance (names the state file).
+    name: String,
+    /// skywire-control's app socket (`app_socket` in its config).
+    control: PathBuf,
+    /// The server's node (public key, 64 hex digits).
+    #[arg(long, value_name = "PK")]
+    server_pk: Option<String>,
+    /// The server's port.
+    #[arg(long, default_value_t = 8100)]
+    server_port: u16,
+    /// Find a server through this messenger (service "vpn"); needs --key. Repeatable.
+    #[arg(long, value_name = "PK@ADDR:PORT")]
+    messenger: Vec<String>,
+    /// skywire-control's key file (for the messenger lookup).
+    #[arg(long, default_value = "/var/lib/skywire/node.key")]
+    key: PathBuf,
+    /// IPv4 prefix to send through the VPN; repeatable (default: 0.0.0.0/0).
+    #[arg(long = "route", value_name = "PREFIX")]
+    routes: Vec<String>,
+    /// The dataplane's TUN device.
+    #[arg(long, default_value = "sky0")]
+    tun: String,
+    /// Where the journal of routing-table changes lives.
+    #[arg(long, default_value = "/run/skywire")]
+    state_dir: PathBuf,
+    /// Undo what a crashed previous run left, then exit.
+    #[arg(long)]
+    cleanup: bool,
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("{KIND}: {msg}");
+    std::process::exit(2);
+}
+
+struct Counters {
+    reconnects: Arc<AtomicU64>,
+    exceptions: Arc<AtomicU64>,
+}
+
+fn main() {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let s = stop.clone();
+        signal::term::on_termination(move |_| s.store(true, Ordering::SeqCst));
+    }
+    let cli = Cli::parse();
+    if !vpn::valid_name(&cli.name) {
+        fail("NAME must be 1-32 of [A-Za-z0-9_-]");
+    }
+    let journal_path = cli
+        .state_dir
+        .join(format!("vpn-client-{}.journal", cli.name));
+    let _ = std::fs::create_dir_all(&cli.state_dir);
+    let (mut journal, undone) = Journal::open(&journal_path).unwrap_or_else(|e| fail(&e));
+    if !undone.is_empty() {
+        common::say(&format!(
+            "{KIND}: undid {} change(s) a previous run left: {}",
+            undone.len(),
+            undone.join("; ")
+        ));
+    }
+    if cli.cleanup {
+        std::process::exit(0);
+    }
+    let mut routes: Vec<Prefix> = Vec::new();
+    for r in if cli.routes.is_empty() {
+        vec!["0.0.0.0/0".to_string()]
+    } else {
+        cli.routes.clone()
+    } {
+        let p: Prefix = r
+            .parse()
+            .unwrap_or_else(|e| fail(&format!("--route {r}: {e}")));
+        if !p.addr.is_ipv4() {
+            fail(&format!(
+                "--route {r}: only IPv4 prefixes are routed through the VPN"
+            ));
+        }
+        routes.push(p);
+    }
+    let mut ctl =
+        vpn::connect_control(&cli.control, Duration::from_secs(30)).unwrap_or_else(|e| fail(&e));
+    let (me, _) = ctl.whoami().unwrap_or_else(|e| fail(&e));
+    let (server, port) = match &cli.server_pk {
+        Some(pk) => (
+            NodeId::from_hex(pk).unwrap_or_else(|e| fail(&format!("--server-pk: {e}"))),
+            cli.server_port,
+        ),
+        None if !cli.messenger.is_empty() => {
+            let ms: Vec<_> = cli
+                .messenger
+                .iter()
+                .map(|m| {
+                    apps::lookup::parse_messenger(m)
+                        .unwrap_or_else(|e| fail(&format!("--messenger: {e}")))
+                })
+                .collect();
+            let found =
+                apps::lookup::find_service(&cli.key, &ms, vpn::SERVICE, Duration::from_secs(5))
+                    .unwrap_or_else(|e| fail(&format!("no vpn server found: {e}")));
+            common::say(&format!(
+                "{KIND}: found vpn server {} through the messenger",
+                found.0.hex()
+            ));
+            found
+        }
+        None => fail("no server: give --server-pk PK, or --messenger PK@ADDR:PORT to find one"),
+    };
+    if server == me {
+        fail("the server is this node");
+    }
+    let tun_index = vpn::wait_link(&cli.tun, Duration::from_secs(30)).unwrap_or_else(|e| fail(&e));
+    let target = SocketAddr::new(IpAddr::V6(server.overlay_addr()), port);
+    let Some((mut conn, addr)) = lease(&stop, target, me, None) else {
+        std::process::exit(0);
+    };
+    let mut pinned = HashSet::new();
+    let mut nexc = 0u64;
+    if let Err(e) = setup(
+        &mut journal,
+        &mut ctl,
+        &cli,
+        server,
+        &routes,
+        addr,
+        tun_index,
+        &mut pinned,
+        &mut nexc,
+    ) {
+        undo(&mut journal);
+        fail(&e);
+    }
+    let session = match common::register(KIND) {
+        Ok(s) => s,
+        Err(e) => {
+            undo(&mut journal);
+            fail(&e);
+        }
+    };
+    let counter = |name: &str| match &session {
+        Some(s) => s.counter(name),
+        None => Arc::new(AtomicU64::new(0)),
+    };
+    let counters = Counters {
+        reconnects: counter("lease_reconnects"),
+        exceptions: counter("underlay_pinned"),
+    };
+    counters.exceptions.store(nexc, Ordering::Relaxed);
+    let shown: Vec<String> = vpn::kernel_routes(&routes)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    common::say(&format!(
+        "{KIND} {}: up: address {addr} on {}, server {} ({target}), routes {} ({} underlay address(es) pinned)",
+        cli.name,
+        cli.tun,
+        &server.hex()[..16],
+        shown.join(" "),
+        pinned.len()
+    ));
+    let mut last_check = Instant::now();
+    let code = loop {
+        if stop.load(Ordering::SeqCst) {
+            break 0;
+        }
+        if let Some(s) = &session {
+            if s.shutdown_requested().is_some() {
+                break 0;
+            }
+            if s.lost() {
+                eprintln!("{KIND}: lost viscript; exiting");
+                break 1;
+            }
+        }
+        let alive = match conn.recv(Duration::from_millis(500)) {
+            Ok(Some(Msg::Keepalive)) | Ok(None) => conn.tick(),
+            Ok(Some(m)) => Err(format!("unexpected {m:?}")),
+            Err(e) => Err(e),
+        };
+        if let Err(why) = alive {
+            eprintln!("{KIND}: lease connection lost ({why}); reconnecting (routes stay: no leak)");
+            counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            match lease(&stop, target, me, Some(addr)) {
+                None => break 0,
+                Some((c, a)) if a == addr => conn = c,
+                Some((_, a)) => {
+                    eprintln!("{KIND}: the server moved us from {addr} to {a}; restarting");
+                    break 1;
+                }
+            }
+        }
+        if last_check.elapsed() >= vpn::KEEPALIVE {
+            last_check = Instant::now();
+            if let Err(e) = ctl.check() {
+                eprintln!("{KIND}: controlplane: {e}");
+            }
+            if let Ok(ips) = ctl.underlay() {
+                if let Err(e) = pin_underlay(
+                    &mut journal,
+                    &ips,
+                    &routes,
+                    tun_index,
+                    &mut pinned,
+                    &mut nexc,
+                ) {
+                    eprintln!("{KIND}: {e}");
+                }
+                counters.exceptions.store(nexc, Ordering::Relaxed);
+            }
+        }
+    };
+    undo(&mut journal);
+    drop(ctl);
+    if let Some(s) = &session {
+        s.ack_shutdown();
+    }
+    common::say(&format!("{KIND}: stopped; routing table restored"));
+    std::process::exit(code);
+}
+
+fn undo(journal: &mut Journal) {
+    for e in journal.undo_all() {
+        eprintln!("{KIND}: undo: {e}");
+    }
+}
+
+/// Connects to the server and takes a lease; retries (with backoff) until it has one or `stop`.
+fn lease(
+    stop: &AtomicBool,
+    target: SocketAddr,
+    me: NodeId,
+    want: Option<Ipv4Addr>,
+) -> Option<(LineConn, Ipv4Addr)> {
+    let mut backoff = Duration::from_millis(200);
+    let mut said = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        let r = TcpStream::connect_timeout(&target, Duration::from_secs(3))
+            .map_err(|e| format!("connect {target}: {e}"))
+            .and_then(|s| {
+                let mut c = LineConn::new(s);
+                c.send(&Msg::Hello { pk: me, want })?;
+                match c.recv(Duration::from_secs(10))? {
+                    Some(Msg::Offer { addr, .. }) => Ok((c, addr)),
+                    Some(Msg::Refused(why)) => Err(format!("server refused: {why}")),
+                    Some(m) => Err(format!("unexpected {m:?}")),
+                    None => Err("no answer within 10 s".into()),
+                }
+            });
+        match r {
+            Ok(x) => return Some(x),
+            Err(e) => {
+                if e != said {
+                    eprintln!("{KIND}: {e}; retrying");
+                    said = e;
+                }
+            }
+        }
+        let t = Instant::now();
+        while t.elapsed() < backoff && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+fn setup(
+    journal: &mut Journal,
+    ctl: &mut Control,
+    cli: &Cli,
+    server: NodeId,
+    routes: &[Prefix],
+    addr: Ipv4Addr,
+    tun_index: u32,
+    pinned: &mut HashSet<IpAddr>,
+    nexc: &mut u64,
+) -> Result<(), String> {
+    // The mesh's own underlay traffic must keep its path before the tunnel takes the prefixes.
+    let ips = ctl.underlay()?;
+    pin_underlay(journal, &ips, routes, tun_index, pinned, nexc)?;
+    ctl.attach(server, routes)?;
+    journal.add_address(&cli.tun, IpAddr::V4(addr), 32)?;
+    for p in vpn::kernel_routes(routes) {
+        journal.add_route(p.addr, p.len, &cli.tun, None)?;
+    }
+    Ok(())
+}
+
+/// Pins every IPv4 underlay address inside the routed prefixes to the path it has now (a /32
+/// route copying the kernel's current choice), so the tunnel never carries its own transport.
+fn pin_underlay(
+    journal: &mut Journal,
+    ips: &[IpAddr],
+    routes: &[Prefix],
+    tun_index: u32,
+    pinned: &mut HashSet<IpAddr>,
+    nexc: &mut u64,
+) -> Result<(), String> {
+    let mut nl = dataplane::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    for ip in ips {
+        if !ip.is_ipv4() || ip.is_loopback() || pinned.contains(ip) {
+            continue;
+        }
+        if !routes.iter().any(|p| p.contains(*ip)) {
+            continue;
+        }
+        let hop = nl
+            .route_get(*ip)
+            .map_err(|e| format!("route lookup {ip}: {e}"))?;
+        let Some(hop) = hop else {
+            continue;
+        };
+        if hop.oif == tun_index {
+            eprintln!(
+                "{KIND}: underlay address {ip} already routes through the tunnel; not pinned"
+            );
+            pinned.insert(*ip);
+            continue;
+        }
+        let dev =
+            vpn::ifname(hop.oif).ok_or_else(|| format!("no interface with index {}", hop.oif))?;
+        match journal.add_route(*ip, 32, &dev, hop.gateway) {
+            Ok(()) => *nexc += 1,
+            Err(e) if e.contains("already exists") => {}
+            Err(e) => return Err(e),
+        }
+        pinned.insert(*ip);
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The VPN across the mesh: three routers in a line (a - b - c) and an "internet" namespace
+//! behind c. c runs skywire-vpn-server (allowing a only), a runs skywire-vpn-client: curl, ping
+//! and iperf3 from a reach the internet namespace through two hops and c's NAT; b is refused.
+//! Stopping the client leaves a's routing table exactly as it was; so does `--cleanup` after a
+//! SIGKILL; stopping the server removes its nftables table, pool route and ip_forward.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+use testbed::*;
+
+const INET: &str = "10.85.9.2";
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// What the VPN client may change: IPv4 addresses and every IPv4 routing table.
+fn routing_state(ns: &Ns) -> String {
+    let a = ns.exec(&["ip", "-4", "-o", "addr", "show"]);
+    let r = ns.exec(&["ip", "-4", "route", "show", "table", "all"]);
+    format!("{}\n{}", text(&a), text(&r))
+}
+
+fn curl(ns: &Ns) -> Output {
+    ns.exec(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "3",
+        &format!("http://{INET}:8080/hello.txt"),
+    ])
+}
+
+fn curl_until_ok(ns: &Ns, within: Duration) -> Output {
+    let t = Instant::now();
+    loop {
+        let out = curl(ns);
+        if out.status.success() || t.elapsed() > within {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_log(path: &std::path::Path, what: &str, within: Duration) {
+    wait_until(what, within, || {
+        std::fs::read_to_string(path).is_ok_and(|s| s.contains(what))
+    });
+}
+
+#[test]
+fn vpn_across_two_hops_and_clean_teardown() {
+    for c in ["ip", "ping", "python3", "curl", "iperf3", "nft"] {
+        assert!(have(c), "needs {c}: run scripts/test.sh (it installs it)");
+    }
+    let t = tag();
+    let dir = scratch(&t);
+    let names = ["a", "b", "c"];
+    let keys: Vec<(String, String)> = names.iter().map(|n| keygen(&dir, n)).collect();
+    let mut ns: Vec<Ns> = names.iter().map(|n| Ns::new(format!("{t}{n}"))).collect();
+    let inet = Ns::new(format!("{t}i"));
+    link(
+        &ns[0],
+        &format!("{t}ab"),
+        "10.85.1.1/24",
+        &ns[1],
+        &format!("{t}ba"),
+        "10.85.1.2/24",
+    );
+    link(
+        &ns[1],
+        &format!("{t}bc"),
+        "10.85.2.1/24",
+        &ns[2],
+        &format!("{t}cb"),
+        "10.85.2.2/24",
+    );
+    let uplink = format!("{t}ci");
+    link(
+        &ns[2],
+        &uplink,
+        "10.85.9.1/24",
+        &inet,
+        &format!("{t}ic"),
+        "10.85.9.2/24",
+    );
+    let neigh: [Vec<(&str, &str)>; 3] = [
+        vec![(&keys[1].0, "10.85.1.2")],
+        vec![(&keys[0].0, "10.85.1.1"), (&keys[2].0, "10.85.2.2")],
+        vec![(&keys[1].0, "10.85.2.1")],
+    ];
+    for (i, n) in names.iter().enumerate() {
+        start_router(&mut ns[i], &dir, n, &neigh[i], "");
+    }
+    ping_until(&ns[0], &keys[2].1, Duration::from_secs(20));
+    ping_until(&ns[1], &keys[2].1, Duration::from_secs(20));
+    // The internet: a page and an iperf3 server; a has no route there.
+    std::fs::write(dir.join("hello.txt"), "hello from the internet\n").unwrap();
+    let mut inet = inet;
+    inet.spawn(
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            INET,
+            "--directory",
+            dir.to_str().unwrap(),
+        ],
+        &dir.join("http.log"),
+    );
+    inet.spawn(
+        &["iperf3", "-s", "-B", INET, "-p", "5201"],
+        &dir.join("iperf3-server.log"),
+    );
+    assert!(
+        !curl(&ns[0]).status.success(),
+        "a reaches the internet without the VPN"
+    );
+    let before = routing_state(&ns[0]);
+    let c_nft_before = text(&ns[2].exec(&["nft", "list", "ruleset"]));
+    let fwd = |ns: &Ns| text(&ns.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]));
+    ns[2].must(&["sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"]);
+    let c_fwd_before = fwd(&ns[2]);
+    assert_eq!(c_fwd_before.trim(), "0");
+
+    let srv = bin("apps", "skywire-vpn-server");
+    let cli = bin("apps", "skywire-vpn-client");
+    let server = ns[2].spawn(
+        &[
+            srv.to_str().unwrap(),
+            "v0",
+            dir.join("c.ctl").to_str().unwrap(),
+            "8100",
+            "--allow",
+            &keys[0].0,
+            "--uplink",
+            &uplink,
+            "--state-dir",
+            dir.join("c-state").to_str().unwrap(),
+        ],
+        &dir.join("vpn-server.log"),
+    );
+    wait_log(
+        &dir.join("vpn-server.log"),
+        "listening on",
+        Duration::from_secs(20),
+    );
+    let client_args = |n: &str| {
+        vec![
+            cli.to_str().unwrap().to_string(),
+            "v0".to_string(),
+            dir.join(format!("{n}.ctl")).to_str().unwrap().to_string(),
+            "--server-pk".to_string(),
+            keys[2].0.clone(),
+            "--state-dir".to_string(),
+            dir.join(format!("{n}-state")).to_str().unwrap().to_string(),
+        ]
+    };
+    let args_a = client_args("a");
+    let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
+    let client_log = dir.join("vpn-client.log");
+    let client = ns[0].spawn(&args_a, &client_log);
+
+    // Through the VPN: curl, ping, iperf3; the internet sees c's address (NAT).
+    let out = curl_until_ok(&ns[0], Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "curl through the vpn: {}\nclient log:\n{}",
+        text(&out),
+        std::fs::read_to_string(&client_log).unwrap_or_default()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the internet\n"
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("http.log"))
+            .unwrap()
+            .contains("10.85.9.1"),
+        "the internet did not see the exit's address"
+    );
+    ping(&ns[0], INET);
+    let out = ns[0].exec(&["iperf3", "-c", INET, "-p", "5201", "-t", "2", "-J"]);
+    assert!(out.status.success(), "iperf3: {}", text(&out));
+    let json = String::from_utf8_lossy(&out.stdout);
+    let received: f64 = json
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|s| s.split("\"bytes\":").nth(1))
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(received > 100_000.0, "iperf3 moved {received} bytes");
+    let during = routing_state(&ns[0]);
+    assert_ne!(during, before, "the client changed nothing");
+    assert!(
+        during.contains("0.0.0.0/1") && during.contains("128.0.0.0/1"),
+        "{during}"
+    );
+
+    // b is on the mesh but not allowed: refused, and its table untouched.
+    let b_before = routing_state(&ns[1]);
+    let args_b = client_args("b");
+    let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    let b_client = ns[1].spawn(&args_b, &dir.join("vpn-client-b.log"));
+    wait_log(
+        &dir.join("vpn-client-b.log"),
+        "refused",
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        terminate(&mut ns[1], b_client, Duration::from_secs(5)).code(),
+        Some(0)
+    );
+    assert_eq!(routing_state(&ns[1]), b_before);
+
+    // A clean stop restores a's routing table.
+    let st = terminate(&mut ns[0], client, Duration::from_secs(10));
+    assert_eq!(st.code(), Some(0), "client exit");
+    assert_eq!(routing_state(&ns[0]), before, "after a clean stop");
+    assert!(
+        !curl(&ns[0]).status.success(),
+        "still routed after the client stopped"
+    );
+
+    // A crash leaves the changes; --cleanup (or the next start) undoes them.
+    let client = ns[0].spawn(&args_a, &client_log);
+    let out = curl_until_ok(&ns[0], Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "curl after the restart: {}",
+        text(&out)
+    );
+    let _ = ns[0].child(client).kill();
+    let _ = ns[0].child(client).wait();
+    assert_ne!(routing_state(&ns[0]), before, "SIGKILL undid the routes?");
+    let mut cleanup = args_a.clone();
+    cleanup.push("--cleanup");
+    let out = ns[0].exec(&cleanup);
+    assert!(out.status.success(), "cleanup: {}", text(&out));
+    assert!(text(&out).contains("undid"), "{}", text(&out));
+    assert_eq!(routing_state(&ns[0]), before, "after crash + cleanup");
+
+    // The server's stop removes its table, its route and ip_forward.
+    assert!(text(&ns[2].exec(&["nft", "list", "ruleset"])).contains("skywire_vpn_v0"));
+    assert_eq!(
+        terminate(&mut ns[2], server, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    assert_eq!(text(&ns[2].exec(&["nft", "list", "ruleset"])), c_nft_before);
+    assert!(!text(&ns[2].exec(&["ip", "-4", "route"])).contains("100.64.0.0/10"));
+    assert_eq!(fwd(&ns[2]), c_fwd_before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
