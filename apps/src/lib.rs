@@ -10,6 +10,7 @@
 //! to the host's network state so it can be undone on exit or after a crash.
 
 pub mod common;
+pub mod hostnet;
 pub mod lookup;
 pub mod relay;
 pub mod server;

@@ -256,6 +256,7 @@ pub struct Control {
     path: PathBuf,
     client: Option<AppClient>,
     attached: HashMap<NodeId, Vec<Prefix>>,
+    services: Vec<(String, u16)>,
     /// Reconnections made.
     pub reconnects: u64,
 }
@@ -267,6 +268,7 @@ impl Control {
             path: path.to_path_buf(),
             client: Some(AppClient::connect(path)?),
             attached: HashMap::new(),
+            services: Vec::new(),
             reconnects: 0,
         })
     }
@@ -291,6 +293,9 @@ impl Control {
         let mut c = AppClient::connect(&self.path)?;
         for (n, ps) in &self.attached {
             c.call(&attach_line(n, ps))?;
+        }
+        for (kind, port) in &self.services {
+            c.call(&format!("service {kind} {port}"))?;
         }
         self.client = Some(c);
         self.reconnects += 1;
@@ -323,6 +328,15 @@ impl Control {
         self.call(&attach_line(&node, prefixes))?;
         self.attached.insert(node, prefixes.to_vec());
         Ok(())
+    }
+
+    /// Publishes a service in this node's messenger record (kept across controlplane
+    /// restarts, withdrawn when this connection closes). The reply says when no messenger is
+    /// configured.
+    pub fn publish(&mut self, kind: &str, port: u16) -> Result<String, String> {
+        let r = self.call(&format!("service {kind} {port}"))?;
+        self.services.push((kind.to_string(), port));
+        Ok(r)
     }
 
     /// Drops the attachment to `node`.

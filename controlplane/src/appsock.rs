@@ -11,6 +11,9 @@
 //! detach <pk>                 -> ok
 //! route <pk>                  -> ok up | ok pending
 //! underlay                    -> ok <ip>... the addresses this router's links and messengers use
+//! service <kind> <port>       -> ok         publish a service in this node's messenger record
+//!                                           (held like attachments; `ok unpublished` without
+//!                                           a messenger)
 //! ```
 //!
 //! Attachments live exactly as long as the connection that made them: an app that exits or
@@ -58,6 +61,13 @@ pub enum Request {
     },
     /// Underlay addresses in use.
     Underlay,
+    /// Publish a service with the messengers.
+    Service {
+        /// Its kind (e.g. `socks`, `vpn`).
+        kind: String,
+        /// Its port.
+        port: u16,
+    },
 }
 
 fn overlay_net() -> Prefix {
@@ -95,6 +105,25 @@ pub fn parse(line: &str) -> Result<Request, String> {
         "detach" => Request::Detach {
             node: node(&mut w)?,
         },
+        "service" => {
+            let kind = w.next().ok_or("missing service kind")?;
+            if kind.len() > 32
+                || !kind
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!("service kind {kind:?}: 1-32 of [A-Za-z0-9_-]"));
+            }
+            let port = w
+                .next()
+                .ok_or("missing service port")?
+                .parse::<u16>()
+                .map_err(|_| "service port must be 0-65535".to_string())?;
+            Request::Service {
+                kind: kind.to_string(),
+                port,
+            }
+        }
         "attach" => {
             let node = node(&mut w)?;
             let mut prefixes = Vec::new();
@@ -326,6 +355,13 @@ mod tests {
             })
         );
         assert_eq!(parse(&format!("route {pk}")), Ok(Request::Route { node }));
+        assert_eq!(
+            parse("service socks 8001"),
+            Ok(Request::Service {
+                kind: "socks".into(),
+                port: 8001
+            })
+        );
         for (bad, why) in [
             ("", "empty"),
             ("frobnicate", "unknown request"),
@@ -336,6 +372,9 @@ mod tests {
             (&format!("attach {pk} fd73:6b79::/48"), "overlay"),
             (&format!("attach {pk} ::/0"), "overlay"),
             (&format!("route {pk} extra"), "unexpected"),
+            ("service", "missing service kind"),
+            ("service so/cks 1", "service kind"),
+            ("service socks 70000", "port"),
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");

@@ -31,6 +31,7 @@ pub fn spawn(
     services: Vec<crate::messenger::Service>,
     wanted: Vec<NodeId>,
     ctx: LinkCtx,
+    updates: Receiver<Vec<crate::messenger::Service>>,
 ) -> Result<(), String> {
     let id = Identity::from_seed(seed)?;
     let seq_start = std::time::SystemTime::now()
@@ -41,11 +42,16 @@ pub fn spawn(
     let client = MessengerClient::new(Identity::from_seed(seed)?, cfg);
     std::thread::Builder::new()
         .name("messenger".into())
-        .spawn(move || run(id, client, messengers, advertise, services, wanted, ctx))
+        .spawn(move || {
+            run(
+                id, client, messengers, advertise, services, wanted, ctx, updates,
+            )
+        })
         .map_err(|e| e.to_string())?;
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     id: Identity,
     mut client: MessengerClient,
@@ -54,10 +60,11 @@ fn run(
     services: Vec<crate::messenger::Service>,
     wanted: Vec<NodeId>,
     ctx: LinkCtx,
+    updates: Receiver<Vec<crate::messenger::Service>>,
 ) {
     let epoch = Instant::now();
     let now = || epoch.elapsed().as_millis() as u64;
-    if let Err(e) = client.set_record(now(), advertise, services) {
+    if let Err(e) = client.set_record(now(), advertise.clone(), services) {
         eprintln!("skywire-control: messenger record: {e}");
     }
     let (tx, rx): (Sender<Inbound>, Receiver<Inbound>) = channel();
@@ -105,6 +112,16 @@ fn run(
                     client.disconnected(now(), pk);
                 }
             }
+        }
+        // Services apps published or withdrew through the app socket.
+        let mut latest = None;
+        while let Ok(s) = updates.try_recv() {
+            latest = Some(s);
+        }
+        if let Some(s) = latest
+            && let Err(e) = client.set_record(now(), advertise.clone(), s)
+        {
+            eprintln!("skywire-control: messenger record: {e}");
         }
         if last_lookup.elapsed() >= RELOOKUP {
             last_lookup = Instant::now();

@@ -68,6 +68,10 @@ pub struct Driver {
     programmed: HashMap<Prefix, NodeId>,
     /// Deliver rules installed: (session, label) -> the node whose route ends here.
     delivers: HashMap<(u32, u32), NodeId>,
+    /// Services apps published, per app connection.
+    app_services: HashMap<u64, Vec<crate::messenger::Service>>,
+    /// The messenger client's record updates (none without messengers).
+    services_tx: Option<std::sync::mpsc::Sender<Vec<crate::messenger::Service>>>,
     /// Counters for `ru`.
     pub stats: Stats,
 }
@@ -568,6 +572,20 @@ impl Driver {
                 Ok(String::new())
             }
             appsock::Request::Attach { node, prefixes } => self.attach(conn, node, prefixes),
+            appsock::Request::Service { kind, port } => {
+                let list = self.app_services.entry(conn).or_default();
+                list.retain(|s| s.kind != kind);
+                list.push(crate::messenger::Service {
+                    kind,
+                    port,
+                    meta: String::new(),
+                });
+                Ok(if self.publish_services() {
+                    String::new()
+                } else {
+                    "unpublished (no messenger configured)".to_string()
+                })
+            }
         };
         match r {
             Ok(s) if s.is_empty() => "ok".to_string(),
@@ -630,6 +648,9 @@ impl Driver {
                 let _ = reply.send(r);
             }
             appsock::Event::Closed { conn } => {
+                if self.app_services.remove(&conn).is_some() {
+                    self.publish_services();
+                }
                 if let Some(m) = self.attached.remove(&conn) {
                     for node in m.into_keys() {
                         eprintln!(
@@ -642,6 +663,21 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Sends the messenger client the configured services plus those apps published; false
+    /// when there is no messenger to publish with.
+    fn publish_services(&self) -> bool {
+        let Some(tx) = &self.services_tx else {
+            return false;
+        };
+        let mut all = self.cfg.services.clone();
+        for s in self.app_services.values().flatten() {
+            if !all.iter().any(|x| x.kind == s.kind && x.port == s.port) {
+                all.push(s.clone());
+            }
+        }
+        tx.send(all).is_ok()
     }
 
     /// Keeps the routes to nodes with attached prefixes up, used or not.
@@ -925,7 +961,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         TcpListener::bind(cfg.listen).map_err(|e| format!("listen {}: {e}", cfg.listen))?;
     let c = ctx.clone();
     std::thread::spawn(move || links::listen(c, listener));
+    let mut services_tx = None;
     if !cfg.messengers.is_empty() {
+        let (stx, srx) = channel();
+        services_tx = Some(stx);
         let wanted: Vec<NodeId> = cfg
             .neighbours
             .iter()
@@ -939,6 +978,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             cfg.services.clone(),
             wanted,
             ctx.clone(),
+            srx,
         )?;
     }
     for n in &cfg.neighbours {
@@ -961,6 +1001,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         attached: HashMap::new(),
         programmed: HashMap::new(),
         delivers: HashMap::new(),
+        app_services: HashMap::new(),
+        services_tx,
         stats: Stats::default(),
     };
     d.remember(me);

@@ -54,8 +54,10 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
+const RTM_GETROUTE: u16 = 26;
 
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
@@ -70,7 +72,9 @@ const IFA_F_NODAD: u32 = 0x02;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_PREFSRC: u16 = 7;
 const RTA_TABLE: u16 = 15;
+const RTA_VIA: u16 = 18;
 
 const RT_TABLE_COMPAT: u8 = 252;
 const RT_TABLE_MAIN: u32 = 254;
@@ -79,6 +83,7 @@ const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
 const RT_SCOPE_NOWHERE: u8 = 255;
 const RTN_UNICAST: u8 = 1;
+const RTN_LOCAL: u8 = 2;
 
 const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = libc::AF_INET as u8;
@@ -132,6 +137,16 @@ pub enum ParseError {
     ShortError(usize),
     #[error("netlink payload too short for {what} ({len} bytes)")]
     ShortPayload { what: &'static str, len: usize },
+    #[error("netlink attribute at offset {offset} has invalid length {len} ({left} bytes left)")]
+    BadAttribute {
+        offset: usize,
+        len: usize,
+        left: usize,
+    },
+    #[error("netlink attribute {what} has invalid size {len}")]
+    BadAttrValue { what: &'static str, len: usize },
+    #[error("netlink reply lacks attribute {0}")]
+    MissingAttr(&'static str),
 }
 
 impl From<ParseError> for io::Error {
@@ -287,6 +302,118 @@ fn parse_link(payload: &[u8]) -> Result<LinkInfo, ParseError> {
         }
     }
     Ok(info)
+}
+
+/// Like [`attrs`], but a malformed attribute (length shorter than its
+/// header or running past the buffer) is an error instead of the end.
+/// Trailing bytes too short for an attribute header are an error too.
+pub fn attrs_strict(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, ParseError> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off < buf.len() {
+        let rest = &buf[off..];
+        let (Some(len), Some(ty)) = (u16_at(rest, 0), u16_at(rest, 2)) else {
+            return Err(ParseError::BadAttribute {
+                offset: off,
+                len: rest.len(),
+                left: rest.len(),
+            });
+        };
+        let len = len as usize;
+        if len < NLA_HDRLEN || len > rest.len() {
+            return Err(ParseError::BadAttribute {
+                offset: off,
+                len,
+                left: rest.len(),
+            });
+        }
+        out.push((ty & NLA_TYPE_MASK, &rest[NLA_HDRLEN..len]));
+        off = off.saturating_add(align(len));
+    }
+    Ok(out)
+}
+
+/// Where the kernel would send a packet, from an `RTM_GETROUTE` lookup
+/// (`ip route get`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteHop {
+    /// Output interface index.
+    pub oif: u32,
+    /// Next hop, if not directly connected.
+    pub gateway: Option<IpAddr>,
+    /// Preferred source address for the destination.
+    pub prefsrc: Option<IpAddr>,
+}
+
+/// An address attribute of `family` (AF_INET or AF_INET6).
+fn ip_attr(what: &'static str, family: u8, val: &[u8]) -> Result<IpAddr, ParseError> {
+    match (family, val.len()) {
+        (AF_INET, 4) => Ok(IpAddr::from([val[0], val[1], val[2], val[3]])),
+        (AF_INET6, 16) => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(val);
+            Ok(IpAddr::from(a))
+        }
+        _ => Err(ParseError::BadAttrValue {
+            what,
+            len: val.len(),
+        }),
+    }
+}
+
+/// Decode the `RTM_NEWROUTE` answer to a route lookup. `Ok(None)` for
+/// routes that deliver nowhere (unreachable, prohibit, blackhole, throw).
+pub fn parse_route_hop(payload: &[u8]) -> Result<Option<RouteHop>, ParseError> {
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags u32
+    let Some(h) = payload.get(..12) else {
+        return Err(ParseError::ShortPayload {
+            what: "rtmsg",
+            len: payload.len(),
+        });
+    };
+    let (family, rtype) = (h[0], h[7]);
+    if family != AF_INET && family != AF_INET6 {
+        return Err(ParseError::BadAttrValue {
+            what: "rtmsg family",
+            len: usize::from(family),
+        });
+    }
+    let mut oif = None;
+    let mut gateway = None;
+    let mut prefsrc = None;
+    for (ty, val) in attrs_strict(&payload[12..])? {
+        match ty {
+            RTA_OIF => {
+                oif = Some(u32_at(val, 0).filter(|_| val.len() == 4).ok_or(
+                    ParseError::BadAttrValue {
+                        what: "RTA_OIF",
+                        len: val.len(),
+                    },
+                )?);
+            }
+            RTA_GATEWAY => gateway = Some(ip_attr("RTA_GATEWAY", family, val)?),
+            RTA_PREFSRC => prefsrc = Some(ip_attr("RTA_PREFSRC", family, val)?),
+            RTA_VIA => {
+                // struct rtvia { sa_family_t family (u16); u8 addr[]; }
+                let via_family = u16_at(val, 0).ok_or(ParseError::BadAttrValue {
+                    what: "RTA_VIA",
+                    len: val.len(),
+                })?;
+                let fam = u8::try_from(via_family).unwrap_or(AF_UNSPEC);
+                gateway = Some(ip_attr("RTA_VIA", fam, &val[2..])?);
+            }
+            _ => {}
+        }
+    }
+    if rtype != RTN_UNICAST && rtype != RTN_LOCAL {
+        return Ok(None);
+    }
+    let oif = oif.ok_or(ParseError::MissingAttr("RTA_OIF"))?;
+    Ok(Some(RouteHop {
+        oif,
+        gateway,
+        prefsrc,
+    }))
 }
 
 // ---- building ----
@@ -677,6 +804,64 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Remove `addr/prefix_len` from the link (`RTM_DELADDR`). Fails with
+    /// `EADDRNOTAVAIL` (see [`os_errno`]) if the link does not have it.
+    pub fn del_address(&mut self, index: u32, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
+        check_prefix(&addr, prefix_len)?;
+        let seq = self.next_seq();
+        let mut m = MsgBuilder::new(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, seq);
+        // struct ifaddrmsg: family, prefixlen, flags, scope, index u32
+        let mut h = [0u8; 8];
+        h[0] = family(&addr);
+        h[1] = prefix_len;
+        h[4..8].copy_from_slice(&index.to_ne_bytes());
+        m.header(&h);
+        if addr.is_ipv4() {
+            m.attr_ip(IFA_LOCAL, addr);
+        }
+        m.attr_ip(IFA_ADDRESS, addr);
+        self.request(m, seq, &|fd| {
+            format!(
+                "delete address {addr}/{prefix_len} from {}",
+                describe(fd, index)
+            )
+        })
+        .map(drop)
+    }
+
+    /// Look up the route the kernel would use for `dst` (`RTM_GETROUTE`,
+    /// like `ip route get`). `Ok(None)` if `dst` is unreachable: no route,
+    /// or an `unreachable`/`prohibit`/`blackhole`/`throw` route.
+    pub fn route_get(&mut self, dst: IpAddr) -> io::Result<Option<RouteHop>> {
+        let seq = self.next_seq();
+        let mut m = MsgBuilder::new(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_ACK, seq);
+        let mut h = [0u8; 12];
+        h[0] = family(&dst);
+        h[1] = if dst.is_ipv4() { 32 } else { 128 };
+        m.header(&h);
+        m.attr_ip(RTA_DST, dst);
+        let op = format!("look up route to {dst}");
+        match self.request(m, seq, &|_| op.clone()) {
+            Ok(Some(payload)) => parse_route_hop(&payload)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{op}: {e}"))),
+            Ok(None) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{op}: kernel acknowledged without a reply"),
+            )),
+            // ENETUNREACH: no route or `unreachable`; EACCES: `prohibit`;
+            // EINVAL: `blackhole` (the request itself is always well formed).
+            Err(e)
+                if matches!(
+                    os_errno(&e),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Delete the link (`RTM_DELLINK`).
     pub fn del_link(&mut self, index: u32) -> io::Result<()> {
         let seq = self.next_seq();
@@ -930,15 +1115,187 @@ mod tests {
                     let _ = parse_error(m.payload, NLM_F_ACK_TLVS);
                     let _ = parse_error(m.payload, NLM_F_ACK_TLVS | NLM_F_CAPPED);
                     let _ = parse_link(m.payload);
+                    let _ = parse_route_hop(m.payload);
                     let _ = attrs(m.payload).count();
+                    let _ = attrs_strict(m.payload);
                 }
             }
             let _ = attrs(b).count();
             let _ = parse_error(b, NLM_F_ACK_TLVS);
             let _ = parse_link(b);
+            let _ = parse_route_hop(b);
         }
         assert!(parse_messages(&[0; 16]).is_err());
         assert!(parse_messages(&[1, 2, 3]).is_err());
+    }
+
+    /// An `RTM_NEWROUTE` reply payload as the kernel sends it for
+    /// `ip route get 10.8.1.2` (route via 10.7.0.2 dev ifindex 3).
+    fn route_reply(rtype: u8, extra: &[u8]) -> Vec<u8> {
+        let mut m = MsgBuilder::new(0, 0, 0);
+        // family, dst_len, src_len, tos, table, protocol, scope, type, flags
+        m.header(&[AF_INET, 32, 0, 0, 254, 0, 0, rtype, 0, 2, 0, 0]);
+        m.attr_u32(RTA_TABLE, 254);
+        m.attr_ip(RTA_DST, IpAddr::V4(Ipv4Addr::new(10, 8, 1, 2)));
+        m.attr_u32(RTA_OIF, 3);
+        m.attr_ip(RTA_PREFSRC, IpAddr::V4(Ipv4Addr::new(10, 7, 0, 1)));
+        m.attr_ip(RTA_GATEWAY, IpAddr::V4(Ipv4Addr::new(10, 7, 0, 2)));
+        let mut b = m.finish().unwrap()[NLMSG_HDRLEN..].to_vec();
+        b.extend_from_slice(extra);
+        b
+    }
+
+    #[test]
+    fn parses_route_get_reply() {
+        let hop = parse_route_hop(&route_reply(RTN_UNICAST, &[])).unwrap();
+        assert_eq!(
+            hop,
+            Some(RouteHop {
+                oif: 3,
+                gateway: Some(IpAddr::V4(Ipv4Addr::new(10, 7, 0, 2))),
+                prefsrc: Some(IpAddr::V4(Ipv4Addr::new(10, 7, 0, 1))),
+            })
+        );
+        // Unreachable / blackhole: no hop.
+        assert_eq!(parse_route_hop(&route_reply(7, &[])).unwrap(), None);
+        assert_eq!(parse_route_hop(&route_reply(6, &[])).unwrap(), None);
+        // IPv4 route via an IPv6 next hop (RTA_VIA).
+        let mut via = vec![22u8, 0, RTA_VIA as u8, 0];
+        via.extend_from_slice(&u16::from(AF_INET6).to_ne_bytes());
+        via.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        via.extend_from_slice(&[0, 0]); // pad to 4
+        let hop = parse_route_hop(&route_reply(RTN_UNICAST, &via)).unwrap();
+        assert_eq!(hop.unwrap().gateway, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+
+        // Malformed replies are errors, not panics or silent truncation.
+        let bad = |extra: &[u8]| parse_route_hop(&route_reply(RTN_UNICAST, extra)).unwrap_err();
+        // Attribute claims more bytes than are left.
+        assert!(matches!(
+            bad(&[12, 0, 4, 0, 1, 0, 0, 0]),
+            ParseError::BadAttribute { .. }
+        ));
+        // Attribute length below its header size.
+        assert!(matches!(
+            bad(&[2, 0, 4, 0]),
+            ParseError::BadAttribute { .. }
+        ));
+        // Trailing bytes that cannot hold a header.
+        assert!(matches!(bad(&[1, 0]), ParseError::BadAttribute { .. }));
+        // RTA_OIF of 2 bytes, RTA_GATEWAY of 3 bytes, RTA_VIA of 1 byte.
+        assert_eq!(
+            bad(&[6, 0, RTA_OIF as u8, 0, 1, 0, 0, 0]),
+            ParseError::BadAttrValue {
+                what: "RTA_OIF",
+                len: 2
+            }
+        );
+        assert!(matches!(
+            bad(&[7, 0, RTA_GATEWAY as u8, 0, 1, 2, 3, 0]),
+            ParseError::BadAttrValue { .. }
+        ));
+        assert!(matches!(
+            bad(&[5, 0, RTA_VIA as u8, 0, 1, 0, 0, 0]),
+            ParseError::BadAttrValue { .. }
+        ));
+        // Short rtmsg, missing RTA_OIF.
+        assert!(matches!(
+            parse_route_hop(&[AF_INET, 32, 0]),
+            Err(ParseError::ShortPayload { .. })
+        ));
+        let mut no_oif = [0u8; 12];
+        no_oif[0] = AF_INET;
+        no_oif[7] = RTN_UNICAST;
+        assert_eq!(
+            parse_route_hop(&no_oif),
+            Err(ParseError::MissingAttr("RTA_OIF"))
+        );
+    }
+
+    /// Run `f` on a fresh thread inside a new network namespace; false if
+    /// namespaces are not permitted (test skipped).
+    fn in_netns<F: FnOnce() + Send + 'static>(f: F) -> bool {
+        let h = std::thread::spawn(move || {
+            // SAFETY: NEWNET only changes this thread's network namespace;
+            // it does not unshare the fd table, so no fd invariants change.
+            match unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) } {
+                Ok(()) => {}
+                Err(rustix::io::Errno::PERM) => {
+                    eprintln!("skipping: unshare(CLONE_NEWNET) not permitted");
+                    return false;
+                }
+                Err(e) => panic!("unshare: {e}"),
+            }
+            f();
+            true
+        });
+        match h.join() {
+            Ok(ran) => ran,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+
+    #[test]
+    fn route_get_and_del_address_in_netns() {
+        in_netns(|| {
+            let mut nl = Netlink::open().unwrap();
+            // A veth pair made by `ip`, which runs in this thread's namespace.
+            let ok = std::process::Command::new("ip")
+                .args([
+                    "link", "add", "nlt0", "type", "veth", "peer", "name", "nlt1",
+                ])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            let v0 = nl.link_index("nlt0").unwrap().unwrap();
+            let v1 = nl.link_index("nlt1").unwrap().unwrap();
+            nl.set_link_up(v0, true).unwrap();
+            nl.set_link_up(v1, true).unwrap();
+            let a: IpAddr = "10.7.0.1".parse().unwrap();
+            let far: IpAddr = "10.8.1.2".parse().unwrap();
+            // Nothing but lo: unreachable.
+            assert_eq!(nl.route_get(far).unwrap(), None);
+            assert_eq!(nl.route_get("fd00::9".parse().unwrap()).unwrap(), None);
+
+            nl.add_address(v0, a, 24).unwrap();
+            let hop = nl.route_get("10.7.0.5".parse().unwrap()).unwrap().unwrap();
+            assert_eq!((hop.oif, hop.gateway, hop.prefsrc), (v0, None, Some(a)));
+            // The own address is reached through lo.
+            let lo = nl.link_index("lo").unwrap().unwrap();
+            assert_eq!(nl.route_get(a).unwrap().map(|h| h.oif), Some(lo));
+            nl.add_route(far, 16, v0, Some("10.7.0.2".parse().unwrap()), None)
+                .unwrap();
+            let hop = nl.route_get(far).unwrap().unwrap();
+            assert_eq!(hop.oif, v0);
+            assert_eq!(hop.gateway, Some("10.7.0.2".parse().unwrap()));
+            assert_eq!(hop.prefsrc, Some(a));
+
+            // Routes that deliver nowhere.
+            for (ty, net, probe) in [
+                ("blackhole", "10.20.0.0/16", "10.20.0.1"),
+                ("unreachable", "10.21.0.0/16", "10.21.0.1"),
+                ("prohibit", "10.22.0.0/16", "10.22.0.1"),
+            ] {
+                let ok = std::process::Command::new("ip")
+                    .args(["route", "add", ty, net])
+                    .status()
+                    .unwrap();
+                assert!(ok.success());
+                let got = nl.route_get(probe.parse().unwrap());
+                assert!(matches!(got, Ok(None)), "{ty}: {got:?}");
+            }
+
+            // Deleting the address takes its subnet (and the route via it) away.
+            nl.del_address(v0, a, 24).unwrap();
+            assert_eq!(nl.route_get("10.7.0.5".parse().unwrap()).unwrap(), None);
+            assert_eq!(nl.route_get(far).unwrap(), None);
+            let e = nl.del_address(v0, a, 24).unwrap_err();
+            assert_eq!(os_errno(&e), Some(libc::EADDRNOTAVAIL), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with("delete address 10.7.0.1/24 from nlt0: "),
+                "{e}"
+            );
+        });
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! says otherwise, and serves only the nodes whose public keys are `--allow`ed (a peer's TCP
 //! source address is its overlay address, which the dataplane authenticates), or every node
 //! with `--allow-all`. See `apps::server` for how refusals are answered.
+//!
+//! When CONTROL_ENDPOINT is a path (skywire-control's app socket), the overlay address comes
+//! from the controlplane and the server publishes itself as service `socks` with the
+//! messengers for as long as it runs; an `ADDR:PORT` (the original form) is accepted and unused.
 
 use apps::common::{self, Stats};
 use apps::server::{self, Credentials, Policy};
@@ -21,7 +25,7 @@ const KIND: &str = "skywire-socks-server";
 struct Cli {
     /// Text name of this app instance (a label in logs).
     name: String,
-    /// The node's control endpoint (accepted for compatibility with the original app; unused).
+    /// skywire-control's app socket (a path), or an ADDR:PORT of the original app (unused).
     control_endpoint: String,
     /// Port to listen on.
     port: u16,
@@ -79,11 +83,24 @@ fn main() {
             pass: p.clone().into_bytes(),
         });
     }
-    let addr = match &cli.listen {
-        Some(l) => {
+    let mut control = None;
+    if cli.control_endpoint.contains('/') {
+        let c = apps::vpn::connect_control(
+            std::path::Path::new(&cli.control_endpoint),
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| fail(&e));
+        control = Some(c);
+    }
+    let addr = match (&cli.listen, &mut control) {
+        (Some(l), _) => {
             common::parse_listen(l, cli.port).unwrap_or_else(|e| fail(&format!("--listen: {e}")))
         }
-        None => match common::own_overlay(&cli.key) {
+        (None, Some(c)) => match c.whoami() {
+            Ok((_, a)) => SocketAddr::new(IpAddr::V6(a), cli.port),
+            Err(e) => fail(&e),
+        },
+        (None, None) => match common::own_overlay(&cli.key) {
             Ok(a) => SocketAddr::new(IpAddr::V6(a), cli.port),
             Err(e) => fail(&e),
         },
@@ -100,16 +117,34 @@ fn main() {
     } else {
         format!("{} allowed node(s)", policy.allowed.len())
     };
+    let published = match &mut control {
+        Some(c) => match c.publish("socks", local.port()) {
+            Ok(r) if r.is_empty() => "published as service socks".to_string(),
+            Ok(r) => format!("service socks {r}"),
+            Err(e) => format!("not published: {e}"),
+        },
+        None => format!("control endpoint {} unused", cli.control_endpoint),
+    };
     common::say(&format!(
-        "{KIND} {}: listening on {local} (serving {who}{}; control endpoint {} unused)",
+        "{KIND} {}: listening on {local} (serving {who}{}; {published})",
         cli.name,
         if policy.credentials.is_some() {
             ", password required"
         } else {
             ""
         },
-        cli.control_endpoint
     ));
+    if let Some(mut c) = control {
+        // Holds the publication; follows controlplane restarts.
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                if let Err(e) = c.check() {
+                    eprintln!("{KIND}: controlplane: {e}");
+                }
+            }
+        });
+    }
     let stats = Stats::new(session.as_ref());
     let policy = Arc::new(policy);
     let code = common::run(session, listener, cli.max_conns, stats, move |s, st| {

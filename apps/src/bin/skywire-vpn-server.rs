@@ -108,6 +108,9 @@ fn main() {
         Some(set)
     };
     let pool = vpn::parse_pool(&cli.pool).unwrap_or_else(|e| fail(&e));
+    if cli.port == 0 {
+        fail("PORT must be 1-65535");
+    }
     let mut ctl =
         vpn::connect_control(&cli.control, Duration::from_secs(30)).unwrap_or_else(|e| fail(&e));
     let (_, overlay) = ctl.whoami().unwrap_or_else(|e| fail(&e));
@@ -128,6 +131,11 @@ fn main() {
             fail(&format!("listen on {addr}: {e}"));
         }
     };
+    match ctl.publish(vpn::SERVICE, cli.port) {
+        Ok(r) if !r.is_empty() => common::say(&format!("{KIND}: service {}: {r}", vpn::SERVICE)),
+        Ok(_) => {}
+        Err(e) => eprintln!("{KIND}: cannot publish the service: {e}"),
+    }
     let session = match common::register(KIND) {
         Ok(s) => s,
         Err(e) => {

@@ -1,0 +1,941 @@
+//! Changes to the host's network state (addresses, routes, sysctls, nftables tables) that are
+//! undone on exit and, after a crash, at the next start.
+//!
+//! Every change goes through a [`Journal`]: its entry is written to the journal file (temp
+//! file, fsync, rename) *before* the change is applied, and removed again if applying fails.
+//! So whatever moment the process dies at, the file lists every change that may have been
+//! made; [`Journal::open`] undoes those leftovers. Undoing a change that never happened is
+//! harmless ("not found" is not an error), and an address or route that already existed is
+//! refused without being journaled, so undo never removes what we did not add.
+//!
+//! The file is plain text, one change per line after a header:
+//!
+//! ```text
+//! # skywire hostnet journal v1
+//! addr sky0 100.64.0.2/32
+//! route 0.0.0.0/1 dev sky0
+//! route 10.1.2.3/32 dev eth0 via 10.1.2.254
+//! sysctl net/ipv4/ip_forward 0
+//! nft ip skywire_vpn
+//! ```
+//!
+//! `sysctl` lines hold the value to restore. Blank lines and further `#` lines are ignored.
+//!
+//! All operations act on the network namespace of the calling thread (netlink sockets are
+//! opened per call, `/proc/sys/net` and spawned `nft` follow the thread).
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+
+use dataplane::netlink::{Netlink, os_errno};
+
+/// First line of every journal file.
+pub const HEADER: &str = "# skywire hostnet journal v1";
+
+/// One change to the host, as recorded in the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An address added to a device.
+    Addr { dev: String, addr: IpAddr, len: u8 },
+    /// A route added to the main table (`dst` has no host bits set).
+    Route {
+        dst: IpAddr,
+        len: u8,
+        dev: String,
+        gw: Option<IpAddr>,
+    },
+    /// A sysctl (path relative to `/proc/sys`) and the value to restore.
+    Sysctl { path: String, old: String },
+    /// An nftables table we created; undo deletes it.
+    NftTable { family: String, name: String },
+}
+
+/// The journal line, e.g. `route 10.1.2.3/32 dev eth0 via 10.1.2.254`.
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Addr { dev, addr, len } => write!(f, "addr {dev} {addr}/{len}"),
+            Change::Route { dst, len, dev, gw } => {
+                write!(f, "route {dst}/{len} dev {dev}")?;
+                match gw {
+                    Some(gw) => write!(f, " via {gw}"),
+                    None => Ok(()),
+                }
+            }
+            Change::Sysctl { path, old } => write!(f, "sysctl {path} {old}"),
+            Change::NftTable { family, name } => write!(f, "nft {family} {name}"),
+        }
+    }
+}
+
+/// Parses one journal line (without its newline). The result is validated.
+impl FromStr for Change {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<Change, String> {
+        let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let change = match kind {
+            "addr" => match words(rest)[..] {
+                [dev, cidr] => {
+                    let (addr, len) = parse_cidr(cidr)?;
+                    Change::Addr {
+                        dev: dev.to_string(),
+                        addr,
+                        len,
+                    }
+                }
+                _ => return Err("expected `addr DEV ADDR/LEN`".into()),
+            },
+            "route" => {
+                let (cidr, dev, gw) = match words(rest)[..] {
+                    [cidr, "dev", dev] => (cidr, dev, None),
+                    [cidr, "dev", dev, "via", gw] => (cidr, dev, Some(parse_ip(gw)?)),
+                    _ => return Err("expected `route DST/LEN dev DEV [via GATEWAY]`".into()),
+                };
+                let (dst, len) = parse_cidr(cidr)?;
+                Change::Route {
+                    dst,
+                    len,
+                    dev: dev.to_string(),
+                    gw,
+                }
+            }
+            // The value is the rest of the line, verbatim (it may contain tabs).
+            "sysctl" => match rest.split_once(' ') {
+                Some((path, old)) => Change::Sysctl {
+                    path: path.to_string(),
+                    old: old.to_string(),
+                },
+                None => return Err("expected `sysctl PATH VALUE`".into()),
+            },
+            "nft" => match words(rest)[..] {
+                [family, name] => Change::NftTable {
+                    family: family.to_string(),
+                    name: name.to_string(),
+                },
+                _ => return Err("expected `nft FAMILY TABLE`".into()),
+            },
+            _ => {
+                return Err(format!(
+                    "unknown change {kind:?} (expected addr, route, sysctl or nft)"
+                ));
+            }
+        };
+        change.validate()?;
+        Ok(change)
+    }
+}
+
+fn words(s: &str) -> Vec<&str> {
+    s.split(' ').filter(|w| !w.is_empty()).collect()
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse().map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (ip, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not ADDRESS/LENGTH"))?;
+    let ip = parse_ip(ip)?;
+    let len = match len.parse::<u8>() {
+        Ok(l) if len.bytes().all(|b| b.is_ascii_digit()) => l,
+        _ => return Err(format!("{len:?} is not a prefix length")),
+    };
+    check_len(ip, len)?;
+    Ok((ip, len))
+}
+
+fn max_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+fn check_len(ip: IpAddr, len: u8) -> Result<(), String> {
+    if len > max_len(ip) {
+        return Err(format!("prefix length /{len} too long for {ip}"));
+    }
+    Ok(())
+}
+
+/// `ip` with the bits beyond `len` cleared.
+fn network(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+/// A Linux interface name we accept: 1..=15 bytes of printable ASCII, no whitespace, `/`,
+/// `:` or quotes (so it is also safe inside a quoted nft string), not `.` or `..`.
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    let ok = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'"' | b'\'' | b'\\'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid interface name"))
+    }
+}
+
+fn check_sysctl_path(path: &str) -> Result<(), String> {
+    let ok = !path.is_empty()
+        && !path.contains("..")
+        && !path.starts_with('/')
+        && path.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'/' | b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path:?} is not a sysctl path (relative to /proc/sys, made of [a-z0-9_./-], no `..`)"
+        ))
+    }
+}
+
+/// A sysctl value that fits on a journal line: not empty, no surrounding whitespace, no
+/// control characters other than tab.
+fn check_sysctl_value(v: &str) -> Result<(), String> {
+    let ok = !v.is_empty() && v.trim() == v && v.chars().all(|c| c == '\t' || !c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "sysctl value {v:?} cannot be recorded (empty, multi-line or with control characters)"
+        ))
+    }
+}
+
+fn check_nft(family: &str, name: &str) -> Result<(), String> {
+    if !matches!(family, "ip" | "ip6" | "inet") {
+        return Err(format!(
+            "nft family {family:?} not supported (expected ip, ip6 or inet)"
+        ));
+    }
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(format!(
+            "{name:?} is not an nft table name ([A-Za-z0-9_-], 1 to 63 characters)"
+        ));
+    }
+    Ok(())
+}
+
+impl Change {
+    /// Checks every field (the journal is input from another process).
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Change::Addr { dev, addr, len } => {
+                check_ifname(dev)?;
+                check_len(*addr, *len)
+            }
+            Change::Route { dst, len, dev, gw } => {
+                check_ifname(dev)?;
+                check_len(*dst, *len)?;
+                if network(*dst, *len) != *dst {
+                    return Err(format!("route destination {dst}/{len} has host bits set"));
+                }
+                if let Some(gw) = gw
+                    && gw.is_ipv4() != dst.is_ipv4()
+                {
+                    return Err(format!(
+                        "gateway {gw} is not of the address family of {dst}"
+                    ));
+                }
+                Ok(())
+            }
+            Change::Sysctl { path, old } => {
+                check_sysctl_path(path)?;
+                check_sysctl_value(old)
+            }
+            Change::NftTable { family, name } => check_nft(family, name),
+        }
+    }
+}
+
+/// Parses a journal file's bytes. Errors name the 1-based line.
+pub fn parse_journal(bytes: &[u8]) -> Result<Vec<Change>, String> {
+    let mut changes = Vec::new();
+    let mut lines = bytes.split(|b| *b == b'\n').enumerate();
+    match lines.next() {
+        Some((_, first)) if first == HEADER.as_bytes() => {}
+        _ => return Err(format!("line 1: expected the header {HEADER:?}")),
+    }
+    for (i, raw) in lines {
+        let n = i + 1;
+        let line = std::str::from_utf8(raw).map_err(|_| format!("line {n}: not UTF-8"))?;
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        changes.push(line.parse().map_err(|e| format!("line {n}: {e}"))?);
+    }
+    Ok(changes)
+}
+
+/// The journal file's text for `changes`.
+pub fn render_journal(changes: &[Change]) -> String {
+    let mut s = format!("{HEADER}\n");
+    for c in changes {
+        s.push_str(&format!("{c}\n"));
+    }
+    s
+}
+
+/// The body of an `ip` family nftables table for a VPN exit: masquerade the client pool
+/// out of `uplink`; in the forward hook, clamp the TCP MSS of SYNs through `tun` to the route
+/// MTU, let clients reach the uplink (and the replies back), and drop every other packet from
+/// the pool on `tun` and from `uplink` to `tun`. The forward chain's policy is accept: it only
+/// restricts traffic of the tunnel.
+///
+/// `pool` is an IPv4 prefix such as `100.64.0.0/10`; `uplink` and `tun` are interface names
+/// (see [`check_ifname`]). They are inserted as given (names in quotes): anything else makes
+/// `nft` reject the script, and [`Journal::nft_table`] then changes nothing.
+pub fn nat_ruleset(pool: &str, uplink: &str, tun: &str) -> String {
+    format!(
+        r#"    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {pool} oifname "{uplink}" masquerade
+    }}
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname "{tun}" tcp flags syn tcp option maxseg size set rt mtu
+        oifname "{tun}" tcp flags syn tcp option maxseg size set rt mtu
+        iifname "{tun}" ip saddr {pool} oifname "{uplink}" accept
+        iifname "{uplink}" oifname "{tun}" ct state established,related accept
+        iifname "{tun}" ip saddr {pool} drop
+        iifname "{uplink}" oifname "{tun}" drop
+    }}
+"#
+    )
+}
+
+/// Runs `nft -f -` with `script` on stdin.
+fn run_nft(script: &str) -> Result<(), String> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => "nft not found: install nftables".to_string(),
+            _ => format!("start nft: {e}"),
+        })?;
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(script.as_bytes()),
+        None => Err(io::Error::other("no stdin pipe")),
+    };
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("wait for nft: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("nft failed ({}): {}", out.status, stderr.trim()));
+    }
+    written.map_err(|e| format!("write script to nft: {e}"))
+}
+
+/// Creates-then-deletes `table FAMILY NAME` in one transaction: removes it whether or not
+/// it exists.
+fn nft_delete_script(family: &str, name: &str) -> String {
+    format!("table {family} {name}\ndelete table {family} {name}\n")
+}
+
+fn sysctl_file(path: &str) -> PathBuf {
+    Path::new("/proc/sys").join(path)
+}
+
+/// Current value of a sysctl, without the trailing newline.
+fn read_sysctl(path: &str) -> io::Result<String> {
+    let v = fs::read_to_string(sysctl_file(path))?;
+    Ok(v.strip_suffix('\n').unwrap_or(&v).to_string())
+}
+
+fn write_sysctl(path: &str, value: &str) -> io::Result<()> {
+    // No create/truncate: only existing sysctls are written.
+    let mut f = OpenOptions::new().write(true).open(sysctl_file(path))?;
+    f.write_all(value.as_bytes())
+}
+
+/// A netlink socket opened on first use.
+#[derive(Default)]
+struct Nl(Option<Netlink>);
+
+impl Nl {
+    fn get(&mut self) -> Result<&mut Netlink, String> {
+        if self.0.is_none() {
+            self.0 = Some(Netlink::open().map_err(|e| format!("netlink: {e}"))?);
+        }
+        self.0
+            .as_mut()
+            .ok_or_else(|| "netlink: not open".to_string())
+    }
+
+    /// Interface index of `dev`; `Ok(None)` if there is no such device.
+    fn index(&mut self, dev: &str) -> Result<Option<u32>, String> {
+        self.get()?
+            .link_index(dev)
+            .map_err(|e| format!("look up device {dev}: {e}"))
+    }
+}
+
+/// Undoes one change. `Ok(false)`: it was already gone.
+fn undo(nl: &mut Nl, change: &Change) -> Result<bool, String> {
+    let gone = |e: &io::Error, errnos: &[i32]| os_errno(e).is_some_and(|n| errnos.contains(&n));
+    match change {
+        Change::Addr { dev, addr, len } => {
+            let Some(index) = nl.index(dev)? else {
+                return Ok(false);
+            };
+            match nl.get()?.del_address(index, *addr, *len) {
+                Ok(()) => Ok(true),
+                Err(e) if gone(&e, &[libc::EADDRNOTAVAIL, libc::ENODEV]) => Ok(false),
+                Err(e) => Err(format!("undo `{change}`: {e}")),
+            }
+        }
+        Change::Route { dst, len, dev, gw } => {
+            let Some(index) = nl.index(dev)? else {
+                return Ok(false);
+            };
+            match nl.get()?.del_route(*dst, *len, index, *gw, None) {
+                Ok(()) => Ok(true),
+                Err(e) if gone(&e, &[libc::ESRCH, libc::ENOENT, libc::ENODEV]) => Ok(false),
+                Err(e) => Err(format!("undo `{change}`: {e}")),
+            }
+        }
+        Change::Sysctl { path, old } => {
+            match read_sysctl(path) {
+                Ok(cur) if cur == *old => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(format!("undo `{change}`: read /proc/sys/{path}: {e}")),
+            }
+            match write_sysctl(path, old) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(format!("undo `{change}`: write /proc/sys/{path}: {e}")),
+            }
+        }
+        Change::NftTable { family, name } => run_nft(&nft_delete_script(family, name))
+            .map(|()| true)
+            .map_err(|e| format!("undo `{change}`: {e}")),
+    }
+}
+
+/// The write-ahead journal of host changes. See the [module docs](self).
+///
+/// Holds an exclusive lock on `PATH.lock`, so a second process cannot open (and undo) a
+/// journal in use. Dropping a journal undoes what is left in it (errors go to stderr); call
+/// [`Journal::undo_all`] to see the errors.
+pub struct Journal {
+    path: PathBuf,
+    changes: Vec<Change>,
+    _lock: File,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.path)
+            .field("changes", &self.changes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+impl Journal {
+    /// Opens the journal at `path` (creating its directory if needed). If a journal file is
+    /// left over (a previous run crashed), undoes its changes first (reverse order, tolerating
+    /// already-gone state) and returns their journal lines in the order undone (suffixed
+    /// ` (already gone)` where nothing was left to undo), so the caller can log "restored N
+    /// changes left by a previous run".
+    ///
+    /// Fails, naming the file, if it is unparseable (the line is named too), locked by a
+    /// running process, or if a leftover change cannot be undone; in the last case the file
+    /// then lists just the changes not undone.
+    pub fn open(path: &Path) -> Result<(Journal, Vec<String>), String> {
+        let shown = path.display();
+        if path.file_name().is_none() {
+            return Err(format!("journal path {shown} does not name a file"));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)
+                .map_err(|e| format!("create directory {}: {e}", dir.display()))?;
+        }
+        let lock_path = with_suffix(path, ".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "journal {shown} is in use by another process (lock {} held)",
+                    lock_path.display()
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(format!("lock {}: {e}", lock_path.display()));
+            }
+        }
+        let journal = Journal {
+            path: path.to_path_buf(),
+            changes: Vec::new(),
+            _lock: lock,
+        };
+        let leftovers = match fs::read(path) {
+            Ok(bytes) => parse_journal(&bytes).map_err(|e| {
+                format!("journal {shown}: {e} (fix or remove the file; nothing was undone)")
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("read journal {shown}: {e}")),
+        };
+        let _ = fs::remove_file(with_suffix(path, ".tmp"));
+        let mut nl = Nl::default();
+        let mut undone = Vec::new();
+        let mut failed = Vec::new();
+        let mut errors = Vec::new();
+        for change in leftovers.iter().rev() {
+            match undo(&mut nl, change) {
+                Ok(true) => undone.push(change.to_string()),
+                Ok(false) => undone.push(format!("{change} (already gone)")),
+                Err(e) => {
+                    errors.push(e);
+                    failed.push(change.clone());
+                }
+            }
+        }
+        if !failed.is_empty() {
+            failed.reverse();
+            journal.persist(&failed)?;
+            return Err(format!(
+                "journal {shown}: cannot undo {} change(s) left by a previous run: {} \
+                 (they stay in the journal; remove it to give up on them)",
+                failed.len(),
+                errors.join("; ")
+            ));
+        }
+        journal.remove_file()?;
+        Ok((journal, undone))
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The changes made (and not undone) so far, oldest first.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Adds `addr/len` to `dev`. Refused (and not journaled) if `dev` already has it.
+    pub fn add_address(&mut self, dev: &str, addr: IpAddr, len: u8) -> Result<(), String> {
+        let change = Change::Addr {
+            dev: dev.to_string(),
+            addr,
+            len,
+        };
+        change.validate()?;
+        let mut nl = Nl::default();
+        let index = nl
+            .index(dev)?
+            .ok_or_else(|| format!("{change}: no device {dev}"))?;
+        self.apply(change, |c| match nl.get()?.add_address(index, addr, len) {
+            Ok(()) => Ok(()),
+            Err(e) if os_errno(&e) == Some(libc::EEXIST) => {
+                Err(format!("address {addr}/{len} on {dev} already exists"))
+            }
+            Err(e) => Err(format!("{c}: {e}")),
+        })
+    }
+
+    /// Adds a route to the main table (host bits of `dst` are cleared). Refused (and not
+    /// journaled) if the main table already has a route to `dst/len`.
+    pub fn add_route(
+        &mut self,
+        dst: IpAddr,
+        len: u8,
+        dev: &str,
+        gw: Option<IpAddr>,
+    ) -> Result<(), String> {
+        check_len(dst, len)?;
+        let dst = network(dst, len);
+        let change = Change::Route {
+            dst,
+            len,
+            dev: dev.to_string(),
+            gw,
+        };
+        change.validate()?;
+        let mut nl = Nl::default();
+        let index = nl
+            .index(dev)?
+            .ok_or_else(|| format!("{change}: no device {dev}"))?;
+        self.apply(change, |c| {
+            match nl.get()?.add_route(dst, len, index, gw, None) {
+                Ok(()) => Ok(()),
+                Err(e) if os_errno(&e) == Some(libc::EEXIST) => Err(format!(
+                    "{c} already exists (the main table has a route to {dst}/{len})"
+                )),
+                Err(e) => Err(format!("{c}: {e}")),
+            }
+        })
+    }
+
+    /// Sets `/proc/sys/PATH` to `value`, journaling the old value. Nothing is recorded if
+    /// the value is already `value`.
+    pub fn set_sysctl(&mut self, path: &str, value: &str) -> Result<(), String> {
+        check_sysctl_path(path)?;
+        check_sysctl_value(value)?;
+        let old = read_sysctl(path).map_err(|e| format!("read /proc/sys/{path}: {e}"))?;
+        if old == value {
+            return Ok(());
+        }
+        check_sysctl_value(&old).map_err(|e| format!("/proc/sys/{path}: {e}"))?;
+        let change = Change::Sysctl {
+            path: path.to_string(),
+            old,
+        };
+        self.apply(change, |_| {
+            write_sysctl(path, value)
+                .map_err(|e| format!("write {value:?} to /proc/sys/{path}: {e}"))
+        })
+    }
+
+    /// Loads an nft script that creates `table FAMILY NAME { BODY }`, deleting a stale table
+    /// of that name first (in the same transaction: on failure nothing changes).
+    pub fn nft_table(&mut self, family: &str, name: &str, body: &str) -> Result<(), String> {
+        let change = Change::NftTable {
+            family: family.to_string(),
+            name: name.to_string(),
+        };
+        change.validate()?;
+        let script = format!(
+            "{}table {family} {name} {{\n{body}\n}}\n",
+            nft_delete_script(family, name)
+        );
+        let load = |_: &Change| {
+            run_nft(&script).map_err(|e| format!("load nft table {family} {name}: {e}"))
+        };
+        if self.changes.contains(&change) {
+            // Already journaled: replacing the table needs no second entry.
+            return load(&change);
+        }
+        self.apply(change, load)
+    }
+
+    /// Undoes everything in reverse order and removes the journal file. Returns the errors
+    /// other than "already gone". Changes that could not be undone stay in the file (and are
+    /// retried by the next [`Journal::open`]); they are forgotten here.
+    pub fn undo_all(&mut self) -> Vec<String> {
+        let mut nl = Nl::default();
+        let mut errors = Vec::new();
+        let mut failed = Vec::new();
+        let changes = std::mem::take(&mut self.changes);
+        for change in changes.iter().rev() {
+            if let Err(e) = undo(&mut nl, change) {
+                errors.push(e);
+                failed.push(change.clone());
+            }
+        }
+        let saved = if failed.is_empty() {
+            self.remove_file()
+        } else {
+            failed.reverse();
+            self.persist(&failed).map(|()| {
+                errors.push(format!(
+                    "{} change(s) not undone are kept in {} for the next start",
+                    failed.len(),
+                    self.path.display()
+                ))
+            })
+        };
+        if let Err(e) = saved {
+            errors.push(e);
+        }
+        errors
+    }
+
+    /// Forgets the changes without undoing them and releases the lock, leaving the journal
+    /// file as a crash would. For tests of crash recovery.
+    pub fn crash(mut self) {
+        self.changes.clear();
+    }
+
+    /// Write-ahead: journal `change`, then `apply` it; if that fails, unjournal it.
+    fn apply(
+        &mut self,
+        change: Change,
+        apply: impl FnOnce(&Change) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut next = self.changes.clone();
+        next.push(change);
+        self.persist(&next)?;
+        let Some(change) = next.pop() else {
+            return Err("journal: internal error".into());
+        };
+        match apply(&change) {
+            Ok(()) => {
+                self.changes.push(change);
+                Ok(())
+            }
+            Err(e) => match self.persist(&self.changes) {
+                Ok(()) => Err(e),
+                Err(pe) => Err(format!(
+                    "{e}; and removing `{change}` from the journal failed: {pe}"
+                )),
+            },
+        }
+    }
+
+    /// Atomically replaces the journal file with `changes`.
+    fn persist(&self, changes: &[Change]) -> Result<(), String> {
+        let tmp = with_suffix(&self.path, ".tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(render_journal(changes).as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            self.sync_dir()
+        };
+        write().map_err(|e| format!("write journal {}: {e}", self.path.display()))
+    }
+
+    fn remove_file(&self) -> Result<(), String> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| format!("remove journal {}: {e}", self.path.display()))
+    }
+
+    /// fsync the directory so a rename or removal is durable.
+    fn sync_dir(&self) -> io::Result<()> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if self.changes.is_empty() {
+            return;
+        }
+        for e in self.undo_all() {
+            eprintln!("hostnet: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    fn ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
+        ]
+    }
+
+    fn ifname() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_.@+-]{1,15}".prop_filter("not . or ..", |s| s != "." && s != "..")
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            (ifname(), ip(), any::<u8>()).prop_map(|(dev, addr, len)| Change::Addr {
+                dev,
+                len: len % (max_len(addr) + 1),
+                addr,
+            }),
+            (ip(), any::<u8>(), ifname(), proptest::option::of(ip())).prop_map(
+                |(dst, len, dev, gw)| {
+                    let len = len % (max_len(dst) + 1);
+                    // A gateway of the destination's family.
+                    let gw = gw.map(|g| match (dst, g) {
+                        (IpAddr::V4(_), IpAddr::V6(g)) => {
+                            IpAddr::V4(Ipv4Addr::from_bits(g.to_bits() as u32))
+                        }
+                        (IpAddr::V6(_), IpAddr::V4(g)) => IpAddr::V6(g.to_ipv6_mapped()),
+                        _ => g,
+                    });
+                    Change::Route {
+                        dst: network(dst, len),
+                        len,
+                        dev,
+                        gw,
+                    }
+                }
+            ),
+            (
+                "[a-z0-9_-]{1,8}(/[a-z0-9_-]{1,8}){0,3}",
+                "[!-~]([ -~\t]{0,10}[!-~])?"
+            )
+                .prop_map(|(path, old)| Change::Sysctl { path, old }),
+            (
+                prop_oneof![Just("ip"), Just("ip6"), Just("inet")],
+                "[A-Za-z0-9_-]{1,63}"
+            )
+                .prop_map(|(f, name)| Change::NftTable {
+                    family: f.to_string(),
+                    name
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn journal_roundtrip(changes in proptest::collection::vec(change(), 0..8)) {
+            for c in &changes {
+                prop_assert_eq!(c.validate(), Ok(()));
+            }
+            let text = render_journal(&changes);
+            prop_assert_eq!(parse_journal(text.as_bytes()), Ok(changes));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_journal(&bytes);
+            let mut with_header = format!("{HEADER}\n").into_bytes();
+            with_header.extend_from_slice(&bytes);
+            let _ = parse_journal(&with_header);
+        }
+
+        #[test]
+        fn arbitrary_lines_never_panic(line in "(addr|route|sysctl|nft)?[ -~\t]{0,60}") {
+            let text = format!("{HEADER}\n{line}\n");
+            if let Ok(changes) = parse_journal(text.as_bytes()) {
+                // Whatever parses, validates and renders back to something parseable.
+                for c in &changes {
+                    prop_assert_eq!(c.validate(), Ok(()));
+                }
+                prop_assert_eq!(parse_journal(render_journal(&changes).as_bytes()), Ok(changes));
+            }
+        }
+    }
+
+    #[test]
+    fn parses_the_documented_format() {
+        let text = format!(
+            "{HEADER}\naddr sky0 100.64.0.2/32\nroute 0.0.0.0/1 dev sky0\n\n# note\n\
+             route 10.1.2.3/32 dev eth0 via 10.1.2.254\nsysctl net/ipv4/ip_local_port_range 32768\t60999\n\
+             nft ip skywire_vpn\nroute fd00::/8 dev sky0 via fe80::1\n"
+        );
+        let changes = parse_journal(text.as_bytes()).unwrap();
+        assert_eq!(changes.len(), 6);
+        assert_eq!(
+            changes[2],
+            Change::Route {
+                dst: "10.1.2.3".parse().unwrap(),
+                len: 32,
+                dev: "eth0".into(),
+                gw: Some("10.1.2.254".parse().unwrap()),
+            }
+        );
+        assert_eq!(
+            changes[3],
+            Change::Sysctl {
+                path: "net/ipv4/ip_local_port_range".into(),
+                old: "32768\t60999".into()
+            }
+        );
+        assert_eq!(changes[4].to_string(), "nft ip skywire_vpn");
+    }
+
+    #[test]
+    fn rejects_bad_input_with_line_numbers() {
+        let bad = |body: &str| parse_journal(format!("{HEADER}\n{body}\n").as_bytes()).unwrap_err();
+        let cases = [
+            ("addr sky0 100.64.0.2/33", "line 2: prefix length /33"),
+            (
+                "addr sky0 100.64.0.2",
+                "line 2: \"100.64.0.2\" is not ADDRESS/LENGTH",
+            ),
+            ("addr sky0 100.64.0.2/+3", "is not a prefix length"),
+            ("addr sky/0 1.2.3.4/32", "not a valid interface name"),
+            (
+                "addr abcdefghijklmnop 1.2.3.4/32",
+                "not a valid interface name",
+            ),
+            ("addr .. 1.2.3.4/32", "not a valid interface name"),
+            ("route 10.0.0.1/8 dev eth0", "host bits set"),
+            ("route 10.0.0.0/8 dev eth0 via fe80::1", "address family"),
+            ("route 10.0.0.0/8 eth0", "expected `route"),
+            ("sysctl ../../etc/passwd 1", "not a sysctl path"),
+            ("sysctl /etc/passwd 1", "not a sysctl path"),
+            ("sysctl net/IPv4/x 1", "not a sysctl path"),
+            ("sysctl net/ipv4/ip_forward", "expected `sysctl PATH VALUE`"),
+            ("sysctl net/ipv4/ip_forward  1", "cannot be recorded"),
+            ("nft bridge t", "not supported"),
+            ("nft ip t;x", "not an nft table name"),
+            ("rm -rf /", "unknown change"),
+        ];
+        for (body, want) in cases {
+            let e = bad(body);
+            assert!(e.contains(want), "{body:?}: {e}");
+        }
+        let mut bytes = format!("{HEADER}\naddr sky0 1.2.3.4/32\n").into_bytes();
+        bytes.extend_from_slice(b"\xff\n");
+        let e = parse_journal(&bytes);
+        assert_eq!(e, Err("line 3: not UTF-8".into()));
+        let e = parse_journal(b"addr sky0 1.2.3.4/32\n").unwrap_err();
+        assert!(e.starts_with("line 1: expected the header"), "{e}");
+    }
+
+    #[test]
+    fn nat_ruleset_quotes_names() {
+        let r = nat_ruleset("100.64.0.0/10", "eth0", "sky0");
+        assert!(
+            r.contains(r#"ip saddr 100.64.0.0/10 oifname "eth0" masquerade"#),
+            "{r}"
+        );
+        assert!(
+            r.contains(r#"iifname "sky0" ip saddr 100.64.0.0/10 drop"#),
+            "{r}"
+        );
+        assert!(r.contains(r#"iifname "eth0" oifname "sky0" drop"#), "{r}");
+        assert!(
+            r.contains("tcp flags syn tcp option maxseg size set rt mtu"),
+            "{r}"
+        );
+    }
+}
