@@ -82,6 +82,24 @@ pub fn find_service(
     Err(last)
 }
 
+/// [`find_service`], asked again every second until one is found or `within` has passed
+/// (the server may be starting at the same time as the client and not be published yet).
+pub fn find_service_within(
+    key: &Path,
+    messengers: &[(NodeId, SocketAddr)],
+    kind: &str,
+    within: Duration,
+) -> Result<(NodeId, u16), String> {
+    let t = Instant::now();
+    loop {
+        match find_service(key, messengers, kind, Duration::from_secs(5)) {
+            Ok(f) => return Ok(f),
+            Err(e) if t.elapsed() >= within => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,7 +72,8 @@ fn main() {
                         .unwrap_or_else(|e| fail(&format!("--messenger: {e}")))
                 })
                 .collect();
-            match apps::lookup::find_service(&cli.key, &ms, "socks", Duration::from_secs(5)) {
+            match apps::lookup::find_service_within(&cli.key, &ms, "socks", Duration::from_secs(30))
+            {
                 Ok((pk, port)) => match common::overlay_of_pk(&pk.hex()) {
                     Ok(a) => {
                         common::say(&format!(

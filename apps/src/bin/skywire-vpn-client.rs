@@ -125,9 +125,13 @@ fn main() {
                         .unwrap_or_else(|e| fail(&format!("--messenger: {e}")))
                 })
                 .collect();
-            let found =
-                apps::lookup::find_service(&cli.key, &ms, vpn::SERVICE, Duration::from_secs(5))
-                    .unwrap_or_else(|e| fail(&format!("no vpn server found: {e}")));
+            let found = apps::lookup::find_service_within(
+                &cli.key,
+                &ms,
+                vpn::SERVICE,
+                Duration::from_secs(30),
+            )
+            .unwrap_or_else(|e| fail(&format!("no vpn server found: {e}")));
             common::say(&format!(
                 "{KIND}: found vpn server {} through the messenger",
                 found.0.hex()
