@@ -74,7 +74,7 @@ done
 
 # The internet: a file served with sendfile (so the server is not the bottleneck) and iperf3.
 dd if=/dev/urandom of="$W/big" bs=1M count="$SIZE_MB" status=none
-cat > "$W/http.py" <<'PY'
+cat > "$W/serve.py" <<'PY'
 import http.server, os, sys
 class H(http.server.SimpleHTTPRequestHandler):
     def copyfile(self, src, dst):
@@ -85,7 +85,7 @@ class H(http.server.SimpleHTTPRequestHandler):
 os.chdir(sys.argv[2])
 http.server.ThreadingHTTPServer((sys.argv[1], 8080), H).serve_forever()
 PY
-bg ba_inet "$W/http.log" python3 "$W/http.py" 10.87.9.2 "$W"
+bg ba_inet "$W/http.log" python3 "$W/serve.py" 10.87.9.2 "$W"
 bg ba_inet "$W/iperf3s.log" iperf3 -s -B 10.87.9.2 -p 5201
 
 # Overlay reachability (r1 -> r3) before measuring.
@@ -94,7 +94,7 @@ ok=0
 for _ in $(seq 40); do ip netns exec ba_r1 ping -c 1 -W 1 "$R3" >/dev/null 2>&1 && { ok=1; break; }; done
 [ $ok = 1 ] || { echo "mesh did not come up" >&2; exit 1; }
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "FAILED"; else printf "%.3f\n", (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+median() { grep -E '^[0-9.]+$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "FAILED"; else printf "%.3f\n", (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 curl_gbits() { # CURL-ARGS... -> Gbit/s of one download of the file
     ip netns exec ba_r1 curl -sS --max-time 60 -o /dev/null -w '%{speed_download}\n' "$@" http://10.87.9.2:8080/big |
         awk '{printf "%.4f\n", $1 * 8 / 1e9}'
@@ -102,7 +102,8 @@ curl_gbits() { # CURL-ARGS... -> Gbit/s of one download of the file
 iperf_gbits() {
     ip netns exec ba_r1 iperf3 -c 10.87.9.2 -p 5201 -t "$T" -J 2>/dev/null | python3 -c '
 import json, sys
-print(f"{json.load(sys.stdin)[\"end\"][\"sum_received\"][\"bits_per_second\"] / 1e9:.4f}")'
+d = json.load(sys.stdin)
+print("%.4f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))'
 }
 measure() { # NAME FUNC ARGS...
     local vals=() v
@@ -130,13 +131,13 @@ for n in ba_r2 ba_r3; do ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=0; do
 # 2. SOCKS across the mesh.
 bg ba_r3 "$W/socks-server.log" "$B/skywire-socks-server" sockssrv0 "$W/r3.ctl" 8001 --allow "${PK[r1]}"
 bg ba_r1 "$W/socks-client.log" "$B/skywire-socks-client" sockscli0 "$W/r1.ctl" 9001 --server-pk "${PK[r3]}" --server-port 8001
-for _ in $(seq 50); do ip netns exec ba_r1 curl -s --max-time 2 -o /dev/null --socks5-hostname 127.0.0.1:9001 http://10.87.9.2:8080/http.py && break; sleep 0.2; done
+for _ in $(seq 50); do ip netns exec ba_r1 curl -s --max-time 2 -o /dev/null --socks5-hostname 127.0.0.1:9001 http://10.87.9.2:8080/serve.py && break; sleep 0.2; done
 measure socks-curl curl_gbits --socks5-hostname 127.0.0.1:9001
 
 # 3. The VPN across the mesh.
 bg ba_r3 "$W/vpn-server.log" "$B/skywire-vpn-server" vpnsrv0 "$W/r3.ctl" 8100 --allow "${PK[r1]}" --uplink r3inet --state-dir "$W/r3-state"
 bg ba_r1 "$W/vpn-client.log" "$B/skywire-vpn-client" vpncli0 "$W/r1.ctl" --server-pk "${PK[r3]}" --state-dir "$W/r1-state"
-for _ in $(seq 50); do ip netns exec ba_r1 curl -s --max-time 2 -o /dev/null http://10.87.9.2:8080/http.py && break; sleep 0.2; done
+for _ in $(seq 50); do ip netns exec ba_r1 curl -s --max-time 2 -o /dev/null http://10.87.9.2:8080/serve.py && break; sleep 0.2; done
 measure vpn-curl curl_gbits
 measure vpn-iperf3 iperf_gbits
 
