@@ -78,13 +78,12 @@ data_port: 7000
 keepalive_ms: 100
 messengers:
   - {pk: ${PK[m]}, endpoint: "10.86.100.100:7200"}
-services: $( [ $n = r4 ] && echo '[{kind: socks, port: 8001}]' || echo '[]' )
 neighbours:
 ${NB[$n]}
 Y
     extra=""
     if [ $n = r4 ]; then
-        extra="  socks-server: {path: $B/skywire-socks-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockssrv0\", \"127.0.0.1:7100\", \"8001\", \"--key\", \"$W/r4.key\", \"--allow\", \"${PK[r1]}\"]}
+        extra="  socks-server: {path: $B/skywire-socks-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockssrv0\", \"$W/r4.ctl\", \"8001\", \"--allow\", \"${PK[r1]}\"]}
   vpn-server: {path: $B/skywire-vpn-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"vpnsrv0\", \"$W/r4.ctl\", \"8100\", \"--allow\", \"${PK[r1]}\", \"--uplink\", \"r4inet\", \"--state-dir\", \"$W/r4-state\"]}"
     elif [ $n = r1 ]; then
         extra="  socks-client: {path: $B/skywire-socks-client, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockscli0\", \"127.0.0.1:7100\", \"9001\", \"--key\", \"$W/r1.key\", \"--messenger\", \"${PK[m]}@10.86.100.100:7200\"]}

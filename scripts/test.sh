@@ -10,7 +10,7 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
 need=()
-for pkg_cmd in iproute2:ip iputils-ping:ping iperf3:iperf3 curl:curl tmux:tmux python3:python3; do
+for pkg_cmd in iproute2:ip iputils-ping:ping iperf3:iperf3 curl:curl tmux:tmux python3:python3 nftables:nft; do
     pkg=${pkg_cmd%%:*}; cmd=${pkg_cmd##*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

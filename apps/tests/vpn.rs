@@ -1,6 +1,8 @@
 //! The VPN across the mesh: three routers in a line (a - b - c) and an "internet" namespace
-//! behind c. c runs skywire-vpn-server (allowing a only), a runs skywire-vpn-client: curl, ping
-//! and iperf3 from a reach the internet namespace through two hops and c's NAT; b is refused.
+//! behind c, and a messenger in b's namespace. c runs skywire-vpn-server (allowing a only), which
+//! publishes service `vpn` through its controlplane; a runs skywire-vpn-client, which finds it
+//! through the messenger: curl, ping and iperf3 from a reach the internet namespace through two
+//! hops and c's NAT; b is refused.
 //! Stopping the client leaves a's routing table exactly as it was; so does `--cleanup` after a
 //! SIGKILL; stopping the server removes its nftables table, pool route and ip_forward.
 
@@ -93,8 +95,28 @@ fn vpn_across_two_hops_and_clean_teardown() {
         vec![(&keys[0].0, "10.85.1.1"), (&keys[2].0, "10.85.2.2")],
         vec![(&keys[1].0, "10.85.2.1")],
     ];
+    let (mpk, _) = keygen(&dir, "m");
+    let ctl = bin("controlplane", "skywire-control");
+    let mkey = dir.join("m.key");
+    ns[1].spawn(
+        &[
+            ctl.to_str().unwrap(),
+            "--key",
+            mkey.to_str().unwrap(),
+            "messenger",
+            "--listen",
+            "0.0.0.0:7200",
+        ],
+        &dir.join("messenger.log"),
+    );
+    // Each router reaches the messenger at b's address on its own link.
+    let m_at = ["10.85.1.2", "10.85.1.2", "10.85.2.1"];
     for (i, n) in names.iter().enumerate() {
-        start_router(&mut ns[i], &dir, n, &neigh[i], "");
+        let extra = format!(
+            "messengers:\n  - {{pk: {mpk}, endpoint: \"{}:7200\"}}\n",
+            m_at[i]
+        );
+        start_router(&mut ns[i], &dir, n, &neigh[i], &extra);
     }
     ping_until(&ns[0], &keys[2].1, Duration::from_secs(20));
     ping_until(&ns[1], &keys[2].1, Duration::from_secs(20));
@@ -162,7 +184,18 @@ fn vpn_across_two_hops_and_clean_teardown() {
             dir.join(format!("{n}-state")).to_str().unwrap().to_string(),
         ]
     };
-    let args_a = client_args("a");
+    // a knows only the messenger: the server is found by its published service.
+    let args_a = vec![
+        cli.to_str().unwrap().to_string(),
+        "v0".to_string(),
+        dir.join("a.ctl").to_str().unwrap().to_string(),
+        "--messenger".to_string(),
+        format!("{mpk}@10.85.1.2:7200"),
+        "--key".to_string(),
+        dir.join("a.key").to_str().unwrap().to_string(),
+        "--state-dir".to_string(),
+        dir.join("a-state").to_str().unwrap().to_string(),
+    ];
     let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
     let client_log = dir.join("vpn-client.log");
     let client = ns[0].spawn(&args_a, &client_log);
@@ -178,6 +211,11 @@ fn vpn_across_two_hops_and_clean_teardown() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "hello from the internet\n"
+    );
+    wait_log(
+        &client_log,
+        &format!("found vpn server {}", keys[2].0),
+        Duration::from_secs(1),
     );
     assert!(
         std::fs::read_to_string(dir.join("http.log"))
