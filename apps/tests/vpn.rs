@@ -258,6 +258,11 @@ fn vpn_across_two_hops_and_clean_teardown() {
     );
     assert_eq!(routing_state(&ns[1]), b_before);
 
+    // The client's attachment is held by its controlplane while it runs...
+    let mut app = controlplane::appsock::AppClient::connect(&dir.join("a.ctl")).unwrap();
+    let attach_to_b = format!("attach {} 0.0.0.0/0", keys[1].0);
+    let e = app.call(&attach_to_b).unwrap_err();
+    assert!(e.contains("already attached"), "{e}");
     // A clean stop restores a's routing table.
     let st = terminate(&mut ns[0], client, Duration::from_secs(10));
     assert_eq!(st.code(), Some(0), "client exit");
@@ -265,6 +270,12 @@ fn vpn_across_two_hops_and_clean_teardown() {
     assert!(
         !curl(&ns[0]).status.success(),
         "still routed after the client stopped"
+    );
+    // ... and gone with its connection.
+    assert_eq!(app.call(&attach_to_b), Ok(String::new()));
+    assert_eq!(
+        app.call(&format!("detach {}", keys[1].0)),
+        Ok(String::new())
     );
 
     // A crash leaves the changes; --cleanup (or the next start) undoes them.

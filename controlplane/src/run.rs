@@ -606,13 +606,10 @@ impl Driver {
                 if *n == node {
                     continue;
                 }
-                if let Some((p, q)) = prefixes
-                    .iter()
-                    .flat_map(|p| ps.iter().map(move |q| (p, q)))
-                    .find(|(p, q)| appsock::overlaps(p, q))
-                {
+                // Nested prefixes are fine (longest match picks), the same one twice is not.
+                if let Some(p) = prefixes.iter().find(|p| ps.contains(p)) {
                     return Err(format!(
-                        "{p} overlaps {q}, attached to {} by app connection {c}",
+                        "{p} is already attached to {} (app connection {c})",
                         &n.hex()[..16]
                     ));
                 }

@@ -1,5 +1,5 @@
 //! `skywire-vpn-server NAME CONTROL PORT (--allow PK... | --allow-all) [--pool PREFIX]
-//! [--uplink DEV] [--tun DEV] [--state-dir DIR] [--cleanup]`
+//! [--uplink DEV] [--tun DEV] [--state-dir DIR] [--max-conns N] [--cleanup]`
 //!
 //! An IPv4 exit for mesh nodes. Clients connect to PORT on this node's overlay address (the
 //! dataplane has authenticated them by then), get an address from the pool (stable per client
@@ -54,6 +54,9 @@ struct Cli {
     /// Undo what a crashed previous run left, then exit.
     #[arg(long)]
     cleanup: bool,
+    /// Most client connections at once (more are closed at once and counted as refused).
+    #[arg(long, default_value_t = 1024)]
+    max_conns: u64,
 }
 
 fn fail(msg: &str) -> ! {
@@ -66,6 +69,7 @@ struct Shared {
     ctl: Mutex<Control>,
     allow: Option<HashSet<NodeId>>,
     active: AtomicU64,
+    conns: AtomicU64,
     served: AtomicU64,
     refused: AtomicU64,
 }
@@ -153,6 +157,7 @@ fn main() {
         ctl: Mutex::new(ctl),
         allow,
         active: AtomicU64::new(0),
+        conns: AtomicU64::new(0),
         served: AtomicU64::new(0),
         refused: AtomicU64::new(0),
     });
@@ -166,16 +171,29 @@ fn main() {
     ));
     {
         let sh = shared.clone();
+        let max = cli.max_conns;
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(s) = conn else {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 };
-                let sh = sh.clone();
-                let _ = std::thread::Builder::new()
+                if sh.conns.load(Ordering::Relaxed) >= max {
+                    sh.refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                sh.conns.fetch_add(1, Ordering::Relaxed);
+                let sh2 = sh.clone();
+                let spawned = std::thread::Builder::new()
                     .name("client".into())
-                    .spawn(move || client(s, &sh));
+                    .stack_size(128 * 1024)
+                    .spawn(move || {
+                        client(s, &sh2);
+                        sh2.conns.fetch_sub(1, Ordering::Relaxed);
+                    });
+                if spawned.is_err() {
+                    sh.conns.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         });
     }
