@@ -35,10 +35,7 @@ pub struct Stats {
 impl Stats {
     /// Counters registered with the session, or private ones when running standalone.
     pub fn new(session: Option<&Session>) -> Stats {
-        let c = |name: &str| match session {
-            Some(s) => s.counter(name),
-            None => Arc::new(AtomicU64::new(0)),
-        };
+        let c = |name: &str| counter(session, name);
         Stats {
             connections_total: c("connections_total"),
             active: c("active"),
@@ -47,6 +44,14 @@ impl Stats {
             bytes_up: c("bytes_up"),
             bytes_down: c("bytes_down"),
         }
+    }
+}
+
+/// A counter reported through viscript's `ru`, or a private one when running standalone.
+pub fn counter(session: Option<&Session>, name: &str) -> Arc<AtomicU64> {
+    match session {
+        Some(s) => s.counter(name),
+        None => Arc::new(AtomicU64::new(0)),
     }
 }
 

@@ -19,6 +19,11 @@ pub fn parse_messenger(s: &str) -> Result<(NodeId, SocketAddr), String> {
     Ok((pk, addr))
 }
 
+/// Parses every `PK@ADDR:PORT` argument.
+pub fn parse_messengers(args: &[String]) -> Result<Vec<(NodeId, SocketAddr)>, String> {
+    args.iter().map(|m| parse_messenger(m)).collect()
+}
+
 /// The first node offering `kind`, and the port it gives, per the first messenger that answers.
 pub fn find_service(
     key: &Path,

@@ -470,6 +470,49 @@ impl LineConn {
     }
 }
 
+/// Call first in `main` (before any thread exists): SIGINT, SIGTERM and SIGHUP set the flag.
+pub fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    signal::term::on_termination(move |_| s.store(true, Ordering::SeqCst));
+    stop
+}
+
+/// Opens the journal `STATE_DIR/ROLE-NAME.journal` (NAME checked first), undoing what a crashed
+/// previous run left and saying so; with `cleanup` the process then exits 0.
+pub fn open_journal(
+    role: &str,
+    name: &str,
+    state_dir: &Path,
+    cleanup: bool,
+) -> Result<crate::hostnet::Journal, String> {
+    if !valid_name(name) {
+        return Err("NAME must be 1-32 of [A-Za-z0-9_-]".into());
+    }
+    let path = state_dir.join(format!("{role}-{name}.journal"));
+    let _ = std::fs::create_dir_all(state_dir);
+    let (journal, undone) = crate::hostnet::Journal::open(&path)?;
+    if !undone.is_empty() {
+        crate::common::say(&format!(
+            "skywire-{role}: undid {} change(s) a previous run left: {}",
+            undone.len(),
+            undone.join("; ")
+        ));
+    }
+    if cleanup {
+        std::process::exit(0);
+    }
+    Ok(journal)
+}
+
+/// Undoes every journaled change, reporting the ones that failed.
+pub fn undo(kind: &str, journal: &mut crate::hostnet::Journal) {
+    for e in journal.undo_all() {
+        eprintln!("{kind}: undo: {e}");
+    }
+}
+
 /// Valid instance names (they name state files and nftables tables).
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()

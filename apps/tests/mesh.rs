@@ -37,33 +37,8 @@ fn curl_through_socks_across_two_hops() {
     }
     let t = tag();
     let dir = scratch(&t);
-    let names = ["a", "b", "c"];
-    let keys: Vec<(String, String)> = names.iter().map(|n| keygen(&dir, n)).collect();
-    let mut ns: Vec<Ns> = names.iter().map(|n| Ns::new(format!("{t}{n}"))).collect();
-    link(
-        &ns[0],
-        &format!("{t}ab"),
-        "10.85.1.1/24",
-        &ns[1],
-        &format!("{t}ba"),
-        "10.85.1.2/24",
-    );
-    link(
-        &ns[1],
-        &format!("{t}bc"),
-        "10.85.2.1/24",
-        &ns[2],
-        &format!("{t}cb"),
-        "10.85.2.2/24",
-    );
-    let neigh: [Vec<(&str, &str)>; 3] = [
-        vec![(&keys[1].0, "10.85.1.2")],
-        vec![(&keys[0].0, "10.85.1.1"), (&keys[2].0, "10.85.2.2")],
-        vec![(&keys[1].0, "10.85.2.1")],
-    ];
-    for (i, n) in names.iter().enumerate() {
-        start_router(&mut ns[i], &dir, n, &neigh[i], "");
-    }
+    let (keys, mut ns) = line3(&t, &dir);
+    start_line3(&mut ns, &dir, &keys, ["", "", ""]);
     // Routes up: a reaches c's overlay address.
     let c_addr = keys[2].1.clone();
     ping_until(&ns[0], &c_addr, Duration::from_secs(20));

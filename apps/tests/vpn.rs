@@ -61,26 +61,8 @@ fn vpn_across_two_hops_and_clean_teardown() {
     }
     let t = tag();
     let dir = scratch(&t);
-    let names = ["a", "b", "c"];
-    let keys: Vec<(String, String)> = names.iter().map(|n| keygen(&dir, n)).collect();
-    let mut ns: Vec<Ns> = names.iter().map(|n| Ns::new(format!("{t}{n}"))).collect();
+    let (keys, mut ns) = line3(&t, &dir);
     let inet = Ns::new(format!("{t}i"));
-    link(
-        &ns[0],
-        &format!("{t}ab"),
-        "10.85.1.1/24",
-        &ns[1],
-        &format!("{t}ba"),
-        "10.85.1.2/24",
-    );
-    link(
-        &ns[1],
-        &format!("{t}bc"),
-        "10.85.2.1/24",
-        &ns[2],
-        &format!("{t}cb"),
-        "10.85.2.2/24",
-    );
     let uplink = format!("{t}ci");
     link(
         &ns[2],
@@ -90,11 +72,6 @@ fn vpn_across_two_hops_and_clean_teardown() {
         &format!("{t}ic"),
         "10.85.9.2/24",
     );
-    let neigh: [Vec<(&str, &str)>; 3] = [
-        vec![(&keys[1].0, "10.85.1.2")],
-        vec![(&keys[0].0, "10.85.1.1"), (&keys[2].0, "10.85.2.2")],
-        vec![(&keys[1].0, "10.85.2.1")],
-    ];
     let (mpk, _) = keygen(&dir, "m");
     let ctl = bin("controlplane", "skywire-control");
     let mkey = dir.join("m.key");
@@ -111,13 +88,11 @@ fn vpn_across_two_hops_and_clean_teardown() {
     );
     // Each router reaches the messenger at b's address on its own link.
     let m_at = ["10.85.1.2", "10.85.1.2", "10.85.2.1"];
-    for (i, n) in names.iter().enumerate() {
-        let extra = format!(
-            "messengers:\n  - {{pk: {mpk}, endpoint: \"{}:7200\"}}\n",
-            m_at[i]
-        );
-        start_router(&mut ns[i], &dir, n, &neigh[i], &extra);
-    }
+    let extra: Vec<String> = m_at
+        .iter()
+        .map(|ip| format!("messengers:\n  - {{pk: {mpk}, endpoint: \"{ip}:7200\"}}\n"))
+        .collect();
+    start_line3(&mut ns, &dir, &keys, [&extra[0], &extra[1], &extra[2]]);
     ping_until(&ns[0], &keys[2].1, Duration::from_secs(20));
     ping_until(&ns[1], &keys[2].1, Duration::from_secs(20));
     // The internet: a page and an iperf3 server; a has no route there.

@@ -24,7 +24,6 @@ use dataplane::fib::Prefix;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -173,31 +172,10 @@ pub enum Event {
     },
 }
 
-/// Binds the socket at `path` (parent made 0700 if missing; a stale socket replaced; one a live
-/// controlplane serves is refused).
+/// Binds the socket at `path` (0600; a stale socket replaced; one a live controlplane serves
+/// is refused).
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-        && !dir.exists()
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("another controlplane serves {}", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let l = UnixListener::bind(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+    signal::private_socket::bind(path, "controlplane")
 }
 
 /// Accepts connections forever, one thread each; requests go to `events`, `wake` is rung after

@@ -17,6 +17,7 @@
 pub mod attach;
 pub mod channel;
 pub mod client;
+pub mod private_socket;
 pub mod proto;
 pub mod ring;
 pub mod shm;

@@ -381,3 +381,43 @@ pub fn terminate(ns: &mut Ns, i: usize, within: Duration) -> std::process::ExitS
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Three routers in a line, a - b - c: namespaces `{tag}a`, `{tag}b`, `{tag}c` joined by
+/// 10.85.1.0/24 (a .1, b .2) and 10.85.2.0/24 (b .1, c .2), keys made in `dir`. Returns the
+/// keys (public key, overlay address) and the namespaces; start the routers with
+/// [`start_line3`].
+pub fn line3(t: &str, dir: &Path) -> (Vec<(String, String)>, Vec<Ns>) {
+    let names = ["a", "b", "c"];
+    let keys: Vec<(String, String)> = names.iter().map(|n| keygen(dir, n)).collect();
+    let ns: Vec<Ns> = names.iter().map(|n| Ns::new(format!("{t}{n}"))).collect();
+    link(
+        &ns[0],
+        &format!("{t}ab"),
+        "10.85.1.1/24",
+        &ns[1],
+        &format!("{t}ba"),
+        "10.85.1.2/24",
+    );
+    link(
+        &ns[1],
+        &format!("{t}bc"),
+        "10.85.2.1/24",
+        &ns[2],
+        &format!("{t}cb"),
+        "10.85.2.2/24",
+    );
+    (keys, ns)
+}
+
+/// Starts the routers of a [`line3`], each neighbour dialled on its link; `extra[i]` is appended
+/// to router i's control config.
+pub fn start_line3(ns: &mut [Ns], dir: &Path, keys: &[(String, String)], extra: [&str; 3]) {
+    let neigh: [Vec<(&str, &str)>; 3] = [
+        vec![(&keys[1].0, "10.85.1.2")],
+        vec![(&keys[0].0, "10.85.1.1"), (&keys[2].0, "10.85.2.2")],
+        vec![(&keys[1].0, "10.85.2.1")],
+    ];
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        start_router(&mut ns[i], dir, n, &neigh[i], extra[i]);
+    }
+}

@@ -64,14 +64,8 @@ fn main() {
             Err(e) => fail(&format!("--server-pk: {e}")),
         },
         _ if !cli.messenger.is_empty() => {
-            let ms: Vec<_> = cli
-                .messenger
-                .iter()
-                .map(|m| {
-                    apps::lookup::parse_messenger(m)
-                        .unwrap_or_else(|e| fail(&format!("--messenger: {e}")))
-                })
-                .collect();
+            let ms = apps::lookup::parse_messengers(&cli.messenger)
+                .unwrap_or_else(|e| fail(&format!("--messenger: {e}")));
             match apps::lookup::find_service_within(&cli.key, &ms, "socks", Duration::from_secs(30))
             {
                 Ok((pk, port)) => match common::overlay_of_pk(&pk.hex()) {

@@ -68,30 +68,10 @@ struct Counters {
 }
 
 fn main() {
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let s = stop.clone();
-        signal::term::on_termination(move |_| s.store(true, Ordering::SeqCst));
-    }
+    let stop = vpn::stop_flag();
     let cli = Cli::parse();
-    if !vpn::valid_name(&cli.name) {
-        fail("NAME must be 1-32 of [A-Za-z0-9_-]");
-    }
-    let journal_path = cli
-        .state_dir
-        .join(format!("vpn-client-{}.journal", cli.name));
-    let _ = std::fs::create_dir_all(&cli.state_dir);
-    let (mut journal, undone) = Journal::open(&journal_path).unwrap_or_else(|e| fail(&e));
-    if !undone.is_empty() {
-        common::say(&format!(
-            "{KIND}: undid {} change(s) a previous run left: {}",
-            undone.len(),
-            undone.join("; ")
-        ));
-    }
-    if cli.cleanup {
-        std::process::exit(0);
-    }
+    let mut journal = vpn::open_journal("vpn-client", &cli.name, &cli.state_dir, cli.cleanup)
+        .unwrap_or_else(|e| fail(&e));
     let mut routes: Vec<Prefix> = Vec::new();
     for r in if cli.routes.is_empty() {
         vec!["0.0.0.0/0".to_string()]
@@ -117,14 +97,8 @@ fn main() {
             cli.server_port,
         ),
         None if !cli.messenger.is_empty() => {
-            let ms: Vec<_> = cli
-                .messenger
-                .iter()
-                .map(|m| {
-                    apps::lookup::parse_messenger(m)
-                        .unwrap_or_else(|e| fail(&format!("--messenger: {e}")))
-                })
-                .collect();
+            let ms = apps::lookup::parse_messengers(&cli.messenger)
+                .unwrap_or_else(|e| fail(&format!("--messenger: {e}")));
             let found = apps::lookup::find_service_within(
                 &cli.key,
                 &ms,
@@ -171,10 +145,7 @@ fn main() {
             fail(&e);
         }
     };
-    let counter = |name: &str| match &session {
-        Some(s) => s.counter(name),
-        None => Arc::new(AtomicU64::new(0)),
-    };
+    let counter = |name: &str| common::counter(session.as_ref(), name);
     let counters = Counters {
         reconnects: counter("lease_reconnects"),
         exceptions: counter("underlay_pinned"),
@@ -253,9 +224,7 @@ fn main() {
 }
 
 fn undo(journal: &mut Journal) {
-    for e in journal.undo_all() {
-        eprintln!("{KIND}: undo: {e}");
-    }
+    vpn::undo(KIND, journal);
 }
 
 /// Connects to the server and takes a lease; retries (with backoff) until it has one or `stop`.

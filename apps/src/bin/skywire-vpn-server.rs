@@ -16,7 +16,7 @@ use dataplane::fib::Prefix;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,30 +75,10 @@ struct Shared {
 }
 
 fn main() {
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let s = stop.clone();
-        signal::term::on_termination(move |_| s.store(true, Ordering::SeqCst));
-    }
+    let stop = vpn::stop_flag();
     let cli = Cli::parse();
-    if !vpn::valid_name(&cli.name) {
-        fail("NAME must be 1-32 of [A-Za-z0-9_-]");
-    }
-    let journal_path = cli
-        .state_dir
-        .join(format!("vpn-server-{}.journal", cli.name));
-    let _ = std::fs::create_dir_all(&cli.state_dir);
-    let (mut journal, undone) = Journal::open(&journal_path).unwrap_or_else(|e| fail(&e));
-    if !undone.is_empty() {
-        common::say(&format!(
-            "{KIND}: undid {} change(s) a previous run left: {}",
-            undone.len(),
-            undone.join("; ")
-        ));
-    }
-    if cli.cleanup {
-        std::process::exit(0);
-    }
+    let mut journal = vpn::open_journal("vpn-server", &cli.name, &cli.state_dir, cli.cleanup)
+        .unwrap_or_else(|e| fail(&e));
     let allow = if cli.allow_all {
         None
     } else {
@@ -147,10 +127,7 @@ fn main() {
             fail(&e);
         }
     };
-    let counter = |name: &str| match &session {
-        Some(s) => s.counter(name),
-        None => Arc::new(AtomicU64::new(0)),
-    };
+    let counter = |name: &str| common::counter(session.as_ref(), name);
     let leases = counter("leases");
     let shared = Arc::new(Shared {
         pool: Mutex::new(Pool::new(pool)),
@@ -249,9 +226,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn undo(journal: &mut Journal) {
-    for e in journal.undo_all() {
-        eprintln!("{KIND}: undo: {e}");
-    }
+    vpn::undo(KIND, journal);
 }
 
 /// The interface the default route leaves by (a route lookup; nothing is sent).
