@@ -123,6 +123,7 @@ ip -n ba_r1 route add 10.87.9.0/24 via 10.87.1.2
 ip -n ba_r2 route add 10.87.9.0/24 via 10.87.2.2
 ip -n ba_r3 route add 10.87.1.0/24 via 10.87.2.1
 ip -n ba_inet route add 10.87.1.0/24 via 10.87.9.1
+for _ in $(seq 50); do ip netns exec ba_r1 curl -s --max-time 2 -o /dev/null http://10.87.9.2:8080/serve.py && break; sleep 0.2; done
 measure underlay-curl curl_gbits
 measure underlay-iperf3 iperf_gbits
 ip -n ba_r1 route del 10.87.9.0/24 via 10.87.1.2
