@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Socket buffer of each shard's UDP socket, each way.
+const UDP_BUFFER: usize = 4 << 20;
+
 /// Forward IP packets between sky0 and encrypted UDP links.
 #[derive(Parser, Debug)]
 #[command(name = "skywire-node", version)]
@@ -142,8 +145,15 @@ fn main() {
                 .unwrap_or_else(|| fail("listen port + shards overflows")),
         );
         let udp = UdpSocket::bind(addr).unwrap_or_else(|e| fail(format!("bind {addr}: {e}")));
-        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&udp, 4 << 20);
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&udp, 4 << 20);
+        // Bursts of a fast TCP flow overflow the default 208 KiB; as root the *_FORCE forms
+        // pass net.core.rmem_max/wmem_max, else the kernel caps the plain request at them.
+        use rustix::net::sockopt as so;
+        if so::set_socket_recv_buffer_size_force(&udp, UDP_BUFFER).is_err() {
+            let _ = so::set_socket_recv_buffer_size(&udp, UDP_BUFFER);
+        }
+        if so::set_socket_send_buffer_size_force(&udp, UDP_BUFFER).is_err() {
+            let _ = so::set_socket_send_buffer_size(&udp, UDP_BUFFER);
+        }
         let tunq = dev
             .queue(i)
             .try_clone_to_owned()
