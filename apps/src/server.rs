@@ -1,5 +1,5 @@
 //! The SOCKS5 server side of one connection: handshake under a deadline, access control,
-//! CONNECT, then the relay.
+//! CONNECT then the relay, or UDP ASSOCIATE then the datagram relay.
 //!
 //! Access control: the dataplane only delivers a packet whose inner source address is the
 //! overlay address of the node it came from, so a peer's TCP source address names its node.
@@ -13,7 +13,7 @@ use crate::common::Stats;
 use crate::socks::{self, Command, Parsed, Target, method, reply};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -153,7 +153,13 @@ pub fn handle(mut s: TcpStream, policy: &Policy, stats: &Stats) {
         Err(_) => return,
     };
     match handshake(&mut s, peer, policy, stats) {
-        Ok(Some((up, early))) => {
+        Ok(Some(Next::Udp(assoc))) => {
+            if let Err(e) = assoc.run(&mut s, stats) {
+                eprintln!("{peer}: udp relay: {e}");
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(Some(Next::Tcp(up, early))) => {
             let mut up = up;
             if !early.is_empty() {
                 if up.write_all(&early).is_err() {
@@ -179,14 +185,22 @@ pub fn handle(mut s: TcpStream, policy: &Policy, stats: &Stats) {
     }
 }
 
-/// The handshake. `Ok(Some((upstream, early bytes)))` when the relay should start, `Ok(None)`
-/// when the client was answered and the connection is done.
+/// What follows a successful handshake.
+enum Next {
+    /// Relay bytes to the upstream connection (after the early bytes).
+    Tcp(TcpStream, Vec<u8>),
+    /// Relay datagrams until the control connection ends.
+    Udp(UdpAssociation),
+}
+
+/// The handshake. `Ok(Some(next))` when a relay should start, `Ok(None)` when the client was
+/// answered and the connection is done.
 fn handshake(
     s: &mut TcpStream,
     peer: SocketAddr,
     policy: &Policy,
     stats: &Stats,
-) -> Result<Option<(TcpStream, Vec<u8>)>, HsError> {
+) -> Result<Option<Next>, HsError> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     s.set_write_timeout(Some(HANDSHAKE_TIMEOUT))
         .map_err(HsError::Io)?;
@@ -245,6 +259,19 @@ fn handshake(
         eprintln!("{peer}: refused: not an allowed node");
         return Ok(None);
     }
+    if req.command == Command::UdpAssociate {
+        return match UdpAssociation::new(s, peer, &req.target) {
+            Ok(a) => {
+                s.write_all(&socks::build_reply(reply::SUCCEEDED, Some(a.bound)))
+                    .map_err(HsError::Io)?;
+                Ok(Some(Next::Udp(a)))
+            }
+            Err(e) => {
+                let _ = s.write_all(&socks::build_reply(reply::GENERAL_FAILURE, None));
+                Err(HsError::Io(e))
+            }
+        };
+    }
     if req.command != Command::Connect {
         let _ = s.write_all(&socks::build_reply(reply::COMMAND_NOT_SUPPORTED, None));
         stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +284,7 @@ fn handshake(
             let _ = up.set_nodelay(true);
             s.write_all(&socks::build_reply(reply::SUCCEEDED, bound))
                 .map_err(HsError::Io)?;
-            Ok(Some((up, buf)))
+            Ok(Some(Next::Tcp(up, buf)))
         }
         Err(code) => {
             let _ = s.write_all(&socks::build_reply(code, None));
@@ -266,6 +293,114 @@ fn handshake(
             Ok(None)
         }
     }
+}
+
+/// Longest UDP datagram relayed.
+const MAX_DATAGRAM: usize = 65535;
+
+/// One UDP ASSOCIATE (RFC 1928 section 7): datagrams from the client (only from the node that
+/// holds the control connection; from the port it named, or the first one it uses) go out to
+/// their targets; answers come back with the header naming their source. It ends when the
+/// control connection ends. Fragmented datagrams (FRAG != 0) are dropped, as the RFC allows.
+struct UdpAssociation {
+    /// The client side, on the address the control connection came in on.
+    down: UdpSocket,
+    /// The target side (dual-stack).
+    up: UdpSocket,
+    bound: SocketAddr,
+    client_ip: IpAddr,
+    client_port: Option<u16>,
+}
+
+impl UdpAssociation {
+    fn new(s: &TcpStream, peer: SocketAddr, wanted: &Target) -> io::Result<UdpAssociation> {
+        let local = s.local_addr()?;
+        let down = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+        let up = UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
+            .or_else(|_| UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)))?;
+        let client_port = match wanted {
+            Target::Ip(a) if a.port() != 0 => Some(a.port()),
+            _ => None,
+        };
+        Ok(UdpAssociation {
+            bound: down.local_addr()?,
+            down,
+            up,
+            client_ip: peer.ip().to_canonical(),
+            client_port,
+        })
+    }
+
+    fn run(mut self, ctl: &mut TcpStream, stats: &Stats) -> io::Result<()> {
+        use rustix::event::{PollFd, PollFlags, poll};
+        ctl.set_read_timeout(None)?;
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut out = Vec::with_capacity(MAX_DATAGRAM + 262);
+        let mut client: Option<SocketAddr> = None;
+        let dual_stack = self.up.local_addr()?.is_ipv6();
+        loop {
+            let mut fds = [
+                PollFd::new(&*ctl, PollFlags::IN),
+                PollFd::new(&self.down, PollFlags::IN),
+                PollFd::new(&self.up, PollFlags::IN),
+            ];
+            poll(&mut fds, None)?;
+            let (c, d, u) = (fds[0].revents(), fds[1].revents(), fds[2].revents());
+            if !c.is_empty() {
+                // The client sends nothing more on the control connection: readable means it
+                // ended (or broke the protocol), which ends the association.
+                return Ok(());
+            }
+            if !d.is_empty() {
+                let (n, from) = self.down.recv_from(&mut buf)?;
+                if from.ip().to_canonical() != self.client_ip
+                    || self.client_port.is_some_and(|p| p != from.port())
+                {
+                    continue;
+                }
+                self.client_port.get_or_insert(from.port());
+                client = Some(from);
+                let Ok((0, target, at)) = socks::parse_udp(&buf[..n]) else {
+                    continue;
+                };
+                let Some(to) = resolve_udp(&target, dual_stack) else {
+                    continue;
+                };
+                if self.up.send_to(&buf[at..n], to).is_ok() {
+                    stats.bytes_up.fetch_add((n - at) as u64, Ordering::Relaxed);
+                }
+            }
+            if !u.is_empty() {
+                let (n, from) = self.up.recv_from(&mut buf)?;
+                let Some(to) = client else { continue };
+                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                out.clear();
+                socks::udp_header_into(from, &mut out);
+                out.extend_from_slice(&buf[..n]);
+                if self.down.send_to(&out, to).is_ok() {
+                    stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Where a datagram for `t` goes, as an address the target-side socket can send to (IPv4 as
+/// mapped addresses on a dual-stack socket; an IPv4-only socket takes IPv4 only).
+fn resolve_udp(t: &Target, dual_stack: bool) -> Option<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = match t {
+        Target::Ip(a) => vec![*a],
+        Target::Domain(d, p) => (d.as_str(), *p).to_socket_addrs().ok()?.collect(),
+    };
+    if !dual_stack {
+        addrs.retain(SocketAddr::is_ipv4);
+    }
+    Some(match addrs.into_iter().next()? {
+        SocketAddr::V4(v4) if dual_stack => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        a => a,
+    })
 }
 
 #[cfg(test)]

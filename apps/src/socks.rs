@@ -402,10 +402,80 @@ pub fn parse_reply(buf: &[u8]) -> Parsed<(u8, Target)> {
     }
 }
 
+/// A UDP ASSOCIATE datagram (RFC 1928 section 7): `RSV(2) FRAG ATYP ADDR PORT DATA`.
+/// Returns the fragment number, the target and where the data starts. A datagram is whole or
+/// it is malformed: an incomplete header is an error.
+pub fn parse_udp(datagram: &[u8]) -> Result<(u8, Target, usize), UdpError> {
+    let (Some(rsv), Some(&frag)) = (datagram.get(..2), datagram.get(2)) else {
+        return Err(UdpError::Short);
+    };
+    if rsv != [0, 0] {
+        return Err(UdpError::Reserved);
+    }
+    match parse_target(&datagram[3..]) {
+        Ok(Some((t, used))) => Ok((frag, t, 3 + used)),
+        Ok(None) => Err(UdpError::Short),
+        Err(e) => Err(UdpError::Target(e)),
+    }
+}
+
+/// Writes the UDP ASSOCIATE header for data from (or to) `addr` into `v` (FRAG 0).
+pub fn udp_header_into(addr: SocketAddr, v: &mut Vec<u8>) {
+    v.extend_from_slice(&[0, 0, 0]);
+    Target::Ip(addr).encode_into(v);
+}
+
+/// Why a UDP ASSOCIATE datagram was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UdpError {
+    /// Shorter than its header.
+    #[error("datagram shorter than its header")]
+    Short,
+    /// The reserved bytes are not zero.
+    #[error("reserved bytes are not zero")]
+    Reserved,
+    /// A bad address.
+    #[error("{0}")]
+    Target(Error),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn udp_datagrams() {
+        let a: SocketAddr = "10.1.2.3:53".parse().unwrap();
+        let mut v = Vec::new();
+        udp_header_into(a, &mut v);
+        v.extend_from_slice(b"query");
+        let (frag, t, at) = parse_udp(&v).unwrap();
+        assert_eq!((frag, t, &v[at..]), (0, Target::Ip(a), &b"query"[..]));
+        let mut d = vec![0, 0, 0, atyp::DOMAIN, 3];
+        d.extend_from_slice(b"dns\x00\x35x");
+        let (_, t, at) = parse_udp(&d).unwrap();
+        assert_eq!((t, &d[at..]), (Target::Domain("dns".into(), 53), &b"x"[..]));
+        assert_eq!(parse_udp(&[0, 0]), Err(UdpError::Short));
+        assert_eq!(
+            parse_udp(&[0, 1, 0, 1, 1, 2, 3, 4, 0, 1]),
+            Err(UdpError::Reserved)
+        );
+        assert_eq!(parse_udp(&[0, 0, 0, 1, 1, 2]), Err(UdpError::Short));
+        assert!(matches!(
+            parse_udp(&[0, 0, 0, 9, 1]),
+            Err(UdpError::Target(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn udp_parser_is_total(d in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok((_, _, at)) = parse_udp(&d) {
+                prop_assert!(at <= d.len());
+            }
+        }
+    }
 
     #[test]
     fn greeting_parses_incrementally() {

@@ -171,6 +171,87 @@ fn connect_by_ipv4_and_by_name() {
 }
 
 #[test]
+fn udp_associate_relays_datagrams_for_the_control_connection_only() {
+    use std::net::UdpSocket;
+    let srv = server(&["--allow-all"]);
+    // A UDP echo server (the target).
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut b) {
+            let _ = echo.send_to(&b[..n], from);
+        }
+    });
+    let me = UdpSocket::bind("127.0.0.1:0").unwrap();
+    me.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ctl = connect(srv.addr);
+    assert_eq!(greet(&mut ctl, &[0]), 0);
+    let r = apps::socks::Request {
+        command: apps::socks::Command::UdpAssociate,
+        target: ip(SocketAddr::new("0.0.0.0".parse().unwrap(), 0)),
+    };
+    ctl.write_all(&r.encode()).unwrap();
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    let relay = loop {
+        if let Some(((code, t), _)) = apps::socks::parse_reply(&buf).unwrap() {
+            assert_eq!(code, 0, "UDP ASSOCIATE refused");
+            match t {
+                apps::socks::Target::Ip(a) => break a,
+                other => panic!("bound address {other}"),
+            }
+        }
+        assert_eq!(ctl.read(&mut b).unwrap(), 1);
+        buf.push(b[0]);
+    };
+    let datagram = |payload: &[u8]| {
+        let mut v = Vec::new();
+        apps::socks::udp_header_into(target, &mut v);
+        v.extend_from_slice(payload);
+        v
+    };
+    // Out and back, with the header naming the target as the source.
+    me.send_to(&datagram(b"ping over udp"), relay).unwrap();
+    let mut got = [0u8; 2048];
+    let (n, from) = me.recv_from(&mut got).unwrap();
+    assert_eq!(from, relay);
+    let (frag, src, at) = apps::socks::parse_udp(&got[..n]).unwrap();
+    assert_eq!((frag, src), (0, ip(target)));
+    assert_eq!(&got[at..n], b"ping over udp");
+    // A fragment and a malformed datagram are dropped; the next good one still goes through.
+    let mut frag = datagram(b"fragment");
+    frag[2] = 1;
+    me.send_to(&frag, relay).unwrap();
+    me.send_to(&[0, 0], relay).unwrap();
+    me.send_to(&datagram(b"second"), relay).unwrap();
+    let (n, _) = me.recv_from(&mut got).unwrap();
+    let (_, _, at) = apps::socks::parse_udp(&got[..n]).unwrap();
+    assert_eq!(&got[at..n], b"second");
+    // Another port (not the client's) is ignored.
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    other.send_to(&datagram(b"stranger"), relay).unwrap();
+    me.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        other.recv_from(&mut got).is_err(),
+        "a stranger got an answer"
+    );
+    assert!(
+        me.recv_from(&mut got).is_err(),
+        "a stranger's datagram was relayed"
+    );
+    // The association ends with the control connection.
+    drop(ctl);
+    std::thread::sleep(Duration::from_millis(300));
+    me.send_to(&datagram(b"after"), relay).unwrap();
+    assert!(me.recv_from(&mut got).is_err(), "relayed after the end");
+}
+
+#[test]
 fn error_replies() {
     let srv = server(&["--allow-all"]);
     // Unknown address type: 0x08.
