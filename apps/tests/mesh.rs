@@ -1,7 +1,8 @@
 //! SOCKS across the mesh: three routers in a line (a - b - c), each running skywire-node and
 //! skywire-control; c runs the socks server on its overlay address, allowing a's key only. From a,
 //! `curl --socks5-hostname` fetches a page served inside c's namespace (two hops through b); b,
-//! not allowed, is refused; a server restart is survived by the next request.
+//! not allowed, is refused; UDP ASSOCIATE reaches a UDP echo there; a server restart is
+//! survived by the next request.
 
 use std::time::{Duration, Instant};
 use testbed::*;
@@ -29,6 +30,31 @@ fn curl(ns: &Ns, proxy: &str) -> std::process::Output {
         "http://127.0.0.1:8080/hello.txt",
     ])
 }
+
+/// A UDP echo on 127.0.0.1:9053.
+const UDP_ECHO: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 9053))
+while True:
+    b, a = s.recvfrom(2048); s.sendto(b"echo: " + b, a)
+"#;
+
+/// SOCKS5 UDP ASSOCIATE by hand: control connection to [argv1]:argv2, one datagram to
+/// 127.0.0.1:9053 through the relay, prints the answer's payload.
+const UDP_CLIENT: &str = r#"
+import socket, struct, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+c.sendall(b"\x05\x01\x00"); assert c.recv(2) == b"\x05\x00"
+c.sendall(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
+r = c.recv(4); assert r[1] == 0, r
+assert r[3] == 4, r
+addr = socket.inet_ntop(socket.AF_INET6, c.recv(16)); port = struct.unpack(">H", c.recv(2))[0]
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(5)
+u.sendto(b"\x00\x00\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack(">H", 9053) + b"datagram over the mesh", (addr, port))
+d, _ = u.recvfrom(2048)
+assert d[:4] == b"\x00\x00\x00\x01", d
+print(d[10:].decode())
+"#;
 
 #[test]
 fn curl_through_socks_across_two_hops() {
@@ -93,6 +119,20 @@ fn curl_through_socks_across_two_hops() {
         !out.status.success(),
         "b was served: {}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    // UDP ASSOCIATE across the same two hops, to a UDP echo inside c's namespace.
+    ns[2].spawn(&["python3", "-c", UDP_ECHO], &dir.join("udp-echo.log"));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = ns[0].exec(&["python3", "-c", UDP_CLIENT, &c_addr, "8001"]);
+    assert!(
+        out.status.success(),
+        "udp associate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "echo: datagram over the mesh"
     );
     // A restarted server serves the next request.
     let _ = ns[2].child(si).kill();
