@@ -217,6 +217,24 @@ fn vpn_across_two_hops_and_clean_teardown() {
         "{during}"
     );
 
+    // a's controlplane crashes and comes back: the client re-attaches, traffic flows again.
+    let _ = ns[0].child(1).kill();
+    let _ = ns[0].child(1).wait();
+    ns[0].spawn(
+        &[
+            ctl.to_str().unwrap(),
+            "run",
+            "--config",
+            dir.join("a-control.yaml").to_str().unwrap(),
+        ],
+        &dir.join("a-control-2.log"),
+    );
+    let out = curl_until_ok(&ns[0], Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "curl after a controlplane restart: {}",
+        text(&out)
+    );
     // b is on the mesh but not allowed: refused, and its table untouched.
     let b_before = routing_state(&ns[1]);
     let args_b = client_args("b");
