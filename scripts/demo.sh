@@ -3,8 +3,8 @@
 # (r1-r2-r4, r1-r3-r4), a messenger on a management segment, and an "internet" namespace with a
 # small HTTP server and an iperf3 server behind r4. Each router runs viscript with skywire-node
 # and skywire-control; r4 runs a SOCKS server and a VPN server (an IPv4 exit with NAT), both
-# allowing r1 only and published as services; r1 runs a SOCKS client and a VPN client that find
-# them through the messenger's service query. Shows the routes, fetches a page through SOCKS
+# allowing r1 only and published as services; r1 runs a SOCKS client and a VPN client that name
+# no server: they find them through their controlplane's messenger service query. Shows the routes, fetches a page through SOCKS
 # across two hops, fetches it and runs iperf3 through the VPN, and prints `ru` of every
 # component. Exits 0 only when every step worked; removes everything on exit or Ctrl-C unless
 # --keep.
@@ -86,8 +86,8 @@ Y
         extra="  socks-server: {path: $B/skywire-socks-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockssrv0\", \"$W/r4.ctl\", \"8001\", \"--allow\", \"${PK[r1]}\"]}
   vpn-server: {path: $B/skywire-vpn-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"vpnsrv0\", \"$W/r4.ctl\", \"8100\", \"--allow\", \"${PK[r1]}\", \"--uplink\", \"r4inet\", \"--state-dir\", \"$W/r4-state\"]}"
     elif [ $n = r1 ]; then
-        extra="  socks-client: {path: $B/skywire-socks-client, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockscli0\", \"127.0.0.1:7100\", \"9001\", \"--key\", \"$W/r1.key\", \"--messenger\", \"${PK[m]}@10.86.100.100:7200\"]}
-  vpn-client: {path: $B/skywire-vpn-client, daemon: true, autostart: true, after: [skywire-control], default_args: [\"vpncli0\", \"$W/r1.ctl\", \"--key\", \"$W/r1.key\", \"--messenger\", \"${PK[m]}@10.86.100.100:7200\", \"--state-dir\", \"$W/r1-state\"]}"
+        extra="  socks-client: {path: $B/skywire-socks-client, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockscli0\", \"$W/r1.ctl\", \"9001\"]}
+  vpn-client: {path: $B/skywire-vpn-client, daemon: true, autostart: true, after: [skywire-control], default_args: [\"vpncli0\", \"$W/r1.ctl\", \"--state-dir\", \"$W/r1-state\"]}"
     fi
     cat > "$W/$n-config.yaml" <<Y
 settings: {shutdown_grace_ms: 1000}

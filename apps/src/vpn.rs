@@ -345,6 +345,28 @@ impl Control {
         self.call(&format!("detach {}", node.hex())).map(drop)
     }
 
+    /// A node offering service `kind` and its port, asked of the messengers through the
+    /// controlplane; asked again every second until found or `within` has passed.
+    pub fn find(&mut self, kind: &str, within: Duration) -> Result<(NodeId, u16), String> {
+        let t = Instant::now();
+        loop {
+            let r = self.call(&format!("find {kind}")).and_then(|r| {
+                let mut w = r.split_ascii_whitespace();
+                let pk = NodeId::from_hex(w.next().unwrap_or(""))?;
+                let port = w
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| format!("find: unexpected reply {r:?}"))?;
+                Ok((pk, port))
+            });
+            match r {
+                Ok(x) => return Ok(x),
+                Err(e) if t.elapsed() >= within || e.contains("no messenger") => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_secs(1)),
+            }
+        }
+    }
+
     /// Whether a route to `node` is up.
     pub fn route_up(&mut self, node: NodeId) -> Result<bool, String> {
         Ok(self.call(&format!("route {}", node.hex()))? == "up")

@@ -1,8 +1,8 @@
 //! The VPN across the mesh: three routers in a line (a - b - c) and an "internet" namespace
 //! behind c, and a messenger in b's namespace. c runs skywire-vpn-server (allowing a only), which
 //! publishes service `vpn` through its controlplane; a runs skywire-vpn-client, which finds it
-//! through the messenger: curl, ping and iperf3 from a reach the internet namespace through two
-//! hops and c's NAT; b is refused.
+//! through its controlplane's messenger query: curl, ping and iperf3 from a reach the internet
+//! namespace through two hops and c's NAT; b is refused.
 //! Stopping the client leaves a's routing table exactly as it was; so does `--cleanup` after a
 //! SIGKILL; stopping the server removes its nftables table, pool route and ip_forward.
 
@@ -159,15 +159,11 @@ fn vpn_across_two_hops_and_clean_teardown() {
             dir.join(format!("{n}-state")).to_str().unwrap().to_string(),
         ]
     };
-    // a knows only the messenger: the server is found by its published service.
+    // a names no server: its controlplane asks the messenger for service `vpn`.
     let args_a = vec![
         cli.to_str().unwrap().to_string(),
         "v0".to_string(),
         dir.join("a.ctl").to_str().unwrap().to_string(),
-        "--messenger".to_string(),
-        format!("{mpk}@10.85.1.2:7200"),
-        "--key".to_string(),
-        dir.join("a.key").to_str().unwrap().to_string(),
         "--state-dir".to_string(),
         dir.join("a-state").to_str().unwrap().to_string(),
     ];

@@ -11,6 +11,7 @@
 //! detach <pk>                 -> ok
 //! route <pk>                  -> ok up | ok pending
 //! underlay                    -> ok <ip>... the addresses this router's links and messengers use
+//! find <kind>                 -> ok <pk> <port>  a node offering the service (messenger query)
 //! service <kind> <port>       -> ok         publish a service in this node's messenger record
 //!                                           (held like attachments; `ok unpublished` without
 //!                                           a messenger)
@@ -60,6 +61,11 @@ pub enum Request {
     },
     /// Underlay addresses in use.
     Underlay,
+    /// Find a node offering a service (through the messengers).
+    Find {
+        /// Its kind.
+        kind: String,
+    },
     /// Publish a service with the messengers.
     Service {
         /// Its kind (e.g. `socks`, `vpn`).
@@ -87,6 +93,18 @@ pub fn overlaps(a: &Prefix, b: &Prefix) -> bool {
     }
 }
 
+fn service_kind(w: Option<&str>) -> Result<String, String> {
+    let kind = w.ok_or("missing service kind")?;
+    if kind.len() > 32
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!("service kind {kind:?}: 1-32 of [A-Za-z0-9_-]"));
+    }
+    Ok(kind.to_string())
+}
+
 /// Parses one request line.
 pub fn parse(line: &str) -> Result<Request, String> {
     let mut w = line.split_ascii_whitespace();
@@ -104,24 +122,17 @@ pub fn parse(line: &str) -> Result<Request, String> {
         "detach" => Request::Detach {
             node: node(&mut w)?,
         },
+        "find" => Request::Find {
+            kind: service_kind(w.next())?,
+        },
         "service" => {
-            let kind = w.next().ok_or("missing service kind")?;
-            if kind.len() > 32
-                || !kind
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(format!("service kind {kind:?}: 1-32 of [A-Za-z0-9_-]"));
-            }
+            let kind = service_kind(w.next())?;
             let port = w
                 .next()
                 .ok_or("missing service port")?
                 .parse::<u16>()
                 .map_err(|_| "service port must be 0-65535".to_string())?;
-            Request::Service {
-                kind: kind.to_string(),
-                port,
-            }
+            Request::Service { kind, port }
         }
         "attach" => {
             let node = node(&mut w)?;
@@ -351,6 +362,8 @@ mod tests {
             (&format!("attach {pk} ::/0"), "overlay"),
             (&format!("route {pk} extra"), "unexpected"),
             ("service", "missing service kind"),
+            ("find", "missing service kind"),
+            ("find a b", "unexpected"),
             ("service so/cks 1", "service kind"),
             ("service socks 70000", "port"),
         ] {

@@ -17,6 +17,17 @@ use std::time::{Duration, Instant};
 const RECONNECT: Duration = Duration::from_secs(1);
 /// How often an unresolved neighbour is looked up again.
 const RELOOKUP: Duration = Duration::from_secs(2);
+/// How long an app's service query may wait for the messengers.
+const FIND_WAIT: Duration = Duration::from_secs(4);
+
+/// What the driver asks of the messenger client for the apps.
+pub enum AppMsg {
+    /// Publish these services (the configured ones plus the apps').
+    Services(Vec<crate::messenger::Service>),
+    /// Find a node offering `kind`; the reply line (`ok <pk> <port>` or `err ...`) goes to the
+    /// sender.
+    Find(String, Sender<String>),
+}
 
 enum Inbound {
     Msg(NodeId, Vec<u8>),
@@ -31,7 +42,7 @@ pub fn spawn(
     services: Vec<crate::messenger::Service>,
     wanted: Vec<NodeId>,
     ctx: LinkCtx,
-    updates: Receiver<Vec<crate::messenger::Service>>,
+    updates: Receiver<AppMsg>,
 ) -> Result<(), String> {
     let id = Identity::from_seed(seed)?;
     let seq_start = std::time::SystemTime::now()
@@ -60,8 +71,10 @@ fn run(
     services: Vec<crate::messenger::Service>,
     wanted: Vec<NodeId>,
     ctx: LinkCtx,
-    updates: Receiver<Vec<crate::messenger::Service>>,
+    updates: Receiver<AppMsg>,
 ) {
+    let me = id.id();
+    let mut finds: Vec<(String, Sender<String>, Instant)> = Vec::new();
     let epoch = Instant::now();
     let now = || epoch.elapsed().as_millis() as u64;
     if let Err(e) = client.set_record(now(), advertise.clone(), services) {
@@ -113,11 +126,24 @@ fn run(
                 }
             }
         }
-        // Services apps published or withdrew through the app socket.
+        // Services apps published or withdrew through the app socket, and their queries.
         let mut latest = None;
-        while let Ok(s) = updates.try_recv() {
-            latest = Some(s);
+        while let Ok(m) = updates.try_recv() {
+            match m {
+                AppMsg::Services(s) => latest = Some(s),
+                AppMsg::Find(kind, reply) => {
+                    client.query(now(), &kind);
+                    finds.push((kind, reply, Instant::now()));
+                }
+            }
         }
+        finds.retain(|(kind, reply, t)| {
+            if t.elapsed() < FIND_WAIT {
+                return true;
+            }
+            let _ = reply.send(format!("err no answer about {kind:?} from the messengers"));
+            false
+        });
         if let Some(s) = latest
             && let Err(e) = client.set_record(now(), advertise.clone(), s)
         {
@@ -139,6 +165,25 @@ fn run(
             }
         }
         while let Some(ev) = client.poll_event() {
+            if let ClientEvent::Services { kind, records, .. } = &ev {
+                let found = records.iter().filter(|r| r.pk != me).find_map(|r| {
+                    r.services
+                        .iter()
+                        .find(|s| s.kind == *kind)
+                        .map(|s| (r.pk, s.port))
+                });
+                let line = match found {
+                    Some((pk, port)) => format!("ok {} {port}", pk.hex()),
+                    None => format!("err no node offers {kind:?}"),
+                };
+                finds.retain(|(k, reply, _)| {
+                    if k != kind {
+                        return true;
+                    }
+                    let _ = reply.send(line.clone());
+                    false
+                });
+            }
             if let ClientEvent::Found { record, .. } = ev
                 && wanted.contains(&record.pk)
                 && !resolved.contains(&record.pk)

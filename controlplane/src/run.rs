@@ -71,7 +71,7 @@ pub struct Driver {
     /// Services apps published, per app connection.
     app_services: HashMap<u64, Vec<crate::messenger::Service>>,
     /// The messenger client's record updates (none without messengers).
-    services_tx: Option<std::sync::mpsc::Sender<Vec<crate::messenger::Service>>>,
+    services_tx: Option<std::sync::mpsc::Sender<crate::msgclient::AppMsg>>,
     /// Counters for `ru`.
     pub stats: Stats,
 }
@@ -572,6 +572,7 @@ impl Driver {
                 Ok(String::new())
             }
             appsock::Request::Attach { node, prefixes } => self.attach(conn, node, prefixes),
+            appsock::Request::Find { .. } => Err("find is answered by the messenger client".into()),
             appsock::Request::Service { kind, port } => {
                 let list = self.app_services.entry(conn).or_default();
                 list.retain(|s| s.kind != kind);
@@ -640,6 +641,27 @@ impl Driver {
 
     fn app_event(&mut self, ev: appsock::Event) {
         match ev {
+            appsock::Event::Request {
+                req: appsock::Request::Find { kind },
+                reply,
+                ..
+            } => {
+                // The messenger client answers (within its own timeout); the loop goes on.
+                match &self.services_tx {
+                    Some(tx) => {
+                        if let Err(e) = tx.send(crate::msgclient::AppMsg::Find(kind, reply)) {
+                            let crate::msgclient::AppMsg::Find(_, reply) = e.0 else {
+                                return;
+                            };
+                            let _ = reply.send("err the messenger client stopped".into());
+                        }
+                    }
+                    None => {
+                        self.stats.app_errors += 1;
+                        let _ = reply.send("err no messenger configured".into());
+                    }
+                }
+            }
             appsock::Event::Request { conn, req, reply } => {
                 let r = self.app_request(conn, req);
                 let _ = reply.send(r);
@@ -674,7 +696,7 @@ impl Driver {
                 all.push(s.clone());
             }
         }
-        tx.send(all).is_ok()
+        tx.send(crate::msgclient::AppMsg::Services(all)).is_ok()
     }
 
     /// Keeps the routes to nodes with attached prefixes up, used or not.

@@ -23,7 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 struct Cli {
     /// Text name of this app instance (a label in logs).
     name: String,
-    /// The node's control endpoint (accepted for compatibility with the original app; unused).
+    /// skywire-control's app socket (a path: used to find a server when none is named), or an
+    /// ADDR:PORT of the original app (unused).
     control_endpoint: String,
     /// Local port for applications (on 127.0.0.1).
     port: u16,
@@ -81,8 +82,25 @@ fn main() {
                 Err(e) => fail(&format!("no socks server found: {e}")),
             }
         }
+        _ if cli.control_endpoint.contains('/') => {
+            // Ask the messengers the controlplane uses.
+            let found = apps::vpn::connect_control(
+                std::path::Path::new(&cli.control_endpoint),
+                Duration::from_secs(30),
+            )
+            .and_then(|mut c| c.find("socks", Duration::from_secs(30)))
+            .unwrap_or_else(|e| fail(&format!("no socks server found: {e}")));
+            common::say(&format!(
+                "{KIND}: found socks server {} through the messenger",
+                found.0.hex()
+            ));
+            match common::overlay_of_pk(&found.0.hex()) {
+                Ok(a) => SocketAddr::new(IpAddr::V6(a), found.1),
+                Err(e) => fail(&e),
+            }
+        }
         _ => fail(
-            "no socks server: give --server ADDR:PORT, --server-pk HEX --server-port PORT, or --messenger PK@ADDR:PORT to find one",
+            "no socks server: give --server ADDR:PORT, --server-pk HEX --server-port PORT, --messenger PK@ADDR:PORT, or the controlplane's app socket as CONTROL_ENDPOINT to find one",
         ),
     };
     let addr = match &cli.listen {
@@ -99,8 +117,8 @@ fn main() {
         std::process::exit(1);
     });
     common::say(&format!(
-        "{KIND} {}: listening on {local}, relaying to {upstream} (control endpoint {} unused)",
-        cli.name, cli.control_endpoint
+        "{KIND} {}: listening on {local}, relaying to {upstream}",
+        cli.name
     ));
     let stats = Stats::new(session.as_ref());
     let code = common::run(session, listener, cli.max_conns, stats, move |s, st| {

@@ -112,7 +112,21 @@ fn main() {
             ));
             found
         }
-        None => fail("no server: give --server-pk PK, or --messenger PK@ADDR:PORT to find one"),
+        None => {
+            // Ask the messengers the controlplane uses.
+            let found = ctl
+                .find(vpn::SERVICE, Duration::from_secs(30))
+                .unwrap_or_else(|e| {
+                    fail(&format!(
+                        "no vpn server found through the controlplane ({e}); give --server-pk PK"
+                    ))
+                });
+            common::say(&format!(
+                "{KIND}: found vpn server {} through the messenger",
+                found.0.hex()
+            ));
+            found
+        }
     };
     if server == me {
         fail("the server is this node");
