@@ -140,7 +140,7 @@ step "r1: routes";      V r1 routes
 step "ru of every component"
 for n in r1 r2 r3 r4 m; do
     for id in $(V "$n" --json list | python3 -c 'import json,sys; print(" ".join(str(c["id"]) for c in json.loads(sys.stdin.readline())["data"]))'); do
-        echo "-- $n #$id"; V "$n" ru "$id" | head -n 14
+        echo "-- $n #$id"; V "$n" ru "$id"
     done
 done
 

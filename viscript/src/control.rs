@@ -164,38 +164,53 @@ pub fn one_shot(socket: &Path, tokens: &[String], as_json: bool) -> i32 {
         serde_json::from_str(&first).unwrap_or_else(|_| json!({"ok": false, "text": first}));
     let ok = v.get("ok").and_then(Value::as_bool).unwrap_or(false);
     let text = v.get("text").and_then(Value::as_str).unwrap_or("");
-    if as_json {
-        println!("{v}");
+    let code = if ok { 0 } else { 1 };
+    let shown = if as_json {
+        out(&v.to_string())
     } else if ok {
-        if !text.is_empty() {
-            println!("{text}");
-        }
+        text.is_empty() || out(text)
     } else {
         eprintln!("error: {text}");
+        true
+    };
+    if !shown {
+        return code;
     }
     if v.get("follow").and_then(Value::as_bool) == Some(true) {
         for l in lines {
             let Ok(l) = l else { break };
-            if as_json {
-                println!("{l}");
+            let shown = if as_json {
+                out(&l)
             } else if let Some(t) = serde_json::from_str::<Value>(&l)
                 .ok()
                 .and_then(|v| v.get("line").and_then(Value::as_str).map(str::to_owned))
             {
-                println!("{t}");
+                out(&t)
+            } else {
+                true
+            };
+            if !shown {
+                break;
             }
         }
     }
-    if ok { 0 } else { 1 }
+    code
+}
+
+/// Writes a line to stdout; false once nobody reads it any more (`viscript ru 1 | head` ends
+/// quietly instead of failing on the closed pipe).
+fn out(line: &str) -> bool {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{line}").and_then(|()| o.flush()).is_ok()
 }
 
 /// Prints a reply the way the console shows it.
 pub fn print_reply(r: &Reply, as_json: bool) {
     if as_json {
-        println!("{}", json!({"ok": r.ok, "text": r.text, "data": r.data}));
+        out(&json!({"ok": r.ok, "text": r.text, "data": r.data}).to_string());
     } else if r.ok {
         if !r.text.is_empty() {
-            println!("{}", r.text);
+            out(&r.text);
         }
     } else {
         eprintln!("error: {}", r.text);

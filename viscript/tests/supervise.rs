@@ -324,6 +324,18 @@ fn errors_say_what_to_do() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    // Output into a pipe nobody reads (`viscript list | head -0`): quiet, status of the command.
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(viscript_bin())
+        .args(["--socket", path_str(&d.socket), "list"])
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     // One-shot against nothing.
     let out = std::process::Command::new(viscript_bin())
         .args(["--socket", "/nonexistent/x.sock", "list"])
