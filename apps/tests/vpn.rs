@@ -160,7 +160,7 @@ fn vpn_across_two_hops_and_clean_teardown() {
         ]
     };
     // a names no server: its controlplane asks the messenger for service `vpn`.
-    let args_a = vec![
+    let args_a = [
         cli.to_str().unwrap().to_string(),
         "v0".to_string(),
         dir.join("a.ctl").to_str().unwrap().to_string(),
