@@ -4,7 +4,8 @@
 #   skywire-2node: a - b            skywire-3node: a - r - b (r relays by label)
 # then ../shared/bench/peerbench.sh (veth, wireguard-go, boringtun) in the same run.
 # Prints one line per system: NAME GBITS (receiver side).
-# Usage: scripts/bench-throughput.sh [SECONDS]   (env: BACKEND=auto|epoll|uring, SHARDS=N)
+# Usage: scripts/bench-throughput.sh [SECONDS]   (env: BACKEND=auto|epoll|uring, SHARDS=N,
+#        OFFLOAD=auto|on|off: --offload, default auto = on unless BACKEND=uring)
 # Needs root. Installs iperf3, wireguard-go, wireguard-tools (apt) and boringtun-cli (cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ BACKEND=${BACKEND:-auto}
 SHARDS=${SHARDS:-2}
 # Several nodes share this machine's cores: no pinning unless asked (PIN_SHARDS=1).
 PIN=--no-pin; [ "${PIN_SHARDS:-0}" = 1 ] && PIN=
+OFFLOAD_FLAG="--offload ${OFFLOAD:-auto}"
 PEERBENCH=${PEERBENCH:-../shared/bench/peerbench.sh}
 
 need=()
@@ -29,7 +31,7 @@ if ! command -v boringtun-cli >/dev/null && [ ! -x ~/.cargo/bin/boringtun-cli ];
     cargo install --locked boringtun-cli >/dev/null 2>&1 || echo "boringtun-cli: install failed; skipped" >&2
 fi
 cargo build --release --locked -p dataplane --bin skywire-node >/dev/null 2>&1 || cargo build --release --locked -p dataplane --bin skywire-node
-NODE=$PWD/target/release/skywire-node
+NODE=${CARGO_TARGET_DIR:-$PWD/target}/release/skywire-node
 
 W=$(mktemp -d)
 NS=(sb_a sb_b sb_r)
@@ -76,7 +78,7 @@ PY
 
 start_nodes() {
     for n in "$@"; do
-        ip netns exec "$n" "$NODE" --static "$W/$n.yaml" --backend "$BACKEND" --fib-socket "$W/$n.fib" $PIN > "$W/$n.log" 2>&1 &
+        ip netns exec "$n" "$NODE" --static "$W/$n.yaml" --backend "$BACKEND" --fib-socket "$W/$n.fib" $PIN $OFFLOAD_FLAG > "$W/$n.log" 2>&1 &
     done
     for n in "$@"; do
         for _ in $(seq 50); do ip -n "$n" link show sky0 >/dev/null 2>&1 && break; sleep 0.1; done

@@ -1,9 +1,17 @@
 //! The portable backend: epoll readiness, recvmmsg/sendmmsg batches on the UDP socket, one
 //! read/write per packet on the TUN queue. Used when io_uring cannot be set up, or by flag.
+//!
+//! With offloads (`ShardIo::offload`, the TUN opened with a vnet header): a read may be a TCP
+//! super-packet; it is cut into segments ([`crate::offload`]), each sealed into its own frame,
+//! and the frames, back to back in one buffer, go out as one UDP GSO send (`UDP_SEGMENT`), or
+//! one by one with sendmmsg where the kernel refuses that. Packets written to the TUN get a
+//! (zero) vnet header in front, in the headroom the frame header left.
 
-use crate::mmsg::{self, BATCH};
+use crate::mmsg::{self, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGS};
+use crate::offload::{self, Coalescer, Prepared, VNET_HDR_LEN, VnetHdr};
 use crate::shard::{BUF_SIZE, HEADROOM, Shard, Verdict};
 use crate::stats::DropReason;
+use crate::wire::{OVERHEAD, TAG_LEN};
 use rustix::event::epoll;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -30,12 +38,120 @@ pub struct ShardIo {
     pub udp: UdpSocket,
     /// Set to end the loop.
     pub stop: Arc<AtomicBool>,
+    /// The TUN was opened with a vnet header and offloads (see [`crate::tun::Tun::create_with`]).
+    pub offload: bool,
+}
+
+/// Frames of one TCP super-packet, back to back, for one UDP GSO send.
+struct Tx {
+    out: Box<[u8]>,
+    used: usize,
+    frames: usize,
+    /// Length of the first frame: the GSO segment size.
+    first: usize,
+    /// A frame shorter than `first` was added: nothing may follow it.
+    closed: bool,
+    to: SocketAddr,
+    /// Whether the kernel takes UDP GSO sends here (cleared after it refused one).
+    udp_gso: bool,
+}
+
+impl Tx {
+    fn new() -> Tx {
+        Tx {
+            out: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            used: 0,
+            frames: 0,
+            first: 0,
+            closed: false,
+            to: SocketAddr::from(([0, 0, 0, 0], 0)),
+            udp_gso: true,
+        }
+    }
+
+    /// Whether a frame of `len` bytes may join the group.
+    fn fits(&self, len: usize) -> bool {
+        self.frames == 0
+            || (self.frames < GSO_MAX_SEGS
+                && !self.closed
+                && len <= self.first
+                && self.used + len <= GSO_MAX_BYTES)
+    }
+
+    /// Sends the group (as one UDP GSO send if it can) and empties it.
+    fn send(&mut self, io: &ShardIo) {
+        let (n, first, to) = (self.frames, self.first, self.to);
+        if n == 0 {
+            return;
+        }
+        let (used, out) = (self.used, &self.out[..self.used]);
+        self.used = 0;
+        self.frames = 0;
+        self.closed = false;
+        if n > 1 && self.udp_gso {
+            match mmsg::send_gso(io.udp.as_fd(), out, first as u16, &to) {
+                Ok(true) => {
+                    for i in 0..n {
+                        io.shard.sent(frame_len(i, n, first, used));
+                    }
+                    return;
+                }
+                Ok(false) => {
+                    for _ in 0..n {
+                        io.shard.discard(DropReason::QueueFull);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "skywire-node: shard {}: UDP GSO send refused ({e}); sending datagrams one by one",
+                        io.shard.id()
+                    );
+                    self.udp_gso = false;
+                }
+            }
+        }
+        let mut done = 0;
+        while done < n {
+            let k = (n - done).min(BATCH);
+            let sent = match mmsg::send_batch(io.udp.as_fd(), k, |i| {
+                let j = done + i;
+                (
+                    &out[j * first..j * first + frame_len(j, n, first, used)],
+                    to,
+                )
+            }) {
+                Ok(s) => s,
+                Err(_) => {
+                    for _ in done..n {
+                        io.shard.discard(DropReason::SendError);
+                    }
+                    return;
+                }
+            };
+            for j in done..done + sent {
+                io.shard.sent(frame_len(j, n, first, used));
+            }
+            for _ in sent..k {
+                io.shard.discard(DropReason::QueueFull);
+            }
+            done += k;
+        }
+    }
+}
+
+/// Length of frame `i` of `n` in a group of `first`-byte frames, `used` bytes in all.
+fn frame_len(i: usize, n: usize, first: usize, used: usize) -> usize {
+    if i + 1 == n { used - i * first } else { first }
 }
 
 struct Bufs {
     bufs: Vec<Box<[u8]>>,
     lens: [usize; BATCH],
-    plan: [(usize, SocketAddr, usize); BATCH],
+    /// Frames to send: (buffer, offset in it, destination, length).
+    plan: [(usize, usize, SocketAddr, usize); BATCH],
+    /// UDP GRO segment size of each received datagram (0: a single frame).
+    segs: [usize; BATCH],
     planned: usize,
 }
 
@@ -46,7 +162,8 @@ impl Bufs {
                 .map(|_| vec![0u8; BUF_SIZE].into_boxed_slice())
                 .collect(),
             lens: [0; BATCH],
-            plan: [(0, SocketAddr::from(([0, 0, 0, 0], 0)), 0); BATCH],
+            plan: [(0, 0, SocketAddr::from(([0, 0, 0, 0], 0)), 0); BATCH],
+            segs: [0; BATCH],
             planned: 0,
         }
     }
@@ -55,6 +172,14 @@ impl Bufs {
 /// Runs a shard until `stop` is set.
 pub fn run(mut io: ShardIo) -> io::Result<()> {
     io.udp.set_nonblocking(true)?;
+    if io.offload
+        && let Err(e) = mmsg::enable_gro(io.udp.as_fd())
+    {
+        eprintln!(
+            "skywire-node: shard {}: UDP GRO not available ({e}); receiving frame by frame",
+            io.shard.id()
+        );
+    }
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
     epoll::add(
         &ep,
@@ -69,6 +194,8 @@ pub fn run(mut io: ShardIo) -> io::Result<()> {
         epoll::EventFlags::IN,
     )?;
     let mut b = Bufs::new();
+    let mut tx = Tx::new();
+    let mut co = Coalescer::new();
     let mut events = Vec::with_capacity(4);
     let idle = rustix::time::Timespec::try_from(IDLE).unwrap_or(rustix::time::Timespec {
         tv_sec: 0,
@@ -87,7 +214,8 @@ pub fn run(mut io: ShardIo) -> io::Result<()> {
         io.shard.refresh();
         for ev in &events {
             match ev.data.u64() {
-                T_UDP => udp_side(&mut io, &mut b)?,
+                T_UDP => udp_side(&mut io, &mut b, &mut co)?,
+                T_TUN if io.offload => tun_side_offload(&mut io, &mut b, &mut tx)?,
                 T_TUN => tun_side(&mut io, &mut b)?,
                 _ => {}
             }
@@ -104,8 +232,8 @@ fn flush(io: &ShardIo, b: &mut Bufs) {
     let bufs = &b.bufs;
     let plan = &b.plan;
     let sent = match mmsg::send_batch(io.udp.as_fd(), n, |i| {
-        let (idx, to, len) = plan[i];
-        (&bufs[idx][..len], to)
+        let (idx, off, to, len) = plan[i];
+        (&bufs[idx][off..off + len], to)
     }) {
         Ok(s) => s,
         Err(_) => {
@@ -116,7 +244,7 @@ fn flush(io: &ShardIo, b: &mut Bufs) {
             return;
         }
     };
-    for &(_, _, len) in &plan[..sent] {
+    for &(_, _, _, len) in &plan[..sent] {
         io.shard.sent(len);
     }
     for _ in sent..n {
@@ -125,9 +253,17 @@ fn flush(io: &ShardIo, b: &mut Bufs) {
     b.planned = 0;
 }
 
-fn write_tun(io: &ShardIo, pkt: &[u8]) {
-    match rustix::io::write(&io.tun, pkt) {
-        Ok(_) => io.shard.delivered(pkt.len()),
+/// Writes `buf[HEADROOM..HEADROOM + len]` to the TUN (with a zero vnet header in front, in the
+/// headroom, when offloads are on).
+fn write_tun(io: &ShardIo, buf: &mut [u8], len: usize) {
+    let from = if io.offload {
+        buf[HEADROOM - VNET_HDR_LEN..HEADROOM].copy_from_slice(&VnetHdr::default().encode());
+        HEADROOM - VNET_HDR_LEN
+    } else {
+        HEADROOM
+    };
+    match rustix::io::write(&io.tun, &buf[from..HEADROOM + len]) {
+        Ok(_) => io.shard.delivered(len),
         Err(rustix::io::Errno::AGAIN) => {
             io.shard.discard(DropReason::QueueFull);
         }
@@ -137,7 +273,134 @@ fn write_tun(io: &ShardIo, pkt: &[u8]) {
     }
 }
 
-fn udp_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
+/// With offloads, a delivered packet: merged into the super-packet being built, else that one
+/// is written and `pkt` starts the next (or is written as it is when it cannot be merged).
+fn deliver_offload(io: &ShardIo, co: &mut Coalescer, buf: &mut [u8], len: usize) {
+    let pkt = &buf[HEADROOM..HEADROOM + len];
+    if co.push(pkt) {
+        return;
+    }
+    write_coalesced(io, co);
+    if !co.push(pkt) {
+        write_tun(io, buf, len);
+    }
+}
+
+/// Writes the super-packet being built, if any.
+fn write_coalesced(io: &ShardIo, co: &mut Coalescer) {
+    let (segs, bytes) = (co.segments() as u64, co.segment_bytes());
+    if segs == 0 {
+        return;
+    }
+    match rustix::io::write(&io.tun, co.finish()) {
+        Ok(_) => io.shard.delivered_many(segs, bytes),
+        Err(rustix::io::Errno::AGAIN) => {
+            io.shard.discard(DropReason::QueueFull);
+        }
+        Err(_) => {
+            io.shard.discard(DropReason::SendError);
+        }
+    }
+}
+
+fn udp_side(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io::Result<()> {
+    let r = if io.offload {
+        udp_rounds_offload(io, b, co)
+    } else {
+        udp_rounds(io, b, co)
+    };
+    write_coalesced(io, co);
+    r
+}
+
+/// [`udp_rounds`] with offloads: a datagram may hold several frames (UDP GRO, every one but the
+/// last `segs[i]` bytes long). Delivered packets go through the coalescer. When every frame of
+/// a datagram is relayed, unchanged in length, to one peer, the datagram goes out again as it
+/// is, as one UDP GSO send; otherwise frame by frame.
+fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io::Result<()> {
+    for _ in 0..ROUNDS {
+        let n = {
+            let mut views: [&mut [u8]; BATCH] = Default::default();
+            for (v, buf) in views.iter_mut().zip(b.bufs.iter_mut()) {
+                *v = &mut buf[..];
+            }
+            mmsg::recv_batch_gro(io.udp.as_fd(), &mut views, &mut b.lens, &mut b.segs)?
+        };
+        for i in 0..n {
+            let total = b.lens[i];
+            let seg = if b.segs[i] == 0 { total } else { b.segs[i] };
+            let mut off = 0;
+            let mut frames = 0;
+            // Relayed frames of this datagram: (offset, destination, length).
+            let mut rel = [(0usize, SocketAddr::from(([0, 0, 0, 0], 0)), 0usize); GSO_MAX_SEGS];
+            let mut nrel = 0;
+            // Every frame so far relayed, unchanged in length, to one peer.
+            let mut whole = true;
+            while off < total {
+                let flen = seg.min(total - off);
+                frames += 1;
+                match io.shard.from_udp(&mut b.bufs[i][off..], flen) {
+                    Verdict::Send { to, len } => {
+                        if len != flen || (nrel > 0 && rel[0].1 != to) {
+                            whole = false;
+                        }
+                        if nrel == GSO_MAX_SEGS {
+                            plan_frames(io, b, i, &rel[..nrel]);
+                            nrel = 0;
+                            whole = false;
+                        }
+                        rel[nrel] = (off, to, len);
+                        nrel += 1;
+                    }
+                    Verdict::Deliver { len } => {
+                        whole = false;
+                        deliver_offload(io, co, &mut b.bufs[i][off..], len);
+                    }
+                    Verdict::Drop(_) => whole = false,
+                }
+                off += seg.max(1);
+            }
+            if whole && frames > 1 && nrel == frames && seg <= usize::from(u16::MAX) {
+                // Send the datagram whole again, after what was planned before it.
+                flush(io, b);
+                let to = rel[0].1;
+                match mmsg::send_gso(io.udp.as_fd(), &b.bufs[i][..total], seg as u16, &to) {
+                    Ok(true) => {
+                        for k in 0..frames {
+                            io.shard.sent(frame_len(k, frames, seg, total));
+                        }
+                    }
+                    Ok(false) => {
+                        for _ in 0..frames {
+                            io.shard.discard(DropReason::QueueFull);
+                        }
+                    }
+                    Err(_) => plan_frames(io, b, i, &rel[..nrel]),
+                }
+            } else {
+                plan_frames(io, b, i, &rel[..nrel]);
+            }
+        }
+        flush(io, b);
+        if n < BATCH {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Adds frames of buffer `i` to the send plan, flushing it when full.
+fn plan_frames(io: &ShardIo, b: &mut Bufs, i: usize, frames: &[(usize, SocketAddr, usize)]) {
+    for &(off, to, len) in frames {
+        if b.planned == BATCH {
+            flush(io, b);
+        }
+        b.plan[b.planned] = (i, off, to, len);
+        b.planned += 1;
+    }
+}
+
+fn udp_rounds(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io::Result<()> {
     for _ in 0..ROUNDS {
         let n = {
             let mut views: [&mut [u8]; BATCH] = Default::default();
@@ -150,10 +413,13 @@ fn udp_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
             let len = b.lens[i];
             match io.shard.from_udp(&mut b.bufs[i], len) {
                 Verdict::Send { to, len } => {
-                    b.plan[b.planned] = (i, to, len);
+                    b.plan[b.planned] = (i, 0, to, len);
                     b.planned += 1;
                 }
-                Verdict::Deliver { len } => write_tun(io, &b.bufs[i][HEADROOM..HEADROOM + len]),
+                Verdict::Deliver { len } if io.offload => {
+                    deliver_offload(io, co, &mut b.bufs[i], len)
+                }
+                Verdict::Deliver { len } => write_tun(io, &mut b.bufs[i], len),
                 Verdict::Drop(_) => {}
             }
         }
@@ -177,7 +443,7 @@ fn tun_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
                 Ok(len) => {
                     match io.shard.from_tun(&mut b.bufs[n], len) {
                         Verdict::Send { to, len } => {
-                            b.plan[b.planned] = (n, to, len);
+                            b.plan[b.planned] = (n, 0, to, len);
                             b.planned += 1;
                         }
                         // A packet from sky0 is never delivered back to sky0.
@@ -192,6 +458,87 @@ fn tun_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
         }
         flush(io, b);
         if n < BATCH {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// [`tun_side`] with a vnet header on every read: plain packets (their checksum completed if
+/// partial) are batched as there; a super-packet is cut into segments, sealed back to back and
+/// sent as UDP GSO sends (after what was batched before it, to keep the order).
+fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<()> {
+    for _ in 0..ROUNDS {
+        let mut reads = 0;
+        while reads < BATCH {
+            let k = b.planned;
+            let n = match rustix::io::read(
+                &io.tun,
+                &mut b.bufs[k][HEADROOM - VNET_HDR_LEN..BUF_SIZE - TAG_LEN],
+            ) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            reads += 1;
+            let buf = &mut b.bufs[k];
+            let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
+                io.shard.discard(DropReason::Malformed);
+                continue;
+            };
+            let prepared = VnetHdr::parse(&buf[HEADROOM - VNET_HDR_LEN..HEADROOM])
+                .and_then(|h| offload::prepare(&h, &mut buf[HEADROOM..HEADROOM + len]));
+            match prepared {
+                Err(_) => {
+                    io.shard.discard(DropReason::Malformed);
+                }
+                Ok(Prepared::Single) => {
+                    if let Verdict::Send { to, len } = io.shard.from_tun(buf, len) {
+                        b.plan[b.planned] = (k, 0, to, len);
+                        b.planned += 1;
+                        if b.planned == BATCH {
+                            flush(io, b);
+                        }
+                    }
+                }
+                Ok(Prepared::Gso(g)) => {
+                    // The super-packet stays in bufs[k]; flush sends only bufs[..k].
+                    flush(io, b);
+                    let pkt = &b.bufs[k][HEADROOM..HEADROOM + len];
+                    for i in 0..g.segments() {
+                        if !tx.fits(OVERHEAD + g.seg_len(i)) {
+                            tx.send(io);
+                        }
+                        let at = tx.used;
+                        let Ok(sl) = g.write(pkt, i, &mut tx.out[at + HEADROOM..]) else {
+                            io.shard.discard(DropReason::TooBig);
+                            continue;
+                        };
+                        if let Verdict::Send { to, len } = io.shard.from_tun(&mut tx.out[at..], sl)
+                        {
+                            if tx.frames > 0 && to != tx.to {
+                                // Another destination (cannot happen within one flow).
+                                tx.send(io);
+                                tx.out.copy_within(at..at + len, 0);
+                            }
+                            if tx.frames == 0 {
+                                tx.first = len;
+                                tx.to = to;
+                            } else if len < tx.first {
+                                tx.closed = true;
+                            }
+                            tx.used += len;
+                            tx.frames += 1;
+                        }
+                    }
+                    tx.send(io);
+                }
+            }
+        }
+        flush(io, b);
+        if reads < BATCH {
             break;
         }
     }

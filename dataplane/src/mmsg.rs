@@ -180,6 +180,167 @@ pub fn send_batch<'a>(
     Ok(sent)
 }
 
+/// `UDP_SEGMENT` (linux/udp.h): the segment size of a UDP GSO send.
+pub const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` (linux/udp.h): receive coalesced datagrams, with their segment size in a cmsg.
+pub const UDP_GRO: libc::c_int = 104;
+
+/// Turns UDP GRO on for `fd`: [`recv_batch_gro`] may then return several datagrams' payloads
+/// back to back in one buffer.
+pub fn enable_gro(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from the live `one`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A control message carrying an `int` (laid out as CMSG_SPACE(4) bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CmsgInt {
+    hdr: libc::cmsghdr,
+    val: libc::c_int,
+    _pad: [u8; 4],
+}
+
+// SAFETY: CMSG_SPACE / CMSG_LEN are pure arithmetic on sizes.
+const CMSG_INT_SPACE: usize = unsafe { libc::CMSG_SPACE(4) } as usize;
+// SAFETY: as above.
+const CMSG_INT_LEN: usize = unsafe { libc::CMSG_LEN(4) } as usize;
+const _: () = assert!(size_of::<CmsgInt>() == CMSG_INT_SPACE);
+const _: () = assert!(std::mem::offset_of!(CmsgInt, val) == CMSG_INT_LEN - 4);
+
+/// [`recv_batch`] on a socket with UDP GRO on: `segs[i]` gets the segment size of datagram `i`
+/// when it holds several (every one but the last that long), else 0.
+pub fn recv_batch_gro(
+    fd: BorrowedFd<'_>,
+    bufs: &mut [&mut [u8]],
+    lens: &mut [usize],
+    segs: &mut [usize],
+) -> io::Result<usize> {
+    let n = bufs.len().min(lens.len()).min(segs.len()).min(BATCH);
+    let mut iov: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut ctl: [CmsgInt; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iov[i].write(libc::iovec {
+            iov_base: bufs[i].as_mut_ptr().cast(),
+            iov_len: bufs[i].len(),
+        });
+        hdrs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+        hdrs[i].msg_hdr.msg_control = (&raw mut ctl[i]).cast();
+        hdrs[i].msg_hdr.msg_controllen = CMSG_INT_SPACE as _;
+    }
+    // SAFETY: hdrs[..n] point at n initialised iovecs over live, exclusively borrowed buffers
+    // and at n control buffers of CMSG_SPACE(4) bytes; the kernel writes at most their
+    // lengths into each and fills msg_len / msg_controllen.
+    let r = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(e),
+        };
+    }
+    let got = r as usize;
+    for i in 0..got {
+        lens[i] = hdrs[i].msg_len as usize;
+        let c = &ctl[i];
+        segs[i] = if hdrs[i].msg_hdr.msg_controllen as usize >= CMSG_INT_LEN
+            && c.hdr.cmsg_level == libc::SOL_UDP
+            && c.hdr.cmsg_type == UDP_GRO
+            && c.val > 0
+            && (c.val as usize) < lens[i]
+        {
+            c.val as usize
+        } else {
+            0
+        };
+    }
+    Ok(got)
+}
+
+/// Most segments one UDP GSO send may carry (the kernel's UDP_MAX_SEGMENTS on older kernels).
+pub const GSO_MAX_SEGS: usize = 64;
+/// Most bytes one UDP GSO send may carry (below the 64 KiB IP datagram limit, v4 and v6).
+pub const GSO_MAX_BYTES: usize = 65000;
+
+/// A control message carrying a `u16` (laid out as CMSG_SPACE(2) bytes).
+#[repr(C)]
+struct CmsgU16 {
+    hdr: libc::cmsghdr,
+    val: u16,
+    _pad: [u8; 6],
+}
+
+// SAFETY: CMSG_SPACE / CMSG_LEN are pure arithmetic on sizes.
+const CMSG_U16_SPACE: usize = unsafe { libc::CMSG_SPACE(2) } as usize;
+// SAFETY: as above.
+const CMSG_U16_LEN: usize = unsafe { libc::CMSG_LEN(2) } as usize;
+const _: () = assert!(size_of::<CmsgU16>() == CMSG_U16_SPACE);
+const _: () = assert!(std::mem::offset_of!(CmsgU16, val) == CMSG_U16_LEN - 2);
+
+/// Sends `data` to `to` as one UDP GSO send: the kernel cuts it into datagrams of `seg` bytes
+/// (the last may be shorter). `Ok(false)` if it would block. An error such as `EIO` / `EINVAL`
+/// means this path cannot do UDP GSO: send the datagrams one by one instead.
+pub fn send_gso(fd: BorrowedFd<'_>, data: &[u8], seg: u16, to: &SocketAddr) -> io::Result<bool> {
+    let (mut addr, alen) = to_storage(to);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: plain C structs; all-zero is valid.
+    let mut cm: CmsgU16 = unsafe { std::mem::zeroed() };
+    cm.hdr.cmsg_level = libc::SOL_UDP;
+    cm.hdr.cmsg_type = UDP_SEGMENT;
+    cm.hdr.cmsg_len = CMSG_U16_LEN as _;
+    cm.val = seg;
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut addr).cast();
+    msg.msg_namelen = alen;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&raw mut cm).cast();
+    msg.msg_controllen = CMSG_U16_SPACE as _;
+    loop {
+        // SAFETY: `msg` points at the live address, iovec (over `data`, only read) and control
+        // message above, all valid for the duration of the call.
+        let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &raw const msg, libc::MSG_DONTWAIT) };
+        if r >= 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +369,50 @@ mod tests {
         assert_eq!(back, to);
         let v6: SocketAddr = "[fd00::1]:7000".parse().unwrap();
         assert_eq!(from_storage(&to_storage(&v6).0).unwrap(), v6);
+    }
+
+    #[test]
+    fn gso_send_arrives_as_separate_datagrams() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        let to = b.local_addr().unwrap();
+        let data: Vec<u8> = (0..250u8).collect();
+        assert!(send_gso(a.as_fd(), &data, 100, &to).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut store = vec![[0u8; 200]; 8];
+        let mut bufs: Vec<&mut [u8]> = store.iter_mut().map(|b| &mut b[..]).collect();
+        let mut lens = [0usize; 8];
+        let n = recv_batch(b.as_fd(), &mut bufs, &mut lens).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(lens[..3], [100, 100, 50]);
+        assert_eq!(&bufs[2][..50], &data[200..]);
+    }
+
+    #[test]
+    fn gro_receive_sees_one_gso_send_whole_or_in_parts() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        enable_gro(b.as_fd()).unwrap();
+        let to = b.local_addr().unwrap();
+        let data: Vec<u8> = (0..250u8).collect();
+        assert!(send_gso(a.as_fd(), &data, 100, &to).unwrap());
+        a.send_to(b"single", to).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut store = vec![[0u8; 400]; 8];
+        let mut bufs: Vec<&mut [u8]> = store.iter_mut().map(|b| &mut b[..]).collect();
+        let (mut lens, mut segs) = ([0usize; 8], [0usize; 8]);
+        let n = recv_batch_gro(b.as_fd(), &mut bufs, &mut lens, &mut segs).unwrap();
+        // Reassemble whatever way the kernel handed them over.
+        let mut frames = Vec::new();
+        for i in 0..n {
+            let seg = if segs[i] == 0 { lens[i] } else { segs[i] };
+            frames.extend(bufs[i][..lens[i]].chunks(seg).map(<[u8]>::to_vec));
+        }
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[0], &data[..100]);
+        assert_eq!(frames[2], &data[200..]);
+        assert_eq!(frames[3], b"single");
     }
 }

@@ -379,6 +379,14 @@ impl Shard {
             .add(usize::from(self.id), traffic::TX_BYTES, bytes as u64);
     }
 
+    /// Counts `pkts` packets of `bytes` in all written to sky0 (as one coalesced write).
+    #[inline]
+    pub fn delivered_many(&self, pkts: u64, bytes: usize) {
+        let id = usize::from(self.id);
+        self.stats.tun.add(id, traffic::TX_PKTS, pkts);
+        self.stats.tun.add(id, traffic::TX_BYTES, bytes as u64);
+    }
+
     /// Counts a drop.
     #[inline]
     pub fn discard(&self, why: DropReason) -> Verdict {

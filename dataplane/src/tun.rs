@@ -49,6 +49,14 @@ impl Tun {
     /// for a bad name or queue count, `PermissionDenied` without
     /// CAP_NET_ADMIN.
     pub fn create(name: &str, queues: usize) -> io::Result<Tun> {
+        Tun::create_with(name, queues, false)
+    }
+
+    /// Like [`Tun::create`]; with `offload` the device is opened with `IFF_VNET_HDR` (every
+    /// packet read or written starts with a [`crate::offload::VnetHdr`]) and offers the stack
+    /// checksum offload and TSO (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6): reads may return
+    /// partially checksummed packets and TCP super-packets of up to 64 KiB.
+    pub fn create_with(name: &str, queues: usize, offload: bool) -> io::Result<Tun> {
         check_name(name)?;
         if queues == 0 || queues > MAX_QUEUES {
             return Err(io::Error::new(
@@ -67,7 +75,9 @@ impl Tun {
                 ),
             ));
         }
-        let flags = (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as libc::c_short;
+        let vnet = if offload { libc::IFF_VNET_HDR } else { 0 };
+        let flags =
+            (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | vnet) as libc::c_short;
         let mut actual = name.to_owned();
         let mut fds = Vec::with_capacity(queues);
         for q in 0..queues {
@@ -107,6 +117,11 @@ impl Tun {
             if q == 0 {
                 let end = req.name.iter().position(|b| *b == 0).unwrap_or(IFNAMSIZ);
                 actual = String::from_utf8_lossy(&req.name[..end]).into_owned();
+            }
+            if q == 0 && offload {
+                set_offload(&fd).map_err(|e| {
+                    io::Error::new(e.kind(), format!("create tun {name}: offloads: {e}"))
+                })?;
             }
             fds.push(fd);
         }
@@ -157,6 +172,28 @@ impl Tun {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Device-wide: the vnet header size, then the offloads the stack may use.
+fn set_offload(fd: &OwnedFd) -> io::Result<()> {
+    let sz = crate::offload::VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is live for the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &raw const sz) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    // SAFETY: TUNSETOFFLOAD takes the feature bits as the (integer) argument itself.
+    if unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            features as libc::c_ulong,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Read one packet from a queue fd. `Ok(None)` if none is pending (EAGAIN).

@@ -68,27 +68,30 @@ fn write_node(dir: &Path, n: &Node<'_>) -> std::path::PathBuf {
     p
 }
 
-fn start(ns: &mut Ns, cfg: &Path, backend: &str, log: &Path) {
+fn start_with(ns: &mut Ns, cfg: &Path, backend: &str, log: &Path, extra: &[&str]) {
     let node = node_bin();
     let fib = cfg.with_extension("fib");
-    ns.spawn(
-        &[
-            node.to_str().unwrap(),
-            "--static",
-            cfg.to_str().unwrap(),
-            "--backend",
-            backend,
-            "--fib-socket",
-            fib.to_str().unwrap(),
-        ],
-        log,
-    );
+    let mut args = vec![
+        node.to_str().unwrap(),
+        "--static",
+        cfg.to_str().unwrap(),
+        "--backend",
+        backend,
+        "--fib-socket",
+        fib.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ns.spawn(&args, log);
     wait_until("sky0 up", Duration::from_secs(10), || {
         ns.exec(&["ip", "link", "show", "sky0"]).status.success()
     });
 }
 
 fn two_nodes(backend: &str) {
+    two_nodes_with(backend, &["--offload", "off"]);
+}
+
+fn two_nodes_with(backend: &str, extra: &[&str]) {
     if !have("ip") || !have("python3") || !have("ping") {
         panic!("needs iproute2, python3 and ping: run scripts/test.sh (it installs them)");
     }
@@ -138,8 +141,8 @@ fn two_nodes(backend: &str) {
             ],
         },
     );
-    start(&mut a, &na, backend, &dir.join("a.log"));
-    start(&mut b, &nb, backend, &dir.join("b.log"));
+    start_with(&mut a, &na, backend, &dir.join("a.log"), extra);
+    start_with(&mut b, &nb, backend, &dir.join("b.log"), extra);
     ping(&a, "fd00::2");
     ping(&a, "10.10.0.2");
     ping(&b, "fd00::1");
@@ -177,6 +180,11 @@ fn two_nodes(backend: &str) {
         "epoll backend"
     };
     assert!(log.contains(want), "not on the {want}: {log}");
+    assert_eq!(
+        log.contains("offloads"),
+        extra.contains(&"on"),
+        "offloads on/off not as asked ({extra:?}): {log}"
+    );
     for c in ["drop_malformed", "drop_bad_tag", "drop_unknown_session"] {
         let v: u64 = log
             .split_whitespace()
@@ -202,7 +210,18 @@ fn two_nodes_uring() {
     two_nodes("uring");
 }
 
+/// TUN offloads (TSO super-packets segmented, UDP GSO, receive coalescing): ping, and 8 MiB
+/// over IPv6 and IPv4 (the latter under the malformed flood) with their SHA-256 checked.
+#[test]
+fn two_nodes_offload() {
+    two_nodes_with("epoll", &["--offload", "on"]);
+}
+
 fn three_nodes(backend: &str) {
+    three_nodes_with(backend, &["--offload", "off"]);
+}
+
+fn three_nodes_with(backend: &str, extra: &[&str]) {
     let t = tag();
     let dir = scratch(&t);
     let mut a = Ns::new(format!("{t}a"));
@@ -263,9 +282,9 @@ fn three_nodes(backend: &str) {
             routes: vec!["{prefix: fd00::1/128, session: 1, label: 301}".into()],
         },
     );
-    start(&mut a, &na, backend, &dir.join("a.log"));
-    start(&mut r, &nr, backend, &dir.join("r.log"));
-    start(&mut b, &nb, backend, &dir.join("b.log"));
+    start_with(&mut a, &na, backend, &dir.join("a.log"), extra);
+    start_with(&mut r, &nr, backend, &dir.join("r.log"), extra);
+    start_with(&mut b, &nb, backend, &dir.join("b.log"), extra);
     ping(&a, "fd00::3");
     transfer(&b, &a, "fd00::3", 8 << 20, &dir);
     let _ = std::fs::remove_dir_all(&dir);
@@ -274,6 +293,11 @@ fn three_nodes(backend: &str) {
 #[test]
 fn three_nodes_relay_epoll() {
     three_nodes("epoll");
+}
+
+#[test]
+fn three_nodes_relay_offload() {
+    three_nodes_with("epoll", &["--offload", "on"]);
 }
 
 #[test]
