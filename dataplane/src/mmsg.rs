@@ -80,41 +80,7 @@ pub fn recv_batch(
     bufs: &mut [&mut [u8]],
     lens: &mut [usize],
 ) -> io::Result<usize> {
-    let n = bufs.len().min(lens.len()).min(BATCH);
-    let mut iov: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
-    // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for i in 0..n {
-        iov[i].write(libc::iovec {
-            iov_base: bufs[i].as_mut_ptr().cast(),
-            iov_len: bufs[i].len(),
-        });
-        hdrs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: hdrs[..n] point at n initialised iovecs over live, exclusively borrowed buffers;
-    // the kernel writes at most iov_len bytes into each and fills msg_len.
-    let r = unsafe {
-        libc::recvmmsg(
-            fd.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            n as u32,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-            _ => Err(e),
-        };
-    }
-    let got = r as usize;
-    for i in 0..got {
-        lens[i] = hdrs[i].msg_len as usize;
-    }
-    Ok(got)
+    recv_inner(fd, bufs, lens, None)
 }
 
 /// Sends `n` datagrams, the `i`th being `item(i)` (payload, destination). Returns how many the
@@ -229,11 +195,25 @@ pub fn recv_batch_gro(
     lens: &mut [usize],
     segs: &mut [usize],
 ) -> io::Result<usize> {
-    let n = bufs.len().min(lens.len()).min(segs.len()).min(BATCH);
+    recv_inner(fd, bufs, lens, Some(segs))
+}
+
+/// recvmmsg into `bufs`; with `segs`, each datagram's UDP_GRO segment size is read too.
+fn recv_inner(
+    fd: BorrowedFd<'_>,
+    bufs: &mut [&mut [u8]],
+    lens: &mut [usize],
+    mut segs: Option<&mut [usize]>,
+) -> io::Result<usize> {
+    let n = bufs
+        .len()
+        .min(lens.len())
+        .min(segs.as_ref().map_or(BATCH, |s| s.len()))
+        .min(BATCH);
     let mut iov: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
     // SAFETY: all-zero is a valid value for these plain C structs.
     let mut ctl: [CmsgInt; BATCH] = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: as above (null pointers, zero lengths).
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     for i in 0..n {
         iov[i].write(libc::iovec {
@@ -242,12 +222,14 @@ pub fn recv_batch_gro(
         });
         hdrs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
         hdrs[i].msg_hdr.msg_iovlen = 1;
-        hdrs[i].msg_hdr.msg_control = (&raw mut ctl[i]).cast();
-        hdrs[i].msg_hdr.msg_controllen = CMSG_INT_SPACE as _;
+        if segs.is_some() {
+            hdrs[i].msg_hdr.msg_control = (&raw mut ctl[i]).cast();
+            hdrs[i].msg_hdr.msg_controllen = CMSG_INT_SPACE as _;
+        }
     }
     // SAFETY: hdrs[..n] point at n initialised iovecs over live, exclusively borrowed buffers
-    // and at n control buffers of CMSG_SPACE(4) bytes; the kernel writes at most their
-    // lengths into each and fills msg_len / msg_controllen.
+    // and (with segs) at n control buffers of CMSG_SPACE(4) bytes; the kernel writes at most
+    // their lengths into each and fills msg_len / msg_controllen.
     let r = unsafe {
         libc::recvmmsg(
             fd.as_raw_fd(),
@@ -267,17 +249,19 @@ pub fn recv_batch_gro(
     let got = r as usize;
     for i in 0..got {
         lens[i] = hdrs[i].msg_len as usize;
-        let c = &ctl[i];
-        segs[i] = if hdrs[i].msg_hdr.msg_controllen as usize >= CMSG_INT_LEN
-            && c.hdr.cmsg_level == libc::SOL_UDP
-            && c.hdr.cmsg_type == UDP_GRO
-            && c.val > 0
-            && (c.val as usize) < lens[i]
-        {
-            c.val as usize
-        } else {
-            0
-        };
+        if let Some(segs) = segs.as_deref_mut() {
+            let c = &ctl[i];
+            segs[i] = if hdrs[i].msg_hdr.msg_controllen as usize >= CMSG_INT_LEN
+                && c.hdr.cmsg_level == libc::SOL_UDP
+                && c.hdr.cmsg_type == UDP_GRO
+                && c.val > 0
+                && (c.val as usize) < lens[i]
+            {
+                c.val as usize
+            } else {
+                0
+            };
+        }
     }
     Ok(got)
 }
