@@ -492,6 +492,20 @@ impl LineConn {
     }
 }
 
+/// The options both VPN apps take about the host.
+#[derive(clap::Args, Debug)]
+pub struct HostArgs {
+    /// The dataplane's TUN device.
+    #[arg(long, default_value = "sky0")]
+    pub tun: String,
+    /// Where the journal of host changes lives.
+    #[arg(long, default_value = "/run/skywire")]
+    pub state_dir: PathBuf,
+    /// Undo what a crashed previous run left, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+}
+
 /// Call first in `main` (before any thread exists): SIGINT, SIGTERM and SIGHUP set the flag.
 pub fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};

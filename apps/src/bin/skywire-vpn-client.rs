@@ -46,15 +46,8 @@ struct Cli {
     /// IPv4 prefix to send through the VPN; repeatable (default: 0.0.0.0/0).
     #[arg(long = "route", value_name = "PREFIX")]
     routes: Vec<String>,
-    /// The dataplane's TUN device.
-    #[arg(long, default_value = "sky0")]
-    tun: String,
-    /// Where the journal of routing-table changes lives.
-    #[arg(long, default_value = "/run/skywire")]
-    state_dir: PathBuf,
-    /// Undo what a crashed previous run left, then exit.
-    #[arg(long)]
-    cleanup: bool,
+    #[command(flatten)]
+    host: vpn::HostArgs,
 }
 
 fn fail(msg: &str) -> ! {
@@ -70,8 +63,13 @@ struct Counters {
 fn main() {
     let stop = vpn::stop_flag();
     let cli = Cli::parse();
-    let mut journal = vpn::open_journal("vpn-client", &cli.name, &cli.state_dir, cli.cleanup)
-        .unwrap_or_else(|e| fail(&e));
+    let mut journal = vpn::open_journal(
+        "vpn-client",
+        &cli.name,
+        &cli.host.state_dir,
+        cli.host.cleanup,
+    )
+    .unwrap_or_else(|e| fail(&e));
     let mut routes: Vec<Prefix> = Vec::new();
     for r in if cli.routes.is_empty() {
         vec!["0.0.0.0/0".to_string()]
@@ -131,7 +129,8 @@ fn main() {
     if server == me {
         fail("the server is this node");
     }
-    let tun_index = vpn::wait_link(&cli.tun, Duration::from_secs(30)).unwrap_or_else(|e| fail(&e));
+    let tun_index =
+        vpn::wait_link(&cli.host.tun, Duration::from_secs(30)).unwrap_or_else(|e| fail(&e));
     let target = SocketAddr::new(IpAddr::V6(server.overlay_addr()), port);
     let Some((mut conn, addr)) = lease(&stop, target, me, None) else {
         std::process::exit(0);
@@ -172,7 +171,7 @@ fn main() {
     common::say(&format!(
         "{KIND} {}: up: address {addr} on {}, server {} ({target}), routes {} ({} underlay address(es) pinned)",
         cli.name,
-        cli.tun,
+        cli.host.tun,
         &server.hex()[..16],
         shown.join(" "),
         pinned.len()
@@ -297,9 +296,9 @@ fn setup(
     let ips = ctl.underlay()?;
     pin_underlay(journal, &ips, routes, tun_index, pinned, nexc)?;
     ctl.attach(server, routes)?;
-    journal.add_address(&cli.tun, IpAddr::V4(addr), 32)?;
+    journal.add_address(&cli.host.tun, IpAddr::V4(addr), 32)?;
     for p in vpn::kernel_routes(routes) {
-        journal.add_route(p.addr, p.len, &cli.tun, None)?;
+        journal.add_route(p.addr, p.len, &cli.host.tun, None)?;
     }
     Ok(())
 }

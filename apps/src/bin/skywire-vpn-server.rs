@@ -45,15 +45,8 @@ struct Cli {
     /// Interface to NAT through (default: the one the default route uses).
     #[arg(long)]
     uplink: Option<String>,
-    /// The dataplane's TUN device.
-    #[arg(long, default_value = "sky0")]
-    tun: String,
-    /// Where the journal of host changes lives.
-    #[arg(long, default_value = "/run/skywire")]
-    state_dir: PathBuf,
-    /// Undo what a crashed previous run left, then exit.
-    #[arg(long)]
-    cleanup: bool,
+    #[command(flatten)]
+    host: vpn::HostArgs,
     /// Most client connections at once (more are closed at once and counted as refused).
     #[arg(long, default_value_t = 1024)]
     max_conns: u64,
@@ -77,8 +70,13 @@ struct Shared {
 fn main() {
     let stop = vpn::stop_flag();
     let cli = Cli::parse();
-    let mut journal = vpn::open_journal("vpn-server", &cli.name, &cli.state_dir, cli.cleanup)
-        .unwrap_or_else(|e| fail(&e));
+    let mut journal = vpn::open_journal(
+        "vpn-server",
+        &cli.name,
+        &cli.host.state_dir,
+        cli.host.cleanup,
+    )
+    .unwrap_or_else(|e| fail(&e));
     let allow = if cli.allow_all {
         None
     } else {
@@ -98,7 +96,7 @@ fn main() {
     let mut ctl =
         vpn::connect_control(&cli.control, Duration::from_secs(30)).unwrap_or_else(|e| fail(&e));
     let (_, overlay) = ctl.whoami().unwrap_or_else(|e| fail(&e));
-    vpn::wait_link(&cli.tun, Duration::from_secs(30)).unwrap_or_else(|e| fail(&e));
+    vpn::wait_link(&cli.host.tun, Duration::from_secs(30)).unwrap_or_else(|e| fail(&e));
     let uplink = match &cli.uplink {
         Some(u) => u.clone(),
         None => default_uplink().unwrap_or_else(|e| fail(&e)),
@@ -247,9 +245,9 @@ fn setup(journal: &mut Journal, cli: &Cli, pool: Prefix, uplink: &str) -> Result
     journal.nft_table(
         "ip",
         &format!("skywire_vpn_{}", cli.name),
-        &hostnet::nat_ruleset(&pool.to_string(), uplink, &cli.tun),
+        &hostnet::nat_ruleset(&pool.to_string(), uplink, &cli.host.tun),
     )?;
-    journal.add_route(pool.addr, pool.len, &cli.tun, None)?;
+    journal.add_route(pool.addr, pool.len, &cli.host.tun, None)?;
     Ok(())
 }
 
