@@ -40,7 +40,6 @@ fn neighbours_found_by_key_through_the_messenger() {
         "10.83.3.2/24",
     );
     let ctl = bin("controlplane", "skywire-control");
-    let node = bin("dataplane", "skywire-node");
     let mi = m.spawn(
         &[
             ctl.to_str().unwrap(),
@@ -56,37 +55,10 @@ fn neighbours_found_by_key_through_the_messenger() {
         (&mut a, "a", &pb, "10.83.2.2", "10.83.1.1"),
         (&mut b, "b", &pa, "10.83.3.2", "10.83.1.2"),
     ] {
-        let nc = dir.join(format!("{n}-node.yaml"));
-        std::fs::write(&nc, "node:\n  listen: \"0.0.0.0:7000\"\n  shards: 1\n").unwrap();
-        let cc = dir.join(format!("{n}-control.yaml"));
-        std::fs::write(
-            &cc,
-            format!(
-                "key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\nneighbours:\n  - {{pk: {other}}}\nmessengers:\n  - {{pk: {pm}, endpoint: \"{msg_ip}:7200\"}}\nadvertise: [\"{own_ip}:7100\"]\n"
-            ),
-        )
-        .unwrap();
-        let fib = dir.join(format!("{n}.fib"));
-        ns.spawn(
-            &[
-                node.to_str().unwrap(),
-                "--static",
-                nc.to_str().unwrap(),
-                "--fib-socket",
-                fib.to_str().unwrap(),
-                "--no-pin",
-            ],
-            &dir.join(format!("{n}-node.log")),
+        let extra = format!(
+            "messengers:\n  - {{pk: {pm}, endpoint: \"{msg_ip}:7200\"}}\nadvertise: [\"{own_ip}:7100\"]\n"
         );
-        ns.spawn(
-            &[
-                ctl.to_str().unwrap(),
-                "run",
-                "--config",
-                cc.to_str().unwrap(),
-            ],
-            &dir.join(format!("{n}-control.log")),
-        );
+        start_router(ns, &dir, n, &[(other, "")], &extra);
     }
     ping_until(&a, &addr_b, Duration::from_secs(20));
     // Neither side had the other's address: whoever dialled found it through the messenger.

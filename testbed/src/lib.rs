@@ -323,14 +323,19 @@ pub fn key(n: u8) -> String {
 /// Starts a router in `ns`: skywire-node (static config, one shard, unpinned) and
 /// skywire-control, with the key `DIR/NAME.key` (see [`keygen`]), the fib ring `DIR/NAME.fib`
 /// and the app socket `DIR/NAME.ctl`. `neighbours` are (public key, underlay address) pairs
-/// dialled at port 7100; `extra` is appended to the control config. Logs go to
+/// dialled at port 7100 (an empty address: known by key only, found through a messenger);
+/// `extra` is appended to the control config. Logs go to
 /// `DIR/NAME-node.log` and `DIR/NAME-control.log`.
 pub fn start_router(ns: &mut Ns, dir: &Path, name: &str, neighbours: &[(&str, &str)], extra: &str) {
     let nc = dir.join(format!("{name}-node.yaml"));
     std::fs::write(&nc, "node:\n  listen: \"0.0.0.0:7000\"\n  shards: 1\n").unwrap();
     let mut nb = String::new();
     for (pk, ip) in neighbours {
-        nb.push_str(&format!("  - {{pk: {pk}, endpoint: \"{ip}:7100\"}}\n"));
+        if ip.is_empty() {
+            nb.push_str(&format!("  - {{pk: {pk}}}\n"));
+        } else {
+            nb.push_str(&format!("  - {{pk: {pk}, endpoint: \"{ip}:7100\"}}\n"));
+        }
     }
     let cc = dir.join(format!("{name}-control.yaml"));
     std::fs::write(
