@@ -6,7 +6,8 @@
 #   reroute_ms N diamond a-b-d / a-c-d: the active branch's link is cut while a pings d every
 #                10 ms; the gap between the last answer before and the first after the cut,
 #                median of RUNS cuts (keepalive 100 ms, dead after 3 missed: detection <= 300 ms).
-# Usage: scripts/bench-control.sh [RUNS]   (needs root; installs iputils-ping if missing)
+# Usage: scripts/bench-control.sh [RUNS]   (env OFFLOAD=auto|on|off for the nodes; needs root; installs
+# iputils-ping if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
@@ -50,7 +51,7 @@ build() {
         printf 'node:\n  listen: "0.0.0.0:7000"\n  shards: 1\n' > "$W/$n-node.yaml"
         printf 'key: %s\nfib_socket: %s\nlisten: "0.0.0.0:7100"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nneighbours:\n%s' \
             "$W/$n.key" "$W/$n.fib" "${NEIGH[$n]:-}" > "$W/$n-control.yaml"
-        ip netns exec "bc_$n" "$NODE" --static "$W/$n-node.yaml" --fib-socket "$W/$n.fib" --no-pin >>"$W/$n-node.log" 2>&1 &
+        ip netns exec "bc_$n" "$NODE" --static "$W/$n-node.yaml" --fib-socket "$W/$n.fib" --no-pin --offload "${OFFLOAD:-auto}" >>"$W/$n-node.log" 2>&1 &
     done
     for n in a b c d; do start_control "$n"; done
 }
