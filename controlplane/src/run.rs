@@ -372,6 +372,9 @@ impl Driver {
         while let Some(a) = self.nm.poll_action() {
             match a {
                 Action::Send { to, bytes } => {
+                    // Rules queued before this message must be live before the message can
+                    // announce them (a SetupAck's label is used as soon as it arrives).
+                    self.commit();
                     if let Some(l) = self.links.get(&NodeId(to)) {
                         l.handle.send(&bytes);
                     }

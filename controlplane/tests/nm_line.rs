@@ -308,3 +308,45 @@ fn adverts_age_out() {
     assert!(s.nodes[0].advert(&s.ids[2]).is_none());
     assert!(s.nodes[0].counters().adverts_expired >= 1);
 }
+
+#[test]
+fn neighbour_restart_with_link_replaced_resyncs_and_drops_old_routes() {
+    // Line 0-1-2-3 with a route 0 -> 3 (and its reverse) up.
+    let mut s = Sim::new(4, &Config::default(), 1);
+    s.link_up(0, 1, 1);
+    s.link_up(1, 2, 1);
+    s.link_up(2, 3, 1);
+    assert!(
+        s.run_until_pred(10, 2_000, |s| s.lsdb_converged())
+            .is_some()
+    );
+    s.request_route(0, 3);
+    s.run_until(s.now + 50);
+    assert_eq!(s.walk(0, 3).unwrap(), vec![0, 1, 2, 3]);
+    assert_eq!(s.walk(3, 0).unwrap(), vec![3, 2, 1, 0]);
+    s.run_until(s.now + 500);
+    // Node 0 restarts (fresh state, dataplane cleared) and its new link to
+    // node 1 replaces the old one before node 1 saw the old one go down:
+    // node 1 only gets a second `link_up`.
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&1u64.to_le_bytes());
+    seed[8..16].copy_from_slice(&1u64.to_le_bytes());
+    s.nodes[0] = NodeManager::new(seed, Config::default(), s.now);
+    s.dp[0] = Default::default();
+    s.link_up(0, 1, 1);
+    s.run_until(s.now + 200);
+    // The restarted node learnt the topology and the first packet's route
+    // comes up at once, both directions, well inside a keep-alive period.
+    s.request_route(0, 3);
+    let t = s.run_until_pred(1, 300, |s| {
+        s.walk(0, 3).is_ok_and(|p| p == [0, 1, 2, 3])
+            && s.walk(3, 0).is_ok_and(|p| p == [3, 2, 1, 0])
+    });
+    assert!(
+        t.is_some(),
+        "0 -> 3: {:?}, 3 -> 0: {:?}",
+        s.walk(0, 3),
+        s.walk(3, 0)
+    );
+    assert_eq!(s.nodes[0].counters().no_path, 0);
+}

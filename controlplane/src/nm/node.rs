@@ -333,14 +333,16 @@ impl NodeManager {
             .map_or(measured, |(_, c)| *c)
     }
 
-    /// A link to `nb` came up with measured cost `cost_us`.
+    /// A link to `nb` came up with measured cost `cost_us`. If `nb` is
+    /// already up, the new link replaces the old one (the neighbour may
+    /// have restarted): route state over the old link is dropped as on
+    /// `link_down` and the LSDB is synchronised again.
     pub fn link_up(&mut self, now_ms: u64, nb: NodeId, cost_us: u32) {
         if nb == self.id {
             return;
         }
-        if self.nbs.contains_key(&nb) {
-            self.link_cost(now_ms, nb, cost_us);
-            return;
+        if self.nbs.remove(&nb).is_some() {
+            self.routes_link_down(now_ms, &nb);
         }
         let advertised = self.advertised_cost(&nb, cost_us);
         let mut flood = FloodState::new(self.cfg.flood_rate_per_s, self.cfg.flood_burst, now_ms);
