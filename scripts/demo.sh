@@ -114,9 +114,14 @@ for _ in $(seq 40); do ip netns exec dm_r1 ping -c 1 -W 1 "${ADDR[r4]}" >/dev/nu
 echo "ok"
 
 step "curl through SOCKS: r1 -> (r2|r3) -> r4 -> internet"
-page=$(ip netns exec dm_r1 curl -sS --max-time 10 --socks5-hostname 127.0.0.1:9001 http://10.86.9.2:8080/) || { echo "FAILED: curl through socks"; exit 1; }
+# The SOCKS client listens once it has found the server through the messenger.
+page=""
+for _ in $(seq 30); do
+    page=$(ip netns exec dm_r1 curl -sS --max-time 5 --socks5-hostname 127.0.0.1:9001 http://10.86.9.2:8080/ 2>/dev/null) && break
+    sleep 1
+done
+grep -q "fetched through the Skywire mesh" <<<"$page" || { echo "FAILED: curl through socks"; (V r1 logs socks-client -n 10 || true); exit 1; }
 echo "$page"
-grep -q "fetched through the Skywire mesh" <<<"$page" || { echo "FAILED: wrong page"; exit 1; }
 
 step "curl through the VPN: r1 (100.64.x.x) -> (r2|r3) -> r4 (NAT) -> internet"
 page=""
