@@ -58,6 +58,17 @@ fn fail(msg: &str) -> ! {
 
 fn main() {
     let cli = Cli::parse();
+    // Listen first: applications that connect while the server is looked up wait in the
+    // backlog instead of being refused.
+    let addr = match &cli.listen {
+        Some(l) => {
+            common::parse_listen(l, cli.port).unwrap_or_else(|e| fail(&format!("--listen: {e}")))
+        }
+        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), cli.port),
+    };
+    let listener =
+        TcpListener::bind(addr).unwrap_or_else(|e| fail(&format!("listen on {addr}: {e}")));
+    let local = listener.local_addr().unwrap_or(addr);
     let upstream = match (&cli.server, &cli.server_pk, cli.server_port) {
         (Some(a), _, _) => *a,
         (None, Some(pk), Some(port)) => match common::overlay_of_pk(pk) {
@@ -103,15 +114,6 @@ fn main() {
             "no socks server: give --server ADDR:PORT, --server-pk HEX --server-port PORT, --messenger PK@ADDR:PORT, or the controlplane's app socket as CONTROL_ENDPOINT to find one",
         ),
     };
-    let addr = match &cli.listen {
-        Some(l) => {
-            common::parse_listen(l, cli.port).unwrap_or_else(|e| fail(&format!("--listen: {e}")))
-        }
-        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), cli.port),
-    };
-    let listener =
-        TcpListener::bind(addr).unwrap_or_else(|e| fail(&format!("listen on {addr}: {e}")));
-    let local = listener.local_addr().unwrap_or(addr);
     let session = common::register(KIND).unwrap_or_else(|e| {
         eprintln!("{KIND}: {e}");
         std::process::exit(1);
