@@ -26,5 +26,7 @@ pub mod packet;
 pub mod replay;
 pub mod shard;
 pub mod stats;
+#[cfg(test)]
+mod testutil;
 pub mod tun;
 pub mod wire;

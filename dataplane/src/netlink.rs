@@ -1005,6 +1005,7 @@ fn ctx(e: io::Error, what: &str) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::in_netns;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn msg(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
@@ -1209,29 +1210,6 @@ mod tests {
             parse_route_hop(&no_oif),
             Err(ParseError::MissingAttr("RTA_OIF"))
         );
-    }
-
-    /// Run `f` on a fresh thread inside a new network namespace; false if
-    /// namespaces are not permitted (test skipped).
-    fn in_netns<F: FnOnce() + Send + 'static>(f: F) -> bool {
-        let h = std::thread::spawn(move || {
-            // SAFETY: NEWNET only changes this thread's network namespace;
-            // it does not unshare the fd table, so no fd invariants change.
-            match unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) } {
-                Ok(()) => {}
-                Err(rustix::io::Errno::PERM) => {
-                    eprintln!("skipping: unshare(CLONE_NEWNET) not permitted");
-                    return false;
-                }
-                Err(e) => panic!("unshare: {e}"),
-            }
-            f();
-            true
-        });
-        match h.join() {
-            Ok(ran) => ran,
-            Err(p) => std::panic::resume_unwind(p),
-        }
     }
 
     #[test]

@@ -302,32 +302,10 @@ fn setiff_error(name: &str, queue: usize, e: io::Error) -> io::Error {
 mod tests {
     use super::*;
     use crate::netlink::{Netlink, os_errno};
+    use crate::testutil::in_netns;
     use rustix::event::{PollFd, PollFlags, poll};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
     use std::time::{Duration, Instant};
-
-    /// Run `f` on a fresh thread inside a new network namespace. Returns
-    /// false (test skipped) if namespaces are not permitted.
-    fn in_netns<F: FnOnce() + Send + 'static>(f: F) -> bool {
-        let h = std::thread::spawn(move || {
-            // SAFETY: NEWNET only changes this thread's network namespace;
-            // it does not unshare the fd table, so no fd invariants change.
-            match unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) } {
-                Ok(()) => {}
-                Err(Errno::PERM) => {
-                    eprintln!("skipping: unshare(CLONE_NEWNET) not permitted");
-                    return false;
-                }
-                Err(e) => panic!("unshare: {e}"),
-            }
-            f();
-            true
-        });
-        match h.join() {
-            Ok(ran) => ran,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    }
 
     fn proc_net(file: &str) -> String {
         std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap()
