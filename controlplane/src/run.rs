@@ -431,7 +431,9 @@ impl Driver {
                         keepalive: true,
                     });
                     self.dirty = true;
-                    self.program_attached(dst);
+                    if self.has_attachments(&dst) {
+                        self.program_attached(dst);
+                    }
                     self.commit();
                     if let Some(q) = self.queued.remove(&dst) {
                         for (_, p) in q {
@@ -446,7 +448,9 @@ impl Driver {
                         prefix: prefix(&NodeId(dst)),
                     });
                     self.dirty = true;
-                    self.program_attached(NodeId(dst));
+                    if self.has_attachments(&NodeId(dst)) {
+                        self.program_attached(NodeId(dst));
+                    }
                 }
             }
         }
@@ -458,6 +462,13 @@ impl Driver {
         v.extend(self.attached_prefixes(origin));
         v.truncate(dataplane::fibproto::MAX_LIST);
         v
+    }
+
+    /// Whether apps attached prefixes to `node`, or its attached routes are still programmed
+    /// (route events of other nodes need no attachment work).
+    fn has_attachments(&self, node: &NodeId) -> bool {
+        self.attached.values().any(|m| m.contains_key(node))
+            || self.programmed.values().any(|n| n == node)
     }
 
     /// Every prefix attached to `node` (by any app connection).
