@@ -2,22 +2,30 @@
 //!
 //! - [`identity`]: the Ed25519 identity, its X25519 Noise key and overlay address.
 //! - [`link`]: the Noise handshake that authenticates a neighbour and derives the data keys.
-//! - [`links`]: TCP links: dialling with backoff, accepting, keepalives (RTT), down detection.
+//! - [`linkcore`]: the link manager's core (sans-IO): control messages, keepalive, RTT and
+//!   cost, dead detection, redial backoff, the duplicate-link tie-break, data-key rotation.
+//! - [`links`]: the link manager's I/O: TCP links, dialling, accepting, the Noise channel.
 //! - [`config`]: the configuration file.
 //! - [`messenger`]: signed records (key -> endpoints, services) with TTL, lookup, service query,
 //!   relay; server and client (sans-IO) and their TCP glue.
 //! - [`appsock`]: the app socket (apps attach prefixes to nodes: the VPN).
-//! - [`nm`]: the node manager (link state, paths, route setup); [`run`]: the driver.
+//! - [`nm`]: the node manager (link state, paths, route setup).
+//! - [`router`]: the router core (sans-IO): node-manager actions -> fib changes, links'
+//!   sessions and keys, deliver rules, app attachments and services, the punt queue.
+//! - [`run`]: the driver: moves bytes between sockets, the fib ring and the router core.
 
 #![warn(missing_docs)]
 
 pub mod appsock;
 pub mod config;
+mod frame;
 pub mod identity;
 pub mod link;
+pub mod linkcore;
 pub mod links;
 pub mod messenger;
 pub mod msgclient;
 #[allow(missing_docs)]
 pub mod nm;
+pub mod router;
 pub mod run;

@@ -7,9 +7,11 @@
 //! Frames on the wire: `u16 length | Noise message`. Inside the encrypted channel:
 //! `1 | t_us u64` ping, `2 | t_us u64` pong (echo), `3 | bytes` node-manager message.
 
+use crate::frame::{read_frame, write_frame};
 use crate::identity::{Identity, NodeId};
 use crate::link::{Established, Handshake, LinkParams, MAX_MSG, Step};
-use std::io::{self, Read, Write};
+use crate::linkcore::{self, Backoff, Control, DeadTimer, Keepalive};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -21,17 +23,8 @@ use std::time::{Duration, Instant};
 const LINK_QUEUE: usize = 1024;
 /// Longest a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long the larger key waits before dialling a peer that may dial it.
 const HOLD_BACK: Duration = Duration::from_millis(500);
-
-const T_PING: u8 = 1;
-const T_PONG: u8 = 2;
-const T_NM: u8 = 3;
-const T_REKEY: u8 = 4;
-const T_REKEY_ACK: u8 = 5;
 
 /// What a link reports.
 pub enum LinkEvent {
@@ -108,10 +101,7 @@ pub struct LinkHandle {
 impl LinkHandle {
     /// Queues a node-manager message; false (and counted) when the queue is full or closed.
     pub fn send(&self, bytes: &[u8]) -> bool {
-        let mut m = Vec::with_capacity(bytes.len() + 1);
-        m.push(T_NM);
-        m.extend_from_slice(bytes);
-        match self.tx.try_send(m) {
+        match self.tx.try_send(Control::Nm(bytes).encode()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -122,9 +112,9 @@ impl LinkHandle {
 
     /// Sends a rekey request (`ack` false) or confirmation for generation `generation`.
     pub fn send_rekey(&self, generation: u32, ack: bool) -> bool {
-        let mut m = vec![if ack { T_REKEY_ACK } else { T_REKEY }];
-        m.extend_from_slice(&generation.to_le_bytes());
-        self.tx.try_send(m).is_ok()
+        self.tx
+            .try_send(Control::Rekey { generation, ack }.encode())
+            .is_ok()
     }
 
     /// Closes the link (it reports Down).
@@ -185,24 +175,6 @@ pub fn wake_fd() -> io::Result<Arc<OwnedFd>> {
     )?))
 }
 
-/// Writes one `u16 length | bytes` frame (the framing of links and messenger connections).
-pub(crate) fn write_frame(s: &mut TcpStream, b: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(b.len()).map_err(|_| io::Error::other("frame too long"))?;
-    let mut buf = Vec::with_capacity(b.len() + 2);
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(b);
-    s.write_all(&buf)
-}
-
-/// Reads one frame written by [`write_frame`] into `buf`.
-pub(crate) fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len)?;
-    let n = usize::from(u16::from_be_bytes(len));
-    buf.resize(n, 0);
-    s.read_exact(buf)
-}
-
 fn handshake(
     ctx: &LinkCtx,
     s: &mut TcpStream,
@@ -244,10 +216,6 @@ fn handshake(
     }
 }
 
-fn now_us(epoch: Instant) -> u64 {
-    epoch.elapsed().as_micros() as u64
-}
-
 /// Runs an established link until it fails or is closed; reports Down at the end.
 fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
     let link = ctx.next_link.fetch_add(1, Ordering::Relaxed);
@@ -284,7 +252,7 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
     if !ctx.emit(LinkEvent::Up(Box::new(up))) {
         return;
     }
-    let epoch = Instant::now();
+    let keepalive = Keepalive::new(Instant::now(), ctx.keepalive);
     let Ok(mut ws) = s.try_clone() else {
         let _ = ctx.emit(LinkEvent::Down {
             peer,
@@ -295,21 +263,18 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
     };
     let wt = transport.clone();
     let wclosed = closed.clone();
-    let keepalive = ctx.keepalive;
     let wstop = ctx.stop.clone();
-    let writer =
-        std::thread::spawn(move || writer(&mut ws, &wt, &rx, keepalive, epoch, &wclosed, &wstop));
+    let writer = std::thread::spawn(move || writer(&mut ws, &wt, &rx, keepalive, &wclosed, &wstop));
     let _ = s.set_read_timeout(Some(ctx.keepalive));
     let mut buf = Vec::new();
     let mut plain = vec![0u8; MAX_MSG];
-    let mut last_heard = Instant::now();
-    let dead = ctx.keepalive * ctx.dead_after;
+    let mut dead = DeadTimer::new(Instant::now(), ctx.keepalive, ctx.dead_after);
     let why = loop {
         if closed.load(Ordering::SeqCst) || ctx.stop.load(Ordering::SeqCst) {
             break "closed".to_string();
         }
-        if last_heard.elapsed() > dead {
-            break format!("no keepalive for {} ms", dead.as_millis());
+        if let Some(why) = dead.expired(Instant::now()) {
+            break why;
         }
         match read_frame(&mut s, &mut buf) {
             Ok(()) => {}
@@ -331,43 +296,35 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
             Ok(n) => n,
             Err(e) => break format!("decrypt: {e}"),
         };
-        last_heard = Instant::now();
-        let msg = &plain[..n];
-        match msg.first() {
-            Some(&T_PING) if msg.len() == 9 => {
-                let mut pong = msg.to_vec();
-                pong[0] = T_PONG;
-                let _ = tx.try_send(pong);
+        let now = Instant::now();
+        dead.heard(now);
+        match Control::parse(&plain[..n]) {
+            Some(Control::Ping(t)) => {
+                let _ = tx.try_send(Control::Pong(t).encode());
             }
-            Some(&T_PONG) if msg.len() == 9 => {
-                let mut t = [0u8; 8];
-                t.copy_from_slice(&msg[1..9]);
-                let sent = u64::from_le_bytes(t);
-                let rtt = now_us(epoch).saturating_sub(sent).min(u64::from(u32::MAX)) as u32;
+            Some(Control::Pong(sent)) => {
                 let _ = ctx.emit(LinkEvent::Rtt {
                     peer,
                     link,
-                    rtt_us: rtt.max(1),
+                    rtt_us: keepalive.rtt_us(now, sent),
                 });
             }
-            Some(&k @ (T_REKEY | T_REKEY_ACK)) if msg.len() == 5 => {
-                let mut g = [0u8; 4];
-                g.copy_from_slice(&msg[1..5]);
+            Some(Control::Rekey { generation, ack }) => {
                 let _ = ctx.emit(LinkEvent::Rekey {
                     peer,
                     link,
-                    generation: u32::from_le_bytes(g),
-                    ack: k == T_REKEY_ACK,
+                    generation,
+                    ack,
                 });
             }
-            Some(&T_NM) => {
+            Some(Control::Nm(bytes)) => {
                 let _ = ctx.emit(LinkEvent::Msg {
                     peer,
                     link,
-                    bytes: msg[1..].to_vec(),
+                    bytes: bytes.to_vec(),
                 });
             }
-            _ => {} // unknown control message: ignored
+            None => {} // unknown control message: ignored
         }
     };
     closed.store(true, Ordering::SeqCst);
@@ -389,32 +346,25 @@ fn writer(
     s: &mut TcpStream,
     t: &Mutex<snow::TransportState>,
     rx: &Receiver<Vec<u8>>,
-    keepalive: Duration,
-    epoch: Instant,
+    mut keepalive: Keepalive,
     closed: &AtomicBool,
     stop: &AtomicBool,
 ) {
     let mut out = vec![0u8; MAX_MSG];
-    let mut next_ping = Instant::now();
     loop {
         if closed.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
             return;
         }
-        let mut msg = None;
         let now = Instant::now();
-        if now >= next_ping {
-            let mut p = vec![T_PING];
-            p.extend_from_slice(&now_us(epoch).to_le_bytes());
-            msg = Some(p);
-            next_ping = now + keepalive;
-        }
-        let msg = match msg {
-            Some(m) => m,
-            None => match rx.recv_timeout(next_ping.saturating_duration_since(now)) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            },
+        let msg = match keepalive.poll_ping(now) {
+            Some(ping) => ping.encode(),
+            None => {
+                match rx.recv_timeout(keepalive.poll_timeout().saturating_duration_since(now)) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
         };
         let n = match t
             .lock()
@@ -457,9 +407,8 @@ pub fn listen(ctx: LinkCtx, listener: TcpListener) {
 /// [`HOLD_BACK`], then whenever a link is already up) so they do not keep replacing each
 /// other's link.
 pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
-    let mut backoff = BACKOFF_MIN;
-    let defer = ctx.id.id() > peer;
-    if defer {
+    let mut backoff = Backoff::default();
+    if !linkcore::smaller_dials(&ctx.id.id(), &peer) {
         sleep_unless_stopped(&ctx, HOLD_BACK);
     }
     while !ctx.stop.load(Ordering::SeqCst) {
@@ -470,7 +419,7 @@ pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
             .contains_key(&peer)
         {
             sleep_unless_stopped(&ctx, Duration::from_millis(100));
-            backoff = BACKOFF_MIN;
+            backoff.reset();
             continue;
         }
         let started = Instant::now();
@@ -482,11 +431,7 @@ pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
             }
         }
         // A link that stayed up a while starts over with a short backoff.
-        if started.elapsed() > BACKOFF_MAX * 2 {
-            backoff = BACKOFF_MIN;
-        }
-        sleep_unless_stopped(&ctx, backoff);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        sleep_unless_stopped(&ctx, backoff.after_attempt(started.elapsed()));
     }
 }
 

@@ -24,7 +24,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the server expires records.
 const TICK: Duration = Duration::from_secs(1);
 
-use crate::links::{read_frame, write_frame};
+use crate::frame::{read_frame, write_frame};
 
 fn unused_params() -> LinkParams {
     LinkParams {

@@ -1,0 +1,545 @@
+//! The router core driven with a virtual clock: routers joined by virtual links, each with a
+//! model of its dataplane's tables (what was committed), in one loop.
+
+use super::*;
+use crate::appsock::Request;
+use crate::identity::Identity;
+
+const CFG: &str = "key: k\nlisten: 127.0.0.1:7100\ndata_port: 7000\n";
+
+/// A model of one dataplane: what is committed, and what is queued for the next commit.
+#[derive(Default)]
+struct Fib {
+    sessions: HashMap<u32, ([u8; 32], [u8; 32])>,
+    rules: HashMap<(u32, u32), RuleAction>,
+    routes: HashMap<Prefix, (u32, u32)>,
+    pending: Vec<FibMsg>,
+    commits: usize,
+}
+
+impl Fib {
+    fn commit(&mut self) {
+        self.commits += 1;
+        for m in self.pending.drain(..) {
+            match m {
+                FibMsg::AddSession {
+                    id, tx_key, rx_key, ..
+                } => {
+                    self.sessions.insert(id, (tx_key, rx_key));
+                }
+                FibMsg::RemoveSession { id } => {
+                    self.sessions.remove(&id);
+                    self.rules.retain(|(s, _), _| *s != id);
+                }
+                FibMsg::AddRule {
+                    session,
+                    label,
+                    action,
+                } => {
+                    self.rules.insert((session, label), action);
+                }
+                FibMsg::RemoveRule { session, label } => {
+                    self.rules.remove(&(session, label));
+                }
+                FibMsg::AddRoute {
+                    prefix,
+                    session,
+                    label,
+                    ..
+                } => {
+                    self.routes.insert(prefix, (session, label));
+                }
+                FibMsg::RemoveRoute { prefix } => {
+                    self.routes.remove(&prefix);
+                }
+                other => panic!("unexpected fib message {other:?}"),
+            }
+        }
+    }
+}
+
+struct Node {
+    id: NodeId,
+    r: Router,
+    fib: Fib,
+    injected: Vec<Vec<u8>>,
+    closed: Vec<u64>,
+    published: Vec<Vec<Service>>,
+}
+
+/// Routers, the links between them and a virtual clock.
+struct Mesh {
+    t0: Instant,
+    now: Instant,
+    nodes: Vec<Node>,
+    /// link number -> (node, peer node, the peer's number for the same link)
+    links: HashMap<u64, (usize, usize, u64)>,
+    next_link: u64,
+    next_session: u32,
+    /// Messages in flight: (to node, on its link, what).
+    wire: VecDeque<(usize, u64, Wire)>,
+    /// Drop rekey confirmations (`ack`) while set.
+    lose_acks: bool,
+    /// Deliver nothing between routers while set.
+    cut: bool,
+}
+
+enum Wire {
+    Nm(Vec<u8>),
+    Rekey(u32, bool),
+}
+
+impl Mesh {
+    fn new(n: u8) -> Mesh {
+        let t0 = Instant::now();
+        let nodes = (1..=n)
+            .map(|i| {
+                let seed = [i; 32];
+                let id = Identity::from_seed(seed).unwrap().id();
+                let cfg = Config::parse(CFG, std::path::Path::new("/tmp/control.yaml")).unwrap();
+                let nm = NodeManager::new(seed, nm::Config::default(), 0);
+                Node {
+                    id,
+                    r: Router::new(cfg, id, nm, t0, true),
+                    fib: Fib::default(),
+                    injected: Vec::new(),
+                    closed: Vec::new(),
+                    published: Vec::new(),
+                }
+            })
+            .collect();
+        Mesh {
+            t0,
+            now: t0,
+            nodes,
+            links: HashMap::new(),
+            next_link: 1,
+            next_session: 1,
+            wire: VecDeque::new(),
+            lose_acks: false,
+            cut: false,
+        }
+    }
+
+    fn params(&mut self, node: usize) -> LinkParams {
+        self.next_session += 1;
+        LinkParams {
+            session_id: self.next_session,
+            data_endpoint: SocketAddr::from(([10, 0, 0, node as u8 + 1], 7000)),
+            data_shards: 2,
+            aes: false,
+        }
+    }
+
+    /// A link between `a` (the dialler) and `b`; returns (a's link number, b's).
+    fn link(&mut self, a: usize, b: usize) -> (u64, u64) {
+        let (la, lb) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        let (pa, pb) = (self.params(a), self.params(b));
+        let (k1, k2) = ([a as u8 + 10; 32], [b as u8 + 10; 32]);
+        self.links.insert(la, (a, b, lb));
+        self.links.insert(lb, (b, a, la));
+        let now = self.now;
+        let (ida, idb) = (self.nodes[a].id, self.nodes[b].id);
+        self.nodes[a].r.handle_link_up(
+            now,
+            LinkUp {
+                link: la,
+                peer: idb,
+                initiator: true,
+                local: pa,
+                remote: pb,
+                data_tx: k1,
+                data_rx: k2,
+            },
+        );
+        self.nodes[b].r.handle_link_up(
+            now,
+            LinkUp {
+                link: lb,
+                peer: ida,
+                initiator: false,
+                local: pb,
+                remote: pa,
+                data_tx: k2,
+                data_rx: k1,
+            },
+        );
+        (la, lb)
+    }
+
+    /// Ends link `la` (both ends report down).
+    fn unlink(&mut self, la: u64) {
+        let (a, b, lb) = self.links[&la];
+        let now = self.now;
+        let (ida, idb) = (self.nodes[a].id, self.nodes[b].id);
+        self.nodes[a].r.handle_link_down(now, idb, la, "test");
+        self.nodes[b].r.handle_link_down(now, ida, lb, "test");
+        self.links.remove(&la);
+        self.links.remove(&lb);
+    }
+
+    /// Carries out every router's outputs and delivers messages until nothing moves.
+    fn run(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some(o) = self.nodes[i].r.poll_output() {
+                    moved = true;
+                    self.output(i, o);
+                }
+            }
+            if let Some((to, link, w)) = self.wire.pop_front() {
+                moved = true;
+                let now = self.now;
+                let Some(&(_, from, _)) = self.links.get(&link) else {
+                    continue;
+                };
+                let peer = self.nodes[from].id;
+                let r = &mut self.nodes[to].r;
+                match w {
+                    Wire::Nm(b) => r.handle_msg(now, peer, link, &b),
+                    Wire::Rekey(g, ack) => r.handle_rekey(now, peer, link, g, ack),
+                }
+            }
+            if !moved {
+                for n in &mut self.nodes {
+                    n.r.flush();
+                }
+                if self.nodes.iter().all(|n| n.r.out.is_empty()) {
+                    return;
+                }
+            }
+        }
+        panic!("the mesh did not settle");
+    }
+
+    fn output(&mut self, i: usize, o: Output) {
+        let n = &mut self.nodes[i];
+        match o {
+            Output::Fib(m) => n.fib.pending.push(m),
+            Output::Commit => n.fib.commit(),
+            Output::Inject(p) => {
+                n.r.injected();
+                n.injected.push(p);
+            }
+            Output::Send { link, bytes } => {
+                // The ordering contract: no rule is announced before it is live.
+                assert!(
+                    !n.fib
+                        .pending
+                        .iter()
+                        .any(|m| matches!(m, FibMsg::AddRule { .. })),
+                    "a message left before the rules queued ahead of it were committed"
+                );
+                if let Some(&(_, to, peer_link)) = self.links.get(&link)
+                    && !self.cut
+                {
+                    self.wire.push_back((to, peer_link, Wire::Nm(bytes)));
+                }
+            }
+            Output::SendRekey {
+                link,
+                generation,
+                ack,
+            } => {
+                if let Some(&(_, to, peer_link)) = self.links.get(&link)
+                    && !self.cut
+                    && !(ack && self.lose_acks)
+                {
+                    self.wire
+                        .push_back((to, peer_link, Wire::Rekey(generation, ack)));
+                }
+            }
+            Output::Close { link } => n.closed.push(link),
+            Output::Publish(s) => n.published.push(s),
+        }
+    }
+
+    /// Moves the clock on by `ms`, firing timers on the way (every 100 ms, as the driver's
+    /// longest turn, with the once-a-second work).
+    fn advance(&mut self, ms: u64) {
+        let end = self.now + Duration::from_millis(ms);
+        while self.now < end {
+            self.now = (self.now + Duration::from_millis(100)).min(end);
+            let now = self.now;
+            let second = now.duration_since(self.t0).as_millis().is_multiple_of(1000);
+            for n in &mut self.nodes {
+                n.r.handle_timeout(now);
+                if second {
+                    n.r.handle_second(now);
+                }
+            }
+            self.run();
+        }
+    }
+
+    fn addr(&self, i: usize) -> IpAddr {
+        IpAddr::V6(self.nodes[i].id.overlay_addr())
+    }
+
+    fn host(&self, i: usize) -> Prefix {
+        prefix(&self.nodes[i].id)
+    }
+}
+
+fn deliver_sources(f: &Fib) -> Vec<Vec<Prefix>> {
+    f.rules
+        .values()
+        .filter_map(|a| match a {
+            RuleAction::Deliver { sources } => Some(sources.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_punt_sets_a_route_up_across_a_relay_and_the_queued_packet_is_injected() {
+    let mut m = Mesh::new(3);
+    m.link(0, 1);
+    m.link(1, 2);
+    m.advance(300);
+    let now = m.now;
+    let dst = m.addr(2);
+    m.nodes[0].r.handle_punt(now, dst, b"first".to_vec());
+    m.run();
+    m.advance(200);
+    assert_eq!(m.nodes[0].injected, [b"first".to_vec()]);
+    assert_eq!(m.nodes[0].r.stats.injected, 1);
+    assert!(m.nodes[0].fib.routes.contains_key(&m.host(2)));
+    // The relay forwards by label; the egress delivers, accepting the origin's address.
+    assert!(
+        m.nodes[1]
+            .fib
+            .rules
+            .values()
+            .any(|a| matches!(a, RuleAction::Forward { .. }))
+    );
+    let host0 = m.host(0);
+    assert!(
+        deliver_sources(&m.nodes[2].fib)
+            .iter()
+            .any(|s| s == &[host0])
+    );
+    assert_eq!(m.nodes[0].r.stats.punt_drops, 0);
+}
+
+#[test]
+fn the_punt_queue_is_bounded_per_destination_and_expires() {
+    let mut m = Mesh::new(2);
+    m.link(0, 1);
+    m.cut = true; // the route setup never completes
+    let now = m.now;
+    let dst = m.addr(1);
+    for i in 0..(QUEUE_PER_DST + 8) {
+        m.nodes[0].r.handle_punt(now, dst, vec![i as u8]);
+    }
+    // An address no node is known by is dropped at once.
+    m.nodes[0]
+        .r
+        .handle_punt(now, "fd73:6b79::1".parse().unwrap(), vec![0]);
+    m.run();
+    let s = m.nodes[0].r.stats.clone();
+    assert_eq!(s.punts, QUEUE_PER_DST as u64 + 9);
+    assert_eq!(s.punt_drops, 9);
+    m.advance(QUEUE_TTL.as_millis() as u64 + 200);
+    assert!(m.nodes[0].injected.is_empty());
+    assert_eq!(m.nodes[0].r.stats.punt_drops, QUEUE_PER_DST as u64 + 9);
+    assert!(m.nodes[0].r.queued.is_empty(), "expired packets are gone");
+}
+
+#[test]
+fn a_duplicate_dial_keeps_the_link_the_smaller_key_dialled() {
+    let mut m = Mesh::new(2);
+    let (small, large) = if m.nodes[0].id < m.nodes[1].id {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    // Both dial at once: small's dial and large's dial each come up on both ends.
+    let (s_dial_s, s_dial_l) = m.link(small, large);
+    let (l_dial_l, l_dial_s) = m.link(large, small);
+    m.run();
+    // small kept its own dial and closed large's; large replaced its dial with small's.
+    assert_eq!(m.nodes[small].closed, [l_dial_s]);
+    assert_eq!(m.nodes[large].closed, [l_dial_l]);
+    assert!(m.nodes[small].r.live(&m.nodes[large].id, s_dial_s));
+    assert!(m.nodes[large].r.live(&m.nodes[small].id, s_dial_l));
+    // The closed links' down reports change nothing.
+    let now = m.now;
+    let (ids, idl) = (m.nodes[small].id, m.nodes[large].id);
+    m.nodes[small]
+        .r
+        .handle_link_down(now, idl, l_dial_s, "closed");
+    m.nodes[large]
+        .r
+        .handle_link_down(now, ids, l_dial_l, "closed");
+    m.run();
+    assert_eq!(m.nodes[small].r.stats.links_down, 0);
+    assert_eq!(m.nodes[large].r.stats.links_down, 0);
+    assert_eq!(m.nodes[small].fib.sessions.len(), 1);
+    assert_eq!(m.nodes[large].fib.sessions.len(), 1);
+    // Messages on a replaced link are ignored.
+    let before = m.nodes[small].r.nm.counters().msgs_malformed;
+    m.nodes[small].r.handle_msg(now, idl, l_dial_s, b"garbage");
+    assert_eq!(m.nodes[small].r.nm.counters().msgs_malformed, before);
+}
+
+#[test]
+fn a_link_flap_withdraws_the_session_and_its_routes_then_comes_back() {
+    let mut m = Mesh::new(3);
+    let (ab, _) = m.link(0, 1);
+    m.link(1, 2);
+    m.advance(300);
+    let now = m.now;
+    let dst = m.addr(2);
+    m.nodes[0].r.handle_punt(now, dst, b"p".to_vec());
+    m.advance(300);
+    assert!(m.nodes[0].fib.routes.contains_key(&m.host(2)));
+    let relay_rules = m.nodes[1].fib.rules.len();
+    assert!(relay_rules > 0);
+    m.unlink(ab);
+    m.run();
+    assert!(
+        !m.nodes[0].fib.routes.contains_key(&m.host(2)),
+        "no route over a dead link"
+    );
+    assert!(m.nodes[0].fib.sessions.is_empty());
+    assert_eq!(m.nodes[0].r.stats.links_down, 1);
+    assert!(
+        m.nodes[1].fib.rules.len() < relay_rules,
+        "the relay drops the rules of routes from the dead link"
+    );
+    // The link comes back: the route still wanted is set up again without a new punt.
+    m.link(0, 1);
+    m.advance(1500);
+    assert_eq!(m.nodes[0].fib.sessions.len(), 1);
+    let (session, _) = m.nodes[0].fib.routes[&m.host(2)];
+    assert!(m.nodes[0].fib.sessions.contains_key(&session));
+    assert_eq!(m.nodes[0].injected, [b"p".to_vec()]);
+}
+
+#[test]
+fn rekey_across_two_routers_survives_a_lost_confirmation() {
+    let mut m = Mesh::new(2);
+    let (la, lb) = m.link(0, 1);
+    m.run();
+    let sa = m.nodes[0].r.links[&m.nodes[1].id].session;
+    let sb = m.nodes[1].r.links[&m.nodes[0].id].session;
+    let keys = |m: &Mesh| (m.nodes[0].fib.sessions[&sa], m.nodes[1].fib.sessions[&sb]);
+    let (a0, b0) = keys(&m);
+    assert_eq!((a0.0, a0.1), (b0.1, b0.0));
+    m.lose_acks = true;
+    m.advance(120_000);
+    // a asked, b switched (its confirmation lost); a accepts b's new key, still sends the old.
+    let (a1, b1) = keys(&m);
+    assert_eq!(m.nodes[1].r.stats.rekeys, 1);
+    assert_eq!(m.nodes[0].r.stats.rekeys, 0);
+    assert_eq!(a1.1, b1.0, "a receives what b sends");
+    assert_eq!(a1.0, a0.0, "a still sends with generation 0");
+    m.lose_acks = false;
+    m.advance(3000);
+    let (a2, b2) = keys(&m);
+    assert_eq!(m.nodes[0].r.stats.rekeys, 1);
+    assert_eq!(
+        m.nodes[1].r.stats.rekeys, 1,
+        "the repeat does not rotate b again"
+    );
+    assert_eq!((a2.0, a2.1), (b2.1, b2.0));
+    assert_ne!(a2.0, a0.0);
+    // Rekey messages on a link that is not the live one change nothing.
+    let now = m.now;
+    let ida = m.nodes[0].id;
+    m.nodes[1].r.handle_rekey(now, ida, la, 2, false);
+    m.run();
+    assert_eq!(m.nodes[1].r.stats.rekeys, 1);
+    let _ = lb;
+}
+
+#[test]
+fn an_attachment_lives_exactly_as_long_as_its_app_connection() {
+    let mut m = Mesh::new(2);
+    m.link(0, 1);
+    m.advance(300);
+    let now = m.now;
+    let b = m.nodes[1].id;
+    let net: Prefix = "10.8.0.0/16".parse().unwrap();
+    let reply = m.nodes[0].r.handle_app_request(
+        now,
+        7,
+        Request::Attach {
+            node: b,
+            prefixes: vec![net],
+        },
+    );
+    assert_eq!(reply, "ok");
+    m.advance(1500);
+    assert!(
+        m.nodes[0].fib.routes.contains_key(&net),
+        "route follows b's"
+    );
+    assert_eq!(
+        m.nodes[0].fib.routes[&net],
+        m.nodes[0].fib.routes[&m.host(1)]
+    );
+    // The same prefix for another node from another app is refused and counted.
+    let me = m.nodes[0].id;
+    let other = Identity::from_seed([9; 32]).unwrap().id();
+    let r = m.nodes[0].r.handle_app_request(
+        now,
+        8,
+        Request::Attach {
+            node: other,
+            prefixes: vec![net],
+        },
+    );
+    assert!(r.starts_with("err 10.8.0.0/16 is already attached"), "{r}");
+    let r = m.nodes[0].r.handle_app_request(
+        now,
+        8,
+        Request::Attach {
+            node: me,
+            prefixes: vec![net],
+        },
+    );
+    assert!(r.starts_with("err"), "{r}");
+    assert_eq!(m.nodes[0].r.stats.app_errors, 2);
+    // The route is kept up while attached, used or not.
+    m.advance(10_000);
+    assert!(m.nodes[0].fib.routes.contains_key(&net));
+    m.nodes[0].r.handle_app_closed(7);
+    m.run();
+    assert!(!m.nodes[0].fib.routes.contains_key(&net));
+    assert!(m.nodes[0].r.programmed.is_empty());
+}
+
+#[test]
+fn published_services_are_the_configured_ones_plus_the_apps_until_they_go() {
+    let mut m = Mesh::new(1);
+    let now = m.now;
+    let r = m.nodes[0].r.handle_app_request(
+        now,
+        3,
+        Request::Service {
+            kind: "socks".into(),
+            port: 1080,
+        },
+    );
+    assert_eq!(r, "ok");
+    m.run();
+    assert_eq!(m.nodes[0].published.len(), 1);
+    assert_eq!(m.nodes[0].published[0][0].kind, "socks");
+    m.nodes[0].r.handle_app_closed(3);
+    m.run();
+    assert_eq!(m.nodes[0].published.last().unwrap(), &Vec::<Service>::new());
+    m.nodes[0].r.messenger_gone();
+    let r = m.nodes[0].r.handle_app_request(
+        now,
+        4,
+        Request::Service {
+            kind: "vpn".into(),
+            port: 1,
+        },
+    );
+    assert_eq!(r, "ok unpublished (no messenger configured)");
+}

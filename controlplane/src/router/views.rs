@@ -1,0 +1,104 @@
+//! The text views (`routes`, `peers`) and the usage report.
+
+use super::Router;
+use crate::identity::NodeId;
+use crate::nm;
+use std::time::Instant;
+
+impl Router {
+    /// The `peers` view: one line per link.
+    pub fn peers_text(&self) -> String {
+        let mut out = format!(
+            "{:<16}  {:<22} {:>9} {:>7}  {:>10} {:>10}\n",
+            "PEER", "DATA ENDPOINT", "RTT", "SESSION", "RX BYTES", "TX BYTES"
+        );
+        let mut links: Vec<_> = self.links.iter().collect();
+        links.sort_by_key(|(pk, _)| **pk);
+        for (pk, l) in links {
+            let t = self.traffic.get(&l.session).copied().unwrap_or_default();
+            let rtt = l
+                .metric
+                .rtt_us
+                .map(|r| format!("{:.2} ms", f64::from(r) / 1000.0))
+                .unwrap_or_else(|| "-".into());
+            out.push_str(&format!(
+                "{:<16}  {:<22} {:>9} {:>7}  {:>10} {:>10}\n",
+                &pk.hex()[..16],
+                l.endpoint.to_string(),
+                rtt,
+                l.session,
+                t.rx_bytes,
+                t.tx_bytes
+            ));
+        }
+        if self.links.is_empty() {
+            out.push_str("(no links up)\n");
+        }
+        out
+    }
+
+    /// The `routes` view: routes this node originated, then transit state it holds.
+    pub fn routes_text(&self, now: Instant) -> String {
+        let short = |n: &nm::NodeId| NodeId(*n).hex()[..8].to_string();
+        let mut out = format!(
+            "{:<10} {:<8} {:<8} {:>6} {:>6} {:>8}  {}\n",
+            "DEST", "ROLE", "STATE", "LABEL", "REV", "AGE", "PATH"
+        );
+        for r in self.nm.routes(self.ms(now)) {
+            out.push_str(&format!(
+                "{:<10} {:<8} {:<8} {:>6} {:>6} {:>7.1}s  {}\n",
+                short(&r.dst),
+                format!("{:?}{}", r.role, if r.active { "*" } else { "" }),
+                format!("{:?}", r.state),
+                r.label.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                r.rev_label,
+                r.age_ms as f64 / 1000.0,
+                r.path.iter().map(short).collect::<Vec<_>>().join(" > ")
+            ));
+        }
+        let transit = self.nm.transit();
+        if !transit.is_empty() {
+            out.push_str(&format!(
+                "transit/egress state held here: {}\n",
+                transit.len()
+            ));
+        }
+        out.push_str("(* = the route in use; addresses: dest is the node's key, its overlay address is in `peers`/`show`)\n");
+        out
+    }
+
+    /// Counters for a usage report.
+    pub fn report(&self) -> Vec<(String, u64)> {
+        let c = self.nm.counters();
+        let v = vec![
+            ("links".to_string(), self.links.len() as u64),
+            ("links_up_total".to_string(), self.stats.links_up),
+            ("links_down_total".to_string(), self.stats.links_down),
+            ("punts".to_string(), self.stats.punts),
+            ("injected".to_string(), self.stats.injected),
+            ("punt_drops".to_string(), self.stats.punt_drops),
+            ("fib_errors".to_string(), self.stats.fib_errors),
+            ("rekeys".to_string(), self.stats.rekeys),
+            (
+                "attached_prefixes".to_string(),
+                self.programmed.len() as u64,
+            ),
+            ("app_errors".to_string(), self.stats.app_errors),
+            ("lsdb".to_string(), c.lsdb_size as u64),
+            ("routes_up".to_string(), c.routes_up as u64),
+            ("routes_pending".to_string(), c.routes_pending as u64),
+            ("backups_ready".to_string(), c.backups_ready as u64),
+            ("transit_states".to_string(), c.transit_states as u64),
+            ("adverts_accepted".to_string(), c.adverts_accepted),
+            ("adverts_rejected".to_string(), {
+                let r = &c.adverts_rejected;
+                r.unsigned + r.bad_signature + r.stale + r.replay + r.bad_lifetime + r.table_full
+            }),
+            ("msgs_malformed".to_string(), c.msgs_malformed),
+            ("failovers".to_string(), c.failovers),
+            ("rebuilds".to_string(), c.rebuilds),
+            ("setups_started".to_string(), c.setups_started),
+        ];
+        v
+    }
+}
