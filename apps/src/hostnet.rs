@@ -32,7 +32,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 
-use dataplane::netlink::{Netlink, os_errno};
+use netbase::Prefix;
+use netbase::netlink::{Netlink, os_errno};
 
 /// First line of every journal file.
 pub const HEADER: &str = "# skywire hostnet journal v1";
@@ -152,33 +153,23 @@ fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     Ok((ip, len))
 }
 
+#[cfg(test)]
 fn max_len(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() { 32 } else { 128 }
+    Prefix::host(ip).len()
+}
+
+/// The prefix `ip/len` (host bits cleared), or why `len` is too long.
+fn prefix_of(ip: IpAddr, len: u8) -> Result<Prefix, String> {
+    Prefix::new(ip, len).ok_or_else(|| format!("prefix length /{len} too long for {ip}"))
 }
 
 fn check_len(ip: IpAddr, len: u8) -> Result<(), String> {
-    if len > max_len(ip) {
-        return Err(format!("prefix length /{len} too long for {ip}"));
-    }
-    Ok(())
+    prefix_of(ip, len).map(|_| ())
 }
 
 /// `ip` with the bits beyond `len` cleared.
 fn network(ip: IpAddr, len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let m = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
+    Prefix::new(ip, len).map_or(ip, |p| p.addr())
 }
 
 /// A Linux interface name we accept: 1..=15 bytes of printable ASCII, no whitespace, `/`,

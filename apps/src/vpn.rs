@@ -16,7 +16,7 @@
 
 use controlplane::appsock::AppClient;
 use controlplane::identity::NodeId;
-use dataplane::fib::Prefix;
+use netbase::Prefix;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -101,7 +101,7 @@ impl Msg {
                     .parse::<Ipv4Addr>()
                     .map_err(|_| "OFFER: bad address".to_string())?;
                 let pool: Prefix = w.next().ok_or("OFFER without a pool")?.parse()?;
-                if !pool.addr.is_ipv4() || !pool.contains(IpAddr::V4(addr)) {
+                if !pool.addr().is_ipv4() || !pool.contains(IpAddr::V4(addr)) {
                     return Err(format!("OFFER: {addr} is not in the pool {pool}"));
                 }
                 Msg::Offer { addr, pool }
@@ -130,7 +130,7 @@ fn trunc(s: &str) -> &str {
 /// Parses an IPv4 pool and checks it leaves room for clients.
 pub fn parse_pool(s: &str) -> Result<Prefix, String> {
     let p: Prefix = s.parse()?;
-    if !p.addr.is_ipv4() || p.len > 30 {
+    if !p.addr().is_ipv4() || p.len() > 30 {
         return Err(format!(
             "pool {s}: an IPv4 prefix of /30 or wider is needed"
         ));
@@ -156,12 +156,12 @@ pub struct Pool {
 impl Pool {
     /// A pool over `prefix` (see [`parse_pool`]). Its first and last addresses are not handed out.
     pub fn new(prefix: Prefix) -> Pool {
-        let IpAddr::V4(a) = prefix.addr else {
+        let IpAddr::V4(a) = prefix.addr() else {
             unreachable!("parse_pool only returns IPv4 pools")
         };
         Pool {
             net: u32::from(a),
-            size: 1u32 << (32 - u32::from(prefix.len)),
+            size: 1u32 << (32 - u32::from(prefix.len())),
             prefix,
             leases: HashMap::new(),
             taken: HashMap::new(),
@@ -394,7 +394,7 @@ fn attach_line(node: &NodeId, prefixes: &[Prefix]) -> String {
 pub fn kernel_routes(prefixes: &[Prefix]) -> Vec<Prefix> {
     let mut v = Vec::new();
     for p in prefixes {
-        if p.len == 0 {
+        if p.len() == 0 {
             v.push(Prefix::new(IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)), 1).expect("valid"));
             v.push(Prefix::new(IpAddr::V4(Ipv4Addr::new(128, 0, 0, 0)), 1).expect("valid"));
         } else {

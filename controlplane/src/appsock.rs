@@ -21,7 +21,7 @@
 //! crashes takes its routes with it.
 
 use crate::identity::{NodeId, OVERLAY_PREFIX};
-use dataplane::fib::Prefix;
+use netbase::Prefix;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
@@ -78,19 +78,8 @@ pub enum Request {
 fn overlay_net() -> Prefix {
     let mut a = [0u8; 16];
     a[..4].copy_from_slice(&OVERLAY_PREFIX);
-    Prefix {
-        addr: IpAddr::V6(a.into()),
-        len: 32,
-    }
-}
-
-/// Whether two prefixes share an address.
-pub fn overlaps(a: &Prefix, b: &Prefix) -> bool {
-    if a.len <= b.len {
-        a.contains(b.addr)
-    } else {
-        b.contains(a.addr)
-    }
+    // A /32 of an IPv6 address is always a valid prefix.
+    Prefix::new(IpAddr::V6(a.into()), 32).expect("/32 fits an IPv6 address")
 }
 
 fn service_kind(w: Option<&str>) -> Result<String, String> {
@@ -139,7 +128,7 @@ pub fn parse(line: &str) -> Result<Request, String> {
             let mut prefixes = Vec::new();
             for p in w.by_ref() {
                 let p: Prefix = p.parse()?;
-                if overlaps(&p, &overlay_net()) {
+                if p.overlaps(&overlay_net()) {
                     return Err(format!(
                         "{p} overlaps the overlay network {}",
                         overlay_net()
@@ -186,7 +175,7 @@ pub enum Event {
 /// Binds the socket at `path` (0600; a stale socket replaced; one a live controlplane serves
 /// is refused).
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    signal::private_socket::bind(path, "controlplane")
+    netbase::private_socket::bind(path, "controlplane")
 }
 
 /// Accepts connections forever, one thread each; requests go to `events`, `wake` is rung after

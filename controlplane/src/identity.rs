@@ -12,52 +12,23 @@ use ring::rand::SecureRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use std::fmt;
 use std::io::{self, Write};
-use std::net::Ipv6Addr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// The overlay prefix: fd73:6b79::/32 ("sky").
-pub const OVERLAY_PREFIX: [u8; 4] = [0xfd, 0x73, 0x6b, 0x79];
+pub use netbase::{NodeId, OVERLAY_PREFIX};
 
-/// A node's public key: its name on the mesh.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub [u8; 32]);
-
-impl NodeId {
-    /// Lowercase hex.
-    pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Parses 64 hex digits.
-    pub fn from_hex(s: &str) -> Result<NodeId, String> {
-        let s = s.trim();
-        if s.len() != 64 || !s.is_ascii() {
-            return Err(format!("a public key is 64 hex digits, got {:?}", s));
-        }
-        let mut k = [0u8; 32];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-                .map_err(|_| format!("{s:?} is not hex"))?;
-        }
-        Ok(NodeId(k))
-    }
-
-    /// The overlay address: the prefix, then the first 96 bits of SHA-256("skywire overlay" ++ pk).
-    pub fn overlay_addr(&self) -> Ipv6Addr {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(b"skywire overlay");
-        ctx.update(&self.0);
-        let h = ctx.finish();
-        let mut a = [0u8; 16];
-        a[..4].copy_from_slice(&OVERLAY_PREFIX);
-        a[4..].copy_from_slice(&h.as_ref()[..12]);
-        Ipv6Addr::from(a)
-    }
-
+/// What a node's public key proves: Ed25519 signatures, and the X25519 key its Noise handshakes
+/// must show.
+pub trait PublicKey {
     /// The X25519 public key this node's Noise handshakes must show. `None` for bytes that are
     /// not a valid Ed25519 point.
-    pub fn x25519_public(&self) -> Option<[u8; 32]> {
+    fn x25519_public(&self) -> Option<[u8; 32]>;
+    /// Verifies an Ed25519 signature by this node.
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool;
+}
+
+impl PublicKey for NodeId {
+    fn x25519_public(&self) -> Option<[u8; 32]> {
         Some(
             CompressedEdwardsY(self.0)
                 .decompress()?
@@ -66,23 +37,10 @@ impl NodeId {
         )
     }
 
-    /// Verifies an Ed25519 signature by this node.
-    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
         UnparsedPublicKey::new(&ED25519, &self.0)
             .verify(msg, sig)
             .is_ok()
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", &self.hex()[..12])
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.hex())
     }
 }
 

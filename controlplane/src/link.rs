@@ -15,7 +15,7 @@
 //! caller is allowed). Data keys: HKDF-SHA256 over the Noise split keys with the handshake hash
 //! as salt, one key per direction, distinct from the control channel's keys.
 
-use crate::identity::{Identity, NodeId};
+use crate::identity::{Identity, NodeId, PublicKey};
 use ring::hkdf;
 use std::net::{IpAddr, SocketAddr};
 

@@ -186,7 +186,7 @@ fn connect_fib(cfg: &Config) -> Result<FibClient, String> {
 }
 
 fn add_overlay_address(cfg: &Config, id: &NodeId) -> Result<(), String> {
-    let mut nl = dataplane::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let mut nl = netbase::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     let t = Instant::now();
     let index = loop {
         match nl.link_index(&cfg.tun) {
@@ -223,7 +223,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         cost_override: cfg
             .neighbours
             .iter()
-            .filter_map(|n| n.cost_us.map(|c| (n.pk.0, c)))
+            .filter_map(|n| n.cost_us.map(|c| (n.pk, c)))
             .collect(),
         drain: cfg.policy.drain,
         no_transit: cfg.policy.no_transit,

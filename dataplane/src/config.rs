@@ -182,7 +182,7 @@ impl Static {
                 .unwrap_or(a)
                 .parse()
                 .map_err(|_| err(format!("node.addresses: {a:?}")))?;
-            addresses.push((host, p.len));
+            addresses.push((host, p.len()));
         }
         if !(576..=65535 - 80).contains(&f.node.mtu) {
             return Err(err(format!(

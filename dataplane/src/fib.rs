@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use netbase::Prefix;
+
 use crate::stats::Traffic;
 use crate::wire::Cipher;
 
@@ -48,83 +50,6 @@ impl Hasher for IntHasher {
 /// HashMap with [`IntHasher`].
 pub type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
-/// An IP prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Prefix {
-    /// Network address (host bits are cleared on construction).
-    pub addr: IpAddr,
-    /// Prefix length.
-    pub len: u8,
-}
-
-impl Prefix {
-    /// Builds a prefix, clearing host bits. `None` when `len` exceeds the address width.
-    pub fn new(addr: IpAddr, len: u8) -> Option<Prefix> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if len > max {
-            return None;
-        }
-        let (bits, _) = key(addr);
-        let masked = mask(bits, len, max);
-        let addr = match addr {
-            IpAddr::V4(_) => IpAddr::V4((masked as u32).into()),
-            IpAddr::V6(_) => IpAddr::V6(masked.into()),
-        };
-        Some(Prefix { addr, len })
-    }
-
-    /// Whether `ip` is inside.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        if ip.is_ipv4() != self.addr.is_ipv4() {
-            return false;
-        }
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        mask(key(ip).0, self.len, max) == key(self.addr).0
-    }
-}
-
-impl std::str::FromStr for Prefix {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Prefix, String> {
-        let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match l {
-            None => max,
-            Some(l) => l
-                .parse::<u8>()
-                .map_err(|_| format!("{l:?} is not a prefix length"))?,
-        };
-        Prefix::new(addr, len).ok_or_else(|| format!("prefix length {len} is longer than {max}"))
-    }
-}
-
-impl std::fmt::Display for Prefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-fn key(ip: IpAddr) -> (u128, bool) {
-    match ip {
-        IpAddr::V4(a) => (u128::from(u32::from(a)), true),
-        IpAddr::V6(a) => (u128::from(a), false),
-    }
-}
-
-fn mask(bits: u128, len: u8, max: u8) -> u128 {
-    if len == 0 {
-        return 0;
-    }
-    let host = u32::from(max - len);
-    (bits >> host) << host
-}
-
 /// Longest-prefix match: one hash table per prefix length in use, probed from the longest.
 /// Overlay routes are nearly all /128 (and VPN ones a handful of lengths), so a lookup is a few
 /// hash probes whatever the table size.
@@ -152,15 +77,15 @@ impl<V> PrefixTable<V> {
 
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&mut self, p: Prefix, v: V) -> Option<V> {
-        let (bits, v4) = key(p.addr);
+        let (bits, v4) = Prefix::key(p.addr());
         let fam = self.family(v4);
-        let i = match fam.iter().position(|(l, _)| *l == p.len) {
+        let i = match fam.iter().position(|(l, _)| *l == p.len()) {
             Some(i) => i,
             None => {
-                fam.push((p.len, IntMap::default()));
+                fam.push((p.len(), IntMap::default()));
                 // Longest first.
                 fam.sort_by_key(|e| std::cmp::Reverse(e.0));
-                fam.iter().position(|(l, _)| *l == p.len).unwrap_or(0)
+                fam.iter().position(|(l, _)| *l == p.len()).unwrap_or(0)
             }
         };
         let old = fam[i].1.insert(bits, v);
@@ -172,9 +97,9 @@ impl<V> PrefixTable<V> {
 
     /// Removes a prefix.
     pub fn remove(&mut self, p: &Prefix) -> Option<V> {
-        let (bits, v4) = key(p.addr);
+        let (bits, v4) = Prefix::key(p.addr());
         let fam = self.family(v4);
-        let i = fam.iter().position(|(l, _)| *l == p.len)?;
+        let i = fam.iter().position(|(l, _)| *l == p.len())?;
         let old = fam[i].1.remove(&bits);
         if fam[i].1.is_empty() {
             fam.remove(i);
@@ -188,10 +113,10 @@ impl<V> PrefixTable<V> {
     /// The value of the longest prefix containing `ip`.
     #[inline]
     pub fn lookup(&self, ip: IpAddr) -> Option<&V> {
-        let (bits, v4) = key(ip);
+        let (bits, v4) = Prefix::key(ip);
         let (fam, max) = if v4 { (&self.v4, 32) } else { (&self.v6, 128) };
         fam.iter()
-            .find_map(|(len, t)| t.get(&mask(bits, *len, max)))
+            .find_map(|(len, t)| t.get(&Prefix::mask_key(bits, *len, max)))
     }
 
     /// Number of prefixes.
@@ -206,29 +131,13 @@ impl<V> PrefixTable<V> {
 
     /// Every entry.
     pub fn iter(&self) -> impl Iterator<Item = (Prefix, &V)> {
-        let v4 = self.v4.iter().flat_map(|(len, t)| {
-            t.iter().map(move |(k, v)| {
-                (
-                    Prefix {
-                        addr: IpAddr::V4((*k as u32).into()),
-                        len: *len,
-                    },
-                    v,
-                )
-            })
-        });
-        let v6 = self.v6.iter().flat_map(|(len, t)| {
-            t.iter().map(move |(k, v)| {
-                (
-                    Prefix {
-                        addr: IpAddr::V6((*k).into()),
-                        len: *len,
-                    },
-                    v,
-                )
-            })
-        });
-        v4.chain(v6)
+        let v4 = self.v4.iter().map(|e| (true, e));
+        let v6 = self.v6.iter().map(|e| (false, e));
+        // Every key was inserted from a prefix, so `from_key` gives it back.
+        v4.chain(v6).flat_map(|(is_v4, (len, t))| {
+            t.iter()
+                .filter_map(move |(k, v)| Some((Prefix::from_key(*k, is_v4, *len)?, v)))
+        })
     }
 }
 
@@ -418,7 +327,7 @@ mod tests {
     #[test]
     fn prefix_parsing() {
         assert_eq!(p("10.1.2.3/16").to_string(), "10.1.0.0/16");
-        assert_eq!(p("fd00::1").len, 128);
+        assert_eq!(p("fd00::1").len(), 128);
         assert!("10.0.0.0/33".parse::<Prefix>().is_err());
         assert!("nonsense/3".parse::<Prefix>().is_err());
         assert!(p("10.0.0.0/8").contains("10.9.9.9".parse().unwrap()));
@@ -442,7 +351,7 @@ mod tests {
             }
             for a in probes {
                 let ip = IpAddr::V4(a.into());
-                let want = list.iter().filter(|(q, _)| q.contains(ip)).max_by_key(|(q, _)| q.len).map(|(_, v)| v);
+                let want = list.iter().filter(|(q, _)| q.contains(ip)).max_by_key(|(q, _)| q.len()).map(|(_, v)| v);
                 prop_assert_eq!(t.lookup(ip), want);
             }
         }

@@ -6,7 +6,8 @@
 
 use crate::fib::Prefix;
 use crate::wire::Cipher;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use netbase::bytes::{self, Reader, Writer};
+use std::net::{IpAddr, SocketAddr};
 
 /// Encoding version.
 pub const FIB_VERSION: u8 = 1;
@@ -167,6 +168,15 @@ pub enum FibDecodeError {
     Bad(&'static str),
 }
 
+impl From<bytes::Error> for FibDecodeError {
+    fn from(e: bytes::Error) -> Self {
+        match e {
+            bytes::Error::Truncated => FibDecodeError::Truncated,
+            bytes::Error::Trailing(n) => FibDecodeError::Trailing(n),
+        }
+    }
+}
+
 mod t {
     pub const ADD_SESSION: u8 = 1;
     pub const REMOVE_SESSION: u8 = 2;
@@ -183,40 +193,35 @@ mod t {
     pub const CLEAR: u8 = 13;
 }
 
-struct W<'a>(&'a mut Vec<u8>);
+/// The fib protocol's writer: the shared [`Writer`] (little endian) plus its own field types.
+struct W<'a>(Writer<'a>);
 
 impl W<'_> {
     fn u8(&mut self, v: u8) {
-        self.0.push(v);
+        self.0.u8(v);
     }
     fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.0.u16_le(v);
     }
     fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.0.u32_le(v);
     }
     fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.0.u64_le(v);
+    }
+    fn raw(&mut self, b: &[u8]) {
+        self.0.bytes(b);
     }
     fn ip(&mut self, ip: IpAddr) {
-        match ip {
-            IpAddr::V4(a) => {
-                self.u8(4);
-                self.0.extend_from_slice(&a.octets());
-            }
-            IpAddr::V6(a) => {
-                self.u8(6);
-                self.0.extend_from_slice(&a.octets());
-            }
-        }
+        self.0.ip(ip);
     }
     fn prefix(&mut self, p: &Prefix) {
-        self.ip(p.addr);
-        self.u8(p.len);
+        self.ip(p.addr());
+        self.u8(p.len());
     }
     fn bytes(&mut self, b: &[u8]) {
         self.u32(b.len() as u32);
-        self.0.extend_from_slice(b);
+        self.raw(b);
     }
     fn traffic(&mut self, t: &Traffic) {
         self.u64(t.rx_pkts);
@@ -226,40 +231,30 @@ impl W<'_> {
     }
 }
 
-struct R<'a>(&'a [u8]);
+/// The fib protocol's reader: the shared [`Reader`] (little endian) plus its own field types.
+struct R<'a>(Reader<'a>);
 
 impl<'a> R<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], FibDecodeError> {
-        if self.0.len() < n {
-            return Err(FibDecodeError::Truncated);
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
+        Ok(self.0.take(n)?)
     }
     fn arr<const N: usize>(&mut self) -> Result<[u8; N], FibDecodeError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
+        Ok(self.0.array()?)
     }
     fn u8(&mut self) -> Result<u8, FibDecodeError> {
-        Ok(self.arr::<1>()?[0])
+        Ok(self.0.u8()?)
     }
     fn u16(&mut self) -> Result<u16, FibDecodeError> {
-        Ok(u16::from_le_bytes(self.arr()?))
+        Ok(self.0.u16_le()?)
     }
     fn u32(&mut self) -> Result<u32, FibDecodeError> {
-        Ok(u32::from_le_bytes(self.arr()?))
+        Ok(self.0.u32_le()?)
     }
     fn u64(&mut self) -> Result<u64, FibDecodeError> {
-        Ok(u64::from_le_bytes(self.arr()?))
+        Ok(self.0.u64_le()?)
     }
     fn ip(&mut self) -> Result<IpAddr, FibDecodeError> {
-        match self.u8()? {
-            4 => Ok(IpAddr::V4(Ipv4Addr::from(self.arr::<4>()?))),
-            6 => Ok(IpAddr::V6(Ipv6Addr::from(self.arr::<16>()?))),
-            _ => Err(FibDecodeError::Bad("address family")),
-        }
+        self.0.ip()?.ok_or(FibDecodeError::Bad("address family"))
     }
     fn prefix(&mut self) -> Result<Prefix, FibDecodeError> {
         let ip = self.ip()?;
@@ -306,7 +301,7 @@ impl FibMsg {
     /// than [`MAX_PACKET`] are cut to the limit.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
-        let mut w = W(out);
+        let mut w = W(Writer(out));
         w.u8(FIB_VERSION);
         match self {
             FibMsg::AddSession {
@@ -325,8 +320,8 @@ impl FibMsg {
                 w.u16(peer.port());
                 w.u16(*peer_shards);
                 w.u8(cipher_code(*cipher));
-                w.0.extend_from_slice(tx_key);
-                w.0.extend_from_slice(rx_key);
+                w.raw(tx_key);
+                w.raw(rx_key);
             }
             FibMsg::RemoveSession { id } => {
                 w.u8(t::REMOVE_SESSION);
@@ -395,7 +390,7 @@ impl FibMsg {
                 w.u64(*nonce);
                 let e = &error.as_bytes()[..error.len().min(1024)];
                 w.u16(e.len() as u16);
-                w.0.extend_from_slice(e);
+                w.raw(e);
             }
             FibMsg::Counters {
                 nonce,
@@ -422,7 +417,7 @@ impl FibMsg {
                 for (name, v) in &drops[..n] {
                     let b = &name.as_bytes()[..name.len().min(255)];
                     w.u16(b.len() as u16);
-                    w.0.extend_from_slice(b);
+                    w.raw(b);
                     w.u64(*v);
                 }
             }
@@ -436,7 +431,7 @@ impl FibMsg {
 
     /// Parses one record. Total: any bytes give a message or an error.
     pub fn decode(rec: &[u8]) -> Result<FibMsg, FibDecodeError> {
-        let mut r = R(rec);
+        let mut r = R(Reader::new(rec));
         let v = r.u8()?;
         if v != FIB_VERSION {
             return Err(FibDecodeError::Version(v));
@@ -548,9 +543,7 @@ impl FibMsg {
             }
             other => return Err(FibDecodeError::UnknownType(other)),
         };
-        if !r.0.is_empty() {
-            return Err(FibDecodeError::Trailing(r.0.len()));
-        }
+        r.0.finish()?;
         Ok(m)
     }
 }

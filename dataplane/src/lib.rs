@@ -5,7 +5,7 @@
 //! - [`shard`]: what a shard does to one packet, independent of I/O.
 //! - [`io_epoll`]: the epoll + recvmmsg/sendmmsg backend; [`io_uring`]: the io_uring backend
 //!   (provided-buffer ring, multishot recvmsg, batched submissions).
-//! - [`tun`], [`netlink`]: the device and its addresses; [`offload`]: TUN offloads (vnet
+//! - [`tun`]: the device (its addresses through `netbase::netlink`); [`offload`]: TUN offloads (vnet
 //!   header, checksum completion, TCP segmentation), sans I/O.
 //! - [`config`]: the static mode file.
 
@@ -19,8 +19,6 @@ pub mod fixtures;
 pub mod io_epoll;
 pub mod io_uring;
 pub mod mmsg;
-#[allow(missing_docs)] // wire-level structs mirror the kernel headers field by field
-pub mod netlink;
 pub mod offload;
 pub mod packet;
 pub mod replay;

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::netlink::Netlink;
+use netbase::netlink::Netlink;
 
 const IFNAMSIZ: usize = 16;
 /// Kernel limit on queues per tun device (MAX_TAP_QUEUES).
@@ -168,7 +168,7 @@ impl Tun {
         match nl.del_link(index) {
             Ok(()) => Ok(true),
             // Vanished between lookup and delete.
-            Err(e) if crate::netlink::os_errno(&e) == Some(libc::ENODEV) => Ok(false),
+            Err(e) if netbase::netlink::os_errno(&e) == Some(libc::ENODEV) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -301,8 +301,8 @@ fn setiff_error(name: &str, queue: usize, e: io::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::{Netlink, os_errno};
     use crate::testutil::in_netns;
+    use netbase::netlink::{Netlink, os_errno};
     use rustix::event::{PollFd, PollFlags, poll};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
     use std::time::{Duration, Instant};

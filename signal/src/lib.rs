@@ -17,7 +17,6 @@
 pub mod attach;
 pub mod channel;
 pub mod client;
-pub mod private_socket;
 pub mod proto;
 pub mod ring;
 pub mod shm;

@@ -4,6 +4,7 @@
 //! `u16 length | UTF-8 bytes`. Decoding is total: any byte string gives a message or a
 //! [`DecodeError`]; an unknown type is its own error so a receiver can report it and carry on.
 
+use netbase::bytes;
 use std::fmt;
 
 /// Encoding version this build writes and reads.
@@ -178,6 +179,15 @@ pub enum DecodeError {
     BadValue(&'static str),
 }
 
+impl From<bytes::Error> for DecodeError {
+    fn from(e: bytes::Error) -> Self {
+        match e {
+            bytes::Error::Truncated => DecodeError::Truncated,
+            bytes::Error::Trailing(n) => DecodeError::Trailing(n),
+        }
+    }
+}
+
 /// Why a message could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
@@ -275,7 +285,7 @@ impl Msg {
 
     /// Parses one record.
     pub fn decode(rec: &[u8]) -> Result<Msg, DecodeError> {
-        let mut r = Reader(rec);
+        let mut r = Reader(bytes::Reader::new(rec));
         let version = r.u8().map_err(|_| DecodeError::Empty)?;
         if version != PROTO_VERSION {
             return Err(DecodeError::Version(version));
@@ -348,47 +358,33 @@ impl Msg {
             },
             other => return Err(DecodeError::UnknownType(other)),
         };
-        if !r.0.is_empty() {
-            return Err(DecodeError::Trailing(r.0.len()));
-        }
+        r.0.finish()?;
         Ok(msg)
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The signal protocol's reader: the shared byte reader (little endian) plus strings.
+struct Reader<'a>(bytes::Reader<'a>);
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.0.len() < n {
-            return Err(DecodeError::Truncated);
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
+impl Reader<'_> {
     fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
+        Ok(self.0.u8()?)
     }
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.array()?))
+        Ok(self.0.u16_le()?)
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
+        Ok(self.0.u32_le()?)
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.array()?))
+        Ok(self.0.u64_le()?)
     }
     fn str(&mut self) -> Result<String, DecodeError> {
         let n = self.u16()? as usize;
         if n > MAX_STR {
             return Err(DecodeError::BadString);
         }
-        let b = self.take(n)?;
+        let b = self.0.take(n)?;
         std::str::from_utf8(b)
             .map(str::to_owned)
             .map_err(|_| DecodeError::BadString)

@@ -35,7 +35,7 @@ pub fn default_socket() -> PathBuf {
 
 /// Binds the control socket, refusing to steal one that a live daemon answers on.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    signal::private_socket::bind(path, "viscript")
+    netbase::private_socket::bind(path, "viscript")
 }
 
 /// Serves connections until the listener fails. Each connection gets its own thread.

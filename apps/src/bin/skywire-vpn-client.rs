@@ -14,7 +14,7 @@ use apps::hostnet::Journal;
 use apps::vpn::{self, Control, LineConn, Msg};
 use clap::Parser;
 use controlplane::identity::NodeId;
-use dataplane::fib::Prefix;
+use netbase::Prefix;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -79,7 +79,7 @@ fn main() {
         let p: Prefix = r
             .parse()
             .unwrap_or_else(|e| fail(&format!("--route {r}: {e}")));
-        if !p.addr.is_ipv4() {
+        if !p.addr().is_ipv4() {
             fail(&format!(
                 "--route {r}: only IPv4 prefixes are routed through the VPN"
             ));
@@ -298,7 +298,7 @@ fn setup(
     ctl.attach(server, routes)?;
     journal.add_address(&cli.host.tun, IpAddr::V4(addr), 32)?;
     for p in vpn::kernel_routes(routes) {
-        journal.add_route(p.addr, p.len, &cli.host.tun, None)?;
+        journal.add_route(p.addr(), p.len(), &cli.host.tun, None)?;
     }
     Ok(())
 }
@@ -313,7 +313,7 @@ fn pin_underlay(
     pinned: &mut HashSet<IpAddr>,
     nexc: &mut u64,
 ) -> Result<(), String> {
-    let mut nl = dataplane::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let mut nl = netbase::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     for ip in ips {
         if !ip.is_ipv4() || ip.is_loopback() || pinned.contains(ip) {
             continue;

@@ -12,7 +12,7 @@ use apps::hostnet::{self, Journal};
 use apps::vpn::{self, Control, LineConn, Msg, Pool};
 use clap::Parser;
 use controlplane::identity::NodeId;
-use dataplane::fib::Prefix;
+use netbase::Prefix;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -229,7 +229,7 @@ fn undo(journal: &mut Journal) {
 
 /// The interface the default route leaves by (a route lookup; nothing is sent).
 fn default_uplink() -> Result<String, String> {
-    let mut nl = dataplane::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let mut nl = netbase::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     let hop = nl
         .route_get(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)))
         .map_err(|e| format!("route lookup: {e}"))?
@@ -247,7 +247,7 @@ fn setup(journal: &mut Journal, cli: &Cli, pool: Prefix, uplink: &str) -> Result
         &format!("skywire_vpn_{}", cli.name),
         &hostnet::nat_ruleset(&pool.to_string(), uplink, &cli.host.tun),
     )?;
-    journal.add_route(pool.addr, pool.len, &cli.host.tun, None)?;
+    journal.add_route(pool.addr(), pool.len(), &cli.host.tun, None)?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Byte-level helpers shared by the record and message codecs: a bounds-checked reader that
 //! never panics, and the matching writers. All integers are big-endian.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use netbase::bytes;
+use std::net::{IpAddr, SocketAddr};
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,43 +27,46 @@ pub enum DecodeError {
     Utf8,
 }
 
-/// A cursor over input bytes.
-pub(crate) struct Reader<'a> {
-    b: &'a [u8],
+impl From<bytes::Error> for DecodeError {
+    fn from(e: bytes::Error) -> Self {
+        match e {
+            bytes::Error::Truncated => DecodeError::Truncated,
+            bytes::Error::Trailing(_) => DecodeError::Trailing,
+        }
+    }
 }
+
+/// A cursor over input bytes: the shared byte reader (big endian) plus the messenger's
+/// strings and addresses.
+pub(crate) struct Reader<'a>(bytes::Reader<'a>);
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(b: &'a [u8]) -> Self {
-        Reader { b }
+        Reader(bytes::Reader::new(b))
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.b.len() < n {
-            return Err(DecodeError::Truncated);
-        }
-        let (h, t) = self.b.split_at(n);
-        self.b = t;
-        Ok(h)
+        Ok(self.0.take(n)?)
     }
 
     pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        self.take(N)?.try_into().map_err(|_| DecodeError::Truncated)
+        Ok(self.0.array()?)
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
+        Ok(self.0.u8()?)
     }
 
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.array()?))
+        Ok(self.0.u16_be()?)
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(self.array()?))
+        Ok(self.0.u32_be()?)
     }
 
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.array()?))
+        Ok(self.0.u64_be()?)
     }
 
     /// A `u8`-length-prefixed UTF-8 string of at most `max` bytes.
@@ -85,24 +89,18 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn addr(&mut self) -> Result<SocketAddr, DecodeError> {
-        let ip = match self.u8()? {
-            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
-            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
-            t => return Err(DecodeError::Tag(t)),
-        };
+        let mut peek = self.0.clone();
+        let family = peek.u8()?;
+        let ip = self.0.ip()?.ok_or(DecodeError::Tag(family))?;
         Ok(SocketAddr::new(ip, self.u16()?))
     }
 
     pub(crate) fn remaining(&self) -> &'a [u8] {
-        self.b
+        self.0.rest()
     }
 
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
-        if self.b.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::Trailing)
-        }
+        Ok(self.0.finish()?)
     }
 }
 

@@ -11,7 +11,7 @@
 //! lengths, no trailing bytes), so a decoded record re-encodes to the same bytes.
 
 use super::codec::{DecodeError, Reader, put_addr, put_str8};
-use crate::identity::{Identity, NodeId};
+use crate::identity::{Identity, NodeId, PublicKey};
 use std::net::SocketAddr;
 
 /// Signed before the record body so a record signature can never be mistaken for any other

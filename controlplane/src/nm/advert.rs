@@ -12,8 +12,8 @@
 
 use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 
+use super::codec::{DecodeError, Reader};
 use super::types::NodeId;
-use super::wire::{DecodeError, Reader};
 
 /// Domain separation tag prefixed to the signed bytes.
 pub const ADVERT_DOMAIN: &[u8] = b"nm-advert-v1\0";
@@ -107,7 +107,7 @@ impl Advert {
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.origin);
+        out.extend_from_slice(&self.origin.0);
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.lifetime_ms.to_be_bytes());
         out.push(self.flags.to_byte());
@@ -117,7 +117,7 @@ impl Advert {
         let nl = self.links.len().min(u16::MAX as usize) as u16;
         out.extend_from_slice(&nl.to_be_bytes());
         for (n, c) in self.links.iter().take(nl as usize) {
-            out.extend_from_slice(n);
+            out.extend_from_slice(&n.0);
             out.extend_from_slice(&c.to_be_bytes());
         }
         let ns = self.services.len().min(u8::MAX as usize) as u8;
@@ -221,7 +221,7 @@ impl Advert {
     /// Check the origin's signature.
     pub fn verify(&self) -> bool {
         let msg = self.signed_bytes();
-        UnparsedPublicKey::new(&ED25519, &self.origin[..])
+        UnparsedPublicKey::new(&ED25519, &self.origin.0[..])
             .verify(&msg, &self.sig)
             .is_ok()
     }
@@ -243,7 +243,7 @@ pub fn keypair_from_seed(seed: &[u8; 32]) -> (Ed25519KeyPair, NodeId) {
     let kp = Ed25519KeyPair::from_seed_unchecked(seed).expect("32-byte Ed25519 seed");
     let mut id = [0u8; 32];
     id.copy_from_slice(kp.public_key().as_ref());
-    (kp, id)
+    (kp, NodeId(id))
 }
 
 #[cfg(test)]
@@ -289,7 +289,7 @@ mod tests {
             id,
             1,
             1000,
-            vec![([3; 32], 1), ([2; 32], 2)],
+            vec![(NodeId([3; 32]), 1), (NodeId([2; 32]), 2)],
             AdvertFlags::default(),
             &[],
         );

@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn queue_dedup_ack_retransmit() {
         let mut f = FloodState::new(0, 1, 0);
-        let (a, b) = ([1; 32], [2; 32]);
+        let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
         assert!(f.enqueue(a));
         assert!(!f.enqueue(a));
         assert!(f.enqueue(b));

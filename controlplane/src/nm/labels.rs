@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn unique_per_neighbour_and_exhaustion() {
         let mut a = LabelAllocator::new(FIRST_LABEL + 9); // 10 labels
-        let (x, y) = ([1; 32], [2; 32]);
+        let (x, y) = (NodeId([1; 32]), NodeId([2; 32]));
         let xs: Vec<u32> = (0..10).map(|_| a.alloc(&x).unwrap()).collect();
         let set: BTreeSet<u32> = xs.iter().copied().collect();
         assert_eq!(set.len(), 10);
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn delayed_reuse() {
         let mut a = LabelAllocator::new(1000);
-        let n = [7; 32];
+        let n = NodeId([7; 32]);
         let l1 = a.alloc(&n).unwrap();
         a.free(&n, l1);
         let l2 = a.alloc(&n).unwrap();
@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn random_alloc_free_never_duplicates() {
         let mut a = LabelAllocator::new(FIRST_LABEL + 63);
-        let n = [3; 32];
+        let n = NodeId([3; 32]);
         let mut live: Vec<u32> = Vec::new();
         let mut s: u64 = 0x9e3779b97f4a7c15;
         for _ in 0..10_000 {

@@ -214,7 +214,7 @@ mod tests {
             id,
             seq,
             10_000,
-            vec![([200; 32], 5)],
+            vec![(NodeId([200; 32]), 5)],
             AdvertFlags::default(),
             &[],
         )

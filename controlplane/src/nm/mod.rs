@@ -8,6 +8,7 @@
 //! dropped into another crate either at its root or under a parent module.
 
 pub mod advert;
+mod codec;
 pub mod flood;
 pub mod labels;
 pub mod lsdb;
@@ -18,6 +19,7 @@ pub mod types;
 pub mod wire;
 
 pub use advert::{Advert, AdvertFlags};
+pub use codec::DecodeError;
 pub use node::{Config, Counters, HopInfo, NodeManager, RouteInfo, RouteRole, RouteState};
 pub use types::{Action, NodeId, RouteId, RuleThen};
-pub use wire::{DecodeError, Msg};
+pub use wire::Msg;

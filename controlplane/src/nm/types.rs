@@ -1,7 +1,7 @@
 //! Small shared types: identities, route ids and the actions the core emits.
 
 /// A router's identity: its Ed25519 public key.
-pub type NodeId = [u8; 32];
+pub use netbase::NodeId;
 
 /// Identifies one route setup: the ingress that originated it plus a counter
 /// local to that ingress (never reused within the ingress's lifetime).
@@ -49,5 +49,5 @@ pub enum Action {
 
 /// Short printable form of a node id (first 4 bytes in hex).
 pub fn short(id: &NodeId) -> String {
-    id[..4].iter().map(|b| format!("{b:02x}")).collect()
+    id.0[..4].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -5,6 +5,8 @@
 //! non-canonical encodings (trailing bytes, unsorted links, ...) are errors.
 
 use super::advert::Advert;
+pub use super::codec::DecodeError;
+use super::codec::Reader;
 use super::types::{NodeId, RouteId};
 
 /// Protocol version byte.
@@ -18,88 +20,6 @@ const T_SETUP: u8 = 3;
 const T_SETUP_ACK: u8 = 4;
 const T_KEEPALIVE: u8 = 5;
 const T_TEARDOWN: u8 = 6;
-
-/// Why bytes could not be decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("message truncated")]
-    Truncated,
-    #[error("trailing bytes after message")]
-    Trailing,
-    #[error("unknown protocol version {0}")]
-    BadVersion(u8),
-    #[error("unknown message type {0}")]
-    UnknownType(u8),
-    #[error("unknown flag bits")]
-    UnknownFlags,
-    #[error("too many elements")]
-    TooMany,
-    #[error("element or message too large")]
-    TooLarge,
-    #[error("non-canonical encoding")]
-    NonCanonical,
-    #[error("invalid UTF-8")]
-    BadUtf8,
-    #[error("invalid path")]
-    BadPath,
-}
-
-/// Bounds-checked big-endian reader.
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-    pub fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
-    }
-    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.remaining() < n {
-            return Err(DecodeError::Truncated);
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.bytes(N)?);
-        Ok(a)
-    }
-    pub fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
-    }
-    pub fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-    pub fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-    pub fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-    pub fn id(&mut self) -> Result<NodeId, DecodeError> {
-        self.array()
-    }
-    pub fn route_id(&mut self) -> Result<RouteId, DecodeError> {
-        Ok(RouteId {
-            origin: self.id()?,
-            counter: self.u64()?,
-        })
-    }
-    /// Error unless every byte was consumed.
-    pub fn finish(&self) -> Result<(), DecodeError> {
-        if self.remaining() == 0 {
-            Ok(())
-        } else {
-            Err(DecodeError::Trailing)
-        }
-    }
-}
 
 /// A controlplane message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,7 +48,7 @@ pub enum Msg {
 }
 
 fn put_rid(out: &mut Vec<u8>, rid: &RouteId) {
-    out.extend_from_slice(&rid.origin);
+    out.extend_from_slice(&rid.origin.0);
     out.extend_from_slice(&rid.counter.to_be_bytes());
 }
 
@@ -155,7 +75,7 @@ impl Msg {
             }
             Msg::LsaAck { origin, seq } => {
                 out.push(T_ACK);
-                out.extend_from_slice(origin);
+                out.extend_from_slice(&origin.0);
                 out.extend_from_slice(&seq.to_be_bytes());
             }
             Msg::Setup {
@@ -171,7 +91,7 @@ impl Msg {
                 let n = path.len().min(u8::MAX as usize);
                 out.push(n as u8);
                 for n in path.iter().take(n) {
-                    out.extend_from_slice(n);
+                    out.extend_from_slice(&n.0);
                 }
             }
             Msg::SetupAck { rid, label } => {
@@ -268,14 +188,14 @@ mod tests {
                 id,
                 3,
                 1000,
-                vec![([1; 32], 10), ([2; 32], 20)],
+                vec![(NodeId([1; 32]), 10), (NodeId([2; 32]), 20)],
                 AdvertFlags::default(),
                 &["a".into()],
             )),
             Msg::LsaAck { origin: id, seq: 3 },
             Msg::Setup {
                 rid,
-                path: vec![id, [1; 32], [2; 32]],
+                path: vec![id, NodeId([1; 32]), NodeId([2; 32])],
                 rev_label: 77,
             },
             Msg::SetupAck { rid, label: 99 },

@@ -5,8 +5,8 @@ use super::{Output, Router, prefix};
 use crate::appsock::Request;
 use crate::identity::NodeId;
 use crate::messenger::Service;
-use dataplane::fib::Prefix;
 use dataplane::fibproto::{FibMsg, RuleAction};
+use netbase::Prefix;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ impl Router {
         let r = match req {
             Request::WhoAmI => Ok(format!("{} {}", self.me.hex(), self.me.overlay_addr())),
             Request::Underlay => Ok(self.underlay()),
-            Request::Route { node } => Ok(if self.nm.mapping(&node.0).is_some() {
+            Request::Route { node } => Ok(if self.nm.mapping(&node).is_some() {
                 "up".to_string()
             } else {
                 "pending".to_string()
@@ -135,9 +135,9 @@ impl Router {
             .insert(node, prefixes.clone());
         self.program_attached(node);
         self.commit();
-        if self.nm.mapping(&node.0).is_none() {
+        if self.nm.mapping(&node).is_none() {
             let ms = self.ms(now);
-            self.nm.request_route(ms, node.0);
+            self.nm.request_route(ms, node);
             self.actions();
         }
         eprintln!(
@@ -177,10 +177,10 @@ impl Router {
             .flat_map(|m| m.keys().copied())
             .collect();
         for n in nodes {
-            if self.nm.mapping(&n.0).is_some() {
-                self.nm.touch_route(ms, n.0);
+            if self.nm.mapping(&n).is_some() {
+                self.nm.touch_route(ms, n);
             } else {
-                self.nm.request_route(ms, n.0);
+                self.nm.request_route(ms, n);
             }
         }
     }
@@ -218,7 +218,7 @@ impl Router {
             .flat_map(|m| m.iter())
             .flat_map(|(n, ps)| ps.iter().map(move |p| (n, p)))
             .filter(|(_, p)| p.contains(ip))
-            .max_by_key(|(_, p)| p.len)
+            .max_by_key(|(_, p)| p.len())
             .map(|(n, _)| *n)
     }
 
@@ -229,7 +229,7 @@ impl Router {
         let want = self.attached_prefixes(&node);
         let via = self
             .nm
-            .mapping(&node.0)
+            .mapping(&node)
             .and_then(|(via, label)| self.session_of(&via).map(|s| (s, label)));
         let stale: Vec<Prefix> = self
             .programmed

@@ -21,8 +21,8 @@ use crate::link::LinkParams;
 use crate::linkcore::{self, DataKeys, KeyStep, Metric, RekeyPolicy};
 use crate::messenger::Service;
 use crate::nm::{self, Action, NodeManager, RuleThen};
-use dataplane::fib::Prefix;
 use dataplane::fibproto::{FibMsg, RuleAction, Traffic};
+use netbase::Prefix;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -150,10 +150,7 @@ pub struct Router {
 }
 
 fn prefix(id: &NodeId) -> Prefix {
-    Prefix {
-        addr: IpAddr::V6(id.overlay_addr()),
-        len: 128,
-    }
+    Prefix::host(IpAddr::V6(id.overlay_addr()))
 }
 
 impl Router {
@@ -317,7 +314,7 @@ impl Router {
             up.remote.data_endpoint
         );
         let ms = self.ms(now);
-        self.nm.link_up(ms, peer.0, cost);
+        self.nm.link_up(ms, peer, cost);
         self.actions();
     }
 
@@ -333,7 +330,7 @@ impl Router {
         self.stats.links_down += 1;
         eprintln!("skywire-control: link down to {}: {why}", peer.hex());
         let ms = self.ms(now);
-        self.nm.link_down(ms, peer.0);
+        self.nm.link_down(ms, peer);
         self.actions();
     }
 
@@ -353,7 +350,7 @@ impl Router {
             .is_some_and(|l| l.metric.readvertise(cost));
         if changed {
             let ms = self.ms(now);
-            self.nm.link_cost(ms, peer.0, cost);
+            self.nm.link_cost(ms, peer, cost);
             self.actions();
         }
     }
@@ -362,7 +359,7 @@ impl Router {
     pub fn handle_msg(&mut self, now: Instant, peer: NodeId, link: u64, bytes: &[u8]) {
         if self.live(&peer, link) {
             let ms = self.ms(now);
-            self.nm.handle(ms, peer.0, bytes);
+            self.nm.handle(ms, peer, bytes);
             self.actions();
         }
     }
@@ -440,7 +437,7 @@ impl Router {
     }
 
     fn session_of(&self, n: &nm::NodeId) -> Option<u32> {
-        self.links.get(&NodeId(*n)).map(|l| l.session)
+        self.links.get(n).map(|l| l.session)
     }
 
     /// Turns the node manager's actions into outputs.
@@ -451,7 +448,7 @@ impl Router {
                     // Rules queued before this message must be live before the message can
                     // announce them (a SetupAck's label is used as soon as it arrives).
                     self.commit();
-                    if let Some(l) = self.links.get(&NodeId(to)) {
+                    if let Some(l) = self.links.get(&to) {
                         self.out.push_back(Output::Send { link: l.id, bytes });
                     }
                 }
@@ -469,7 +466,6 @@ impl Router {
                             None => continue,
                         },
                         RuleThen::Deliver { origin } => {
-                            let origin = NodeId(origin);
                             self.remember(origin);
                             self.delivers.insert((session, in_label), origin);
                             RuleAction::Deliver {
@@ -493,7 +489,6 @@ impl Router {
                     }
                 }
                 Action::RouteUp { dst, via, label } => {
-                    let dst = NodeId(dst);
                     self.remember(dst);
                     let Some(session) = self.session_of(&via) else {
                         continue;
@@ -516,10 +511,10 @@ impl Router {
                 }
                 Action::RouteDown { dst } => {
                     self.fib(FibMsg::RemoveRoute {
-                        prefix: prefix(&NodeId(dst)),
+                        prefix: prefix(&dst),
                     });
-                    if self.has_attachments(&NodeId(dst)) {
-                        self.program_attached(NodeId(dst));
+                    if self.has_attachments(&dst) {
+                        self.program_attached(dst);
                     }
                 }
             }
@@ -547,7 +542,7 @@ impl Router {
         }
         q.push_back((now, packet));
         let ms = self.ms(now);
-        self.nm.request_route(ms, node.0);
+        self.nm.request_route(ms, node);
         self.actions();
     }
 
@@ -568,7 +563,7 @@ impl Router {
 
     fn lookup_addr(&mut self, dst: &IpAddr) -> Option<NodeId> {
         for (n, _) in self.nm.lsdb_summary() {
-            self.remember(NodeId(n));
+            self.remember(n);
         }
         self.by_addr.get(dst).copied()
     }
@@ -586,9 +581,9 @@ impl Router {
         for (p, t) in routes {
             let prev = self.route_tx.insert(p, t.tx_pkts).unwrap_or(0);
             if t.tx_pkts > prev
-                && let Some(n) = self.by_addr.get(&p.addr).copied()
+                && let Some(n) = self.by_addr.get(&p.addr()).copied()
             {
-                self.nm.touch_route(ms, n.0);
+                self.nm.touch_route(ms, n);
             }
         }
         self.actions();

@@ -2,7 +2,6 @@
 
 use super::Router;
 use crate::identity::NodeId;
-use crate::nm;
 use std::time::Instant;
 
 impl Router {
@@ -39,7 +38,7 @@ impl Router {
 
     /// The `routes` view: routes this node originated, then transit state it holds.
     pub fn routes_text(&self, now: Instant) -> String {
-        let short = |n: &nm::NodeId| NodeId(*n).hex()[..8].to_string();
+        let short = |n: &NodeId| n.short();
         let mut out = format!(
             "{:<10} {:<8} {:<8} {:>6} {:>6} {:>8}  {}\n",
             "DEST", "ROLE", "STATE", "LABEL", "REV", "AGE", "PATH"

@@ -16,83 +16,14 @@
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+
+use crate::Prefix;
 
 use rustix::net::netlink::SocketAddrNetlink;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
-// ---- constants from <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_*.h> ----
-
-const NLMSG_HDRLEN: usize = 16;
-const NLA_HDRLEN: usize = 4;
-const NLA_ALIGNTO: usize = 4;
-const NLA_TYPE_MASK: u16 = !((1 << 15) | (1 << 14)); // ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
-
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
-
-const NLM_F_REQUEST: u16 = 0x01;
-const NLM_F_ACK: u16 = 0x04;
-const NLM_F_REPLACE: u16 = 0x100;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-/// In an `NLMSG_ERROR` reply: the original request was not echoed in full.
-const NLM_F_CAPPED: u16 = 0x100;
-/// In an `NLMSG_ERROR` reply: extended-ACK TLVs follow.
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-
-const SOL_NETLINK: libc::c_int = 270;
-const NETLINK_CAP_ACK: libc::c_int = 10;
-const NETLINK_EXT_ACK: libc::c_int = 11;
-
-#[cfg(test)]
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_GETLINK: u16 = 18;
-const RTM_SETLINK: u16 = 19;
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_DELROUTE: u16 = 25;
-const RTM_GETROUTE: u16 = 26;
-
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFLA_EXT_MASK: u16 = 29;
-const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
-
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_FLAGS: u16 = 8;
-const IFA_F_NODAD: u32 = 0x02;
-
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_GATEWAY: u16 = 5;
-const RTA_PREFSRC: u16 = 7;
-const RTA_TABLE: u16 = 15;
-const RTA_VIA: u16 = 18;
-
-const RT_TABLE_COMPAT: u8 = 252;
-const RT_TABLE_MAIN: u32 = 254;
-const RTPROT_STATIC: u8 = 4;
-const RT_SCOPE_UNIVERSE: u8 = 0;
-const RT_SCOPE_LINK: u8 = 253;
-const RT_SCOPE_NOWHERE: u8 = 255;
-const RTN_UNICAST: u8 = 1;
-const RTN_LOCAL: u8 = 2;
-
-const AF_UNSPEC: u8 = 0;
-const AF_INET: u8 = libc::AF_INET as u8;
-const AF_INET6: u8 = libc::AF_INET6 as u8;
-const IFF_UP: u32 = 0x1;
-const IFNAMSIZ: usize = 16;
-
-const RECV_BUF: usize = 32 * 1024;
-const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+mod consts;
+use consts::*;
 
 // ---- errors ----
 
@@ -510,34 +441,15 @@ fn family(ip: &IpAddr) -> u8 {
     }
 }
 
-fn check_prefix(ip: &IpAddr, prefix_len: u8) -> io::Result<()> {
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    if prefix_len > max {
-        return Err(io::Error::new(
+/// The prefix of `ip/prefix_len` with host bits cleared (the kernel rejects IPv4 routes whose
+/// destination has host bits set); an error when the length is too long for the family.
+fn prefix_of(ip: &IpAddr, prefix_len: u8) -> io::Result<Prefix> {
+    Prefix::new(*ip, prefix_len).ok_or_else(|| {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("prefix length /{prefix_len} too long for {ip}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Zero the host bits of `ip` beyond `prefix_len` (the kernel rejects IPv4
-/// routes whose destination has host bits set).
-fn mask(ip: IpAddr, prefix_len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let m = u32::MAX
-                .checked_shl(32 - u32::from(prefix_len.min(32)))
-                .unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX
-                .checked_shl(128 - u32::from(prefix_len.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
+        )
+    })
 }
 
 fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
@@ -775,7 +687,7 @@ impl Netlink {
     /// Add `addr/prefix_len` to the link. IPv6 addresses get `IFA_F_NODAD`
     /// so they are usable immediately. Fails with `AlreadyExists` if present.
     pub fn add_address(&mut self, index: u32, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
-        check_prefix(&addr, prefix_len)?;
+        prefix_of(&addr, prefix_len)?;
         let seq = self.next_seq();
         let mut m = MsgBuilder::new(
             RTM_NEWADDR,
@@ -807,7 +719,7 @@ impl Netlink {
     /// Remove `addr/prefix_len` from the link (`RTM_DELADDR`). Fails with
     /// `EADDRNOTAVAIL` (see [`os_errno`]) if the link does not have it.
     pub fn del_address(&mut self, index: u32, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
-        check_prefix(&addr, prefix_len)?;
+        prefix_of(&addr, prefix_len)?;
         let seq = self.next_seq();
         let mut m = MsgBuilder::new(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, seq);
         // struct ifaddrmsg: family, prefixlen, flags, scope, index u32
@@ -936,7 +848,7 @@ impl Netlink {
     }
 
     fn route(&mut self, ty: u16, extra: u16, verb: &str, r: RouteSpec) -> io::Result<()> {
-        check_prefix(&r.dest, r.prefix_len)?;
+        let dest = prefix_of(&r.dest, r.prefix_len)?.addr();
         if let Some(gw) = r.gateway
             && gw.is_ipv4() != r.dest.is_ipv4()
         {
@@ -948,7 +860,6 @@ impl Netlink {
                 ),
             ));
         }
-        let dest = mask(r.dest, r.prefix_len);
         let table = r.table.unwrap_or(RT_TABLE_MAIN);
         let seq = self.next_seq();
         let mut m = MsgBuilder::new(ty, NLM_F_REQUEST | NLM_F_ACK | extra, seq);
@@ -1003,287 +914,4 @@ fn ctx(e: io::Error, what: &str) -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testutil::in_netns;
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    fn msg(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let mut m = MsgBuilder::new(ty, flags, seq);
-        m.header(payload);
-        m.finish().unwrap()
-    }
-
-    #[test]
-    fn builder_aligns_attributes() {
-        let mut m = MsgBuilder::new(RTM_GETLINK, NLM_F_REQUEST, 7);
-        m.header(&[1, 2, 3]); // padded to 4
-        m.attr_str(IFLA_IFNAME, "ab").unwrap(); // 4 + 3 -> 8
-        m.attr_u32(IFLA_MTU, 1400);
-        m.attr_ip(RTA_DST, IpAddr::V6(Ipv6Addr::LOCALHOST));
-        let b = m.finish().unwrap();
-        assert_eq!(b.len(), 16 + 4 + 8 + 8 + 20);
-        assert_eq!(u32_at(&b, 0), Some(b.len() as u32));
-        assert_eq!(b.len() % NLA_ALIGNTO, 0);
-        let msgs = parse_messages(&b).unwrap();
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(msgs[0].seq, 7);
-        let a: Vec<_> = attrs(&msgs[0].payload[4..]).collect();
-        assert_eq!(a.len(), 3);
-        assert_eq!(a[0], (IFLA_IFNAME, &b"ab\0"[..]));
-        assert_eq!(a[1], (IFLA_MTU, &1400u32.to_ne_bytes()[..]));
-        assert_eq!(a[2].1, &Ipv6Addr::LOCALHOST.octets()[..]);
-        assert!(m_attr_too_long());
-    }
-
-    fn m_attr_too_long() -> bool {
-        let mut m = MsgBuilder::new(1, 0, 0);
-        m.attr(1, &vec![0; 70_000]).is_err()
-    }
-
-    #[test]
-    fn parses_multiple_messages_and_errors() {
-        let mut buf = msg(RTM_NEWLINK, 0, 1, &ifinfomsg(5, IFF_UP, 0));
-        // ACK carrying an extended message, capped.
-        let mut err = Vec::new();
-        err.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
-        err.extend_from_slice(&[0u8; 16]);
-        let mut t = MsgBuilder::new(0, 0, 0);
-        t.attr_str(NLMSGERR_ATTR_MSG, "boom").unwrap();
-        err.extend_from_slice(&t.finish().unwrap()[16..]);
-        buf.extend(msg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, 1, &err));
-        let msgs = parse_messages(&buf).unwrap();
-        assert_eq!(msgs.len(), 2);
-        let l = parse_link(msgs[0].payload).unwrap();
-        assert_eq!((l.index, l.up), (5, true));
-        let e = parse_error(msgs[1].payload, msgs[1].flags).unwrap();
-        assert_eq!(e.errno, libc::EEXIST);
-        assert_eq!(e.ext_msg.as_deref(), Some("boom"));
-        let io = NetlinkError {
-            op: "add address 10.1.0.1/24 to sky0".into(),
-            errno: e.errno,
-            ext_msg: None,
-        }
-        .into_io();
-        assert_eq!(io.kind(), io::ErrorKind::AlreadyExists);
-        assert_eq!(os_errno(&io), Some(libc::EEXIST));
-        assert!(
-            io.to_string()
-                .starts_with("add address 10.1.0.1/24 to sky0: File exists"),
-            "{io}"
-        );
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        // Deterministic xorshift PRNG; no extra dependencies.
-        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
-        let fixed: Vec<Vec<u8>> = vec![
-            vec![],
-            vec![0],
-            vec![0xff; 3],
-            vec![0; 16],                                  // len 0 < header
-            vec![0xff; 16],                               // len huge
-            17u32.to_ne_bytes().repeat(4),                // len 17 > 16 available
-            [16u32.to_ne_bytes(), [2, 0, 0, 0]].concat(), // short header
-            msg(NLMSG_ERROR, NLM_F_ACK_TLVS, 0, &[1, 2]),
-            msg(NLMSG_ERROR, NLM_F_ACK_TLVS, 0, &[0xff; 24]),
-            msg(RTM_NEWLINK, 0, 0, &[0; 7]),
-            msg(RTM_NEWLINK, 0, 0, &[0xff; 40]),
-        ];
-        let mut bufs = fixed;
-        for _ in 0..20_000 {
-            let len = (next() % 96) as usize;
-            let mut b: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-            // Often make the first length field plausible to go deeper.
-            if b.len() >= 4 && next() % 2 == 0 {
-                let l = (next() % (b.len() as u64 + 8)) as u32;
-                b[..4].copy_from_slice(&l.to_ne_bytes());
-            }
-            bufs.push(b);
-        }
-        for b in &bufs {
-            if let Ok(msgs) = parse_messages(b) {
-                for m in msgs {
-                    assert!(m.payload.len() <= b.len());
-                    let _ = parse_error(m.payload, m.flags);
-                    let _ = parse_error(m.payload, NLM_F_ACK_TLVS);
-                    let _ = parse_error(m.payload, NLM_F_ACK_TLVS | NLM_F_CAPPED);
-                    let _ = parse_link(m.payload);
-                    let _ = parse_route_hop(m.payload);
-                    let _ = attrs(m.payload).count();
-                    let _ = attrs_strict(m.payload);
-                }
-            }
-            let _ = attrs(b).count();
-            let _ = parse_error(b, NLM_F_ACK_TLVS);
-            let _ = parse_link(b);
-            let _ = parse_route_hop(b);
-        }
-        assert!(parse_messages(&[0; 16]).is_err());
-        assert!(parse_messages(&[1, 2, 3]).is_err());
-    }
-
-    /// An `RTM_NEWROUTE` reply payload as the kernel sends it for
-    /// `ip route get 10.8.1.2` (route via 10.7.0.2 dev ifindex 3).
-    fn route_reply(rtype: u8, extra: &[u8]) -> Vec<u8> {
-        let mut m = MsgBuilder::new(0, 0, 0);
-        // family, dst_len, src_len, tos, table, protocol, scope, type, flags
-        m.header(&[AF_INET, 32, 0, 0, 254, 0, 0, rtype, 0, 2, 0, 0]);
-        m.attr_u32(RTA_TABLE, 254);
-        m.attr_ip(RTA_DST, IpAddr::V4(Ipv4Addr::new(10, 8, 1, 2)));
-        m.attr_u32(RTA_OIF, 3);
-        m.attr_ip(RTA_PREFSRC, IpAddr::V4(Ipv4Addr::new(10, 7, 0, 1)));
-        m.attr_ip(RTA_GATEWAY, IpAddr::V4(Ipv4Addr::new(10, 7, 0, 2)));
-        let mut b = m.finish().unwrap()[NLMSG_HDRLEN..].to_vec();
-        b.extend_from_slice(extra);
-        b
-    }
-
-    #[test]
-    fn parses_route_get_reply() {
-        let hop = parse_route_hop(&route_reply(RTN_UNICAST, &[])).unwrap();
-        assert_eq!(
-            hop,
-            Some(RouteHop {
-                oif: 3,
-                gateway: Some(IpAddr::V4(Ipv4Addr::new(10, 7, 0, 2))),
-                prefsrc: Some(IpAddr::V4(Ipv4Addr::new(10, 7, 0, 1))),
-            })
-        );
-        // Unreachable / blackhole: no hop.
-        assert_eq!(parse_route_hop(&route_reply(7, &[])).unwrap(), None);
-        assert_eq!(parse_route_hop(&route_reply(6, &[])).unwrap(), None);
-        // IPv4 route via an IPv6 next hop (RTA_VIA).
-        let mut via = vec![22u8, 0, RTA_VIA as u8, 0];
-        via.extend_from_slice(&u16::from(AF_INET6).to_ne_bytes());
-        via.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
-        via.extend_from_slice(&[0, 0]); // pad to 4
-        let hop = parse_route_hop(&route_reply(RTN_UNICAST, &via)).unwrap();
-        assert_eq!(hop.unwrap().gateway, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
-
-        // Malformed replies are errors, not panics or silent truncation.
-        let bad = |extra: &[u8]| parse_route_hop(&route_reply(RTN_UNICAST, extra)).unwrap_err();
-        // Attribute claims more bytes than are left.
-        assert!(matches!(
-            bad(&[12, 0, 4, 0, 1, 0, 0, 0]),
-            ParseError::BadAttribute { .. }
-        ));
-        // Attribute length below its header size.
-        assert!(matches!(
-            bad(&[2, 0, 4, 0]),
-            ParseError::BadAttribute { .. }
-        ));
-        // Trailing bytes that cannot hold a header.
-        assert!(matches!(bad(&[1, 0]), ParseError::BadAttribute { .. }));
-        // RTA_OIF of 2 bytes, RTA_GATEWAY of 3 bytes, RTA_VIA of 1 byte.
-        assert_eq!(
-            bad(&[6, 0, RTA_OIF as u8, 0, 1, 0, 0, 0]),
-            ParseError::BadAttrValue {
-                what: "RTA_OIF",
-                len: 2
-            }
-        );
-        assert!(matches!(
-            bad(&[7, 0, RTA_GATEWAY as u8, 0, 1, 2, 3, 0]),
-            ParseError::BadAttrValue { .. }
-        ));
-        assert!(matches!(
-            bad(&[5, 0, RTA_VIA as u8, 0, 1, 0, 0, 0]),
-            ParseError::BadAttrValue { .. }
-        ));
-        // Short rtmsg, missing RTA_OIF.
-        assert!(matches!(
-            parse_route_hop(&[AF_INET, 32, 0]),
-            Err(ParseError::ShortPayload { .. })
-        ));
-        let mut no_oif = [0u8; 12];
-        no_oif[0] = AF_INET;
-        no_oif[7] = RTN_UNICAST;
-        assert_eq!(
-            parse_route_hop(&no_oif),
-            Err(ParseError::MissingAttr("RTA_OIF"))
-        );
-    }
-
-    #[test]
-    fn route_get_and_del_address_in_netns() {
-        in_netns(|| {
-            let mut nl = Netlink::open().unwrap();
-            // A veth pair made by `ip`, which runs in this thread's namespace.
-            let ok = std::process::Command::new("ip")
-                .args([
-                    "link", "add", "nlt0", "type", "veth", "peer", "name", "nlt1",
-                ])
-                .status()
-                .unwrap();
-            assert!(ok.success());
-            let v0 = nl.link_index("nlt0").unwrap().unwrap();
-            let v1 = nl.link_index("nlt1").unwrap().unwrap();
-            nl.set_link_up(v0, true).unwrap();
-            nl.set_link_up(v1, true).unwrap();
-            let a: IpAddr = "10.7.0.1".parse().unwrap();
-            let far: IpAddr = "10.8.1.2".parse().unwrap();
-            // Nothing but lo: unreachable.
-            assert_eq!(nl.route_get(far).unwrap(), None);
-            assert_eq!(nl.route_get("fd00::9".parse().unwrap()).unwrap(), None);
-
-            nl.add_address(v0, a, 24).unwrap();
-            let hop = nl.route_get("10.7.0.5".parse().unwrap()).unwrap().unwrap();
-            assert_eq!((hop.oif, hop.gateway, hop.prefsrc), (v0, None, Some(a)));
-            // The own address is reached through lo.
-            let lo = nl.link_index("lo").unwrap().unwrap();
-            assert_eq!(nl.route_get(a).unwrap().map(|h| h.oif), Some(lo));
-            nl.add_route(far, 16, v0, Some("10.7.0.2".parse().unwrap()), None)
-                .unwrap();
-            let hop = nl.route_get(far).unwrap().unwrap();
-            assert_eq!(hop.oif, v0);
-            assert_eq!(hop.gateway, Some("10.7.0.2".parse().unwrap()));
-            assert_eq!(hop.prefsrc, Some(a));
-
-            // Routes that deliver nowhere.
-            for (ty, net, probe) in [
-                ("blackhole", "10.20.0.0/16", "10.20.0.1"),
-                ("unreachable", "10.21.0.0/16", "10.21.0.1"),
-                ("prohibit", "10.22.0.0/16", "10.22.0.1"),
-            ] {
-                let ok = std::process::Command::new("ip")
-                    .args(["route", "add", ty, net])
-                    .status()
-                    .unwrap();
-                assert!(ok.success());
-                let got = nl.route_get(probe.parse().unwrap());
-                assert!(matches!(got, Ok(None)), "{ty}: {got:?}");
-            }
-
-            // Deleting the address takes its subnet (and the route via it) away.
-            nl.del_address(v0, a, 24).unwrap();
-            assert_eq!(nl.route_get("10.7.0.5".parse().unwrap()).unwrap(), None);
-            assert_eq!(nl.route_get(far).unwrap(), None);
-            let e = nl.del_address(v0, a, 24).unwrap_err();
-            assert_eq!(os_errno(&e), Some(libc::EADDRNOTAVAIL), "{e}");
-            assert!(
-                e.to_string()
-                    .starts_with("delete address 10.7.0.1/24 from nlt0: "),
-                "{e}"
-            );
-        });
-    }
-
-    #[test]
-    fn masks_host_bits() {
-        let a = IpAddr::V4(Ipv4Addr::new(10, 98, 3, 4));
-        assert_eq!(mask(a, 16), IpAddr::V4(Ipv4Addr::new(10, 98, 0, 0)));
-        assert_eq!(mask(a, 0), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        assert_eq!(mask(a, 32), a);
-        let b: IpAddr = "fd00::1:2".parse().unwrap();
-        assert_eq!(mask(b, 64), "fd00::".parse::<IpAddr>().unwrap());
-        assert!(check_prefix(&a, 33).is_err());
-    }
-}
+mod tests;

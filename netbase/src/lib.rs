@@ -1,0 +1,24 @@
+//! What every Skywire crate shares, and nothing else:
+//!
+//! - [`bytes`]: a bounds-checked byte reader and a writer, with one error type, under every
+//!   binary codec (signal records, the fib protocol, node-manager messages, messenger records).
+//! - [`NodeId`]: a node's public key, its hex form and its overlay address.
+//! - [`Prefix`]: an IPv4 or IPv6 prefix (host bits cleared on construction).
+//! - [`private_socket`]: a unix socket only its owner may use.
+//! - [`netlink`]: a minimal rtnetlink client (devices, addresses, routes) for the host network.
+//! - [`netns`]: running a closure inside a new network namespace (tests).
+//!
+//! `unsafe` lives only in [`netns`] (one syscall).
+
+#![warn(missing_docs)]
+
+pub mod bytes;
+#[allow(missing_docs)]
+pub mod netlink;
+pub mod netns;
+mod node_id;
+mod prefix;
+pub mod private_socket;
+
+pub use node_id::{NodeId, OVERLAY_PREFIX};
+pub use prefix::Prefix;
