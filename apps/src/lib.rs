@@ -9,6 +9,8 @@
 //! protocol, the address pool and the controlplane connection; [`hostnet`] journals every change
 //! to the host's network state so it can be undone on exit or after a crash.
 
+#![forbid(unsafe_code)]
+
 pub mod common;
 pub mod hostnet;
 pub mod lookup;

@@ -6,6 +6,8 @@
 //!
 //! Skipped with a note unless root with `ip`, `nft` and `sysctl` installed.
 
+#![forbid(unsafe_code)]
+
 use std::fs::{self, File};
 use std::net::IpAddr;
 use std::os::fd::AsFd;

@@ -2,6 +2,8 @@
 //! record offering `socks` on port 8123; the client, given only the messenger, relays to that
 //! node's overlay address and port.
 
+#![forbid(unsafe_code)]
+
 use controlplane::identity::Identity;
 use controlplane::messenger::{ClientConfig, ClientEvent, MessengerClient, Service, net};
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,8 @@
 //! The two binaries on loopback: SOCKS5 CONNECT by IPv4 and by name, the error replies, access
 //! control, username/password, curl (when installed) and the client relay.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

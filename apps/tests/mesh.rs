@@ -4,6 +4,8 @@
 //! not allowed, is refused; UDP ASSOCIATE reaches a UDP echo there; a server restart is
 //! survived by the next request.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 use testbed::*;
 

@@ -1,6 +1,8 @@
 //! The socks server under viscript's headless console: it registers, reports its counters
 //! through `ru` and exits 0 on `sd`.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -6,6 +6,8 @@
 //! Stopping the client leaves a's routing table exactly as it was; so does `--cleanup` after a
 //! SIGKILL; stopping the server removes its nftables table, pool route and ip_forward.
 
+#![forbid(unsafe_code)]
+
 use std::process::Output;
 use std::time::{Duration, Instant};
 use testbed::*;

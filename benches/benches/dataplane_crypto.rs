@@ -3,6 +3,8 @@
 //! No unwrap: each case is checked once with `assert_eq!` before it is timed,
 //! and the timed closures return their `Result` (black-boxed by criterion).
 
+#![forbid(unsafe_code)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::wire::{Cipher, OVERHEAD, OpenKey, PAYLOAD_OFFSET, SealKey, reseal};
 use std::hint::black_box;

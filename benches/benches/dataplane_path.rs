@@ -2,6 +2,8 @@
 //! relay rewrite (open + re-seal in place), and the whole per-packet path (ingress seal,
 //! relay, egress open + source check) at 64 and 1400 bytes.
 
+#![forbid(unsafe_code)]
+
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::fib::{Action, IntMap, Prefix, PrefixTable};
 use dataplane::fixtures::{three_hops, v6_packet};

@@ -3,6 +3,8 @@
 //! - `one_way`: small messages per second, producer thread to consumer thread.
 //! - `start_to_registered`: viscript `start -w` of signal-demo until its register arrives.
 
+#![forbid(unsafe_code)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use signal::{Channel, Client, Msg};
 use std::hint::black_box;

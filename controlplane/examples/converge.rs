@@ -1,4 +1,6 @@
 //! Convergence figures: `cargo run --release --example converge -- 100 [pairs] [seed]`
+
+#![forbid(unsafe_code)]
 #[path = "../tests/nmsim/mod.rs"]
 mod common;
 

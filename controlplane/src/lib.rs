@@ -14,6 +14,7 @@
 //!   sessions and keys, deliver rules, app attachments and services, the punt queue.
 //! - [`run`]: the driver: moves bytes between sockets, the fib ring and the router core.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod appsock;

@@ -1,5 +1,7 @@
 //! skywire-control: identity, links, routes and the messenger.
 
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use controlplane::identity::Identity;
 use std::path::PathBuf;

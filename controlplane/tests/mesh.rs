@@ -4,6 +4,8 @@
 //! each other's endpoint through the messenger. a reaches d's overlay address (ping, TCP transfer
 //! with checksum); then the active branch's link is cut and traffic resumes over the other branch.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! messenger and looks the other up there, then they link and route. With the messenger gone,
 //! the established link and route keep working.
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 use testbed::*;
 

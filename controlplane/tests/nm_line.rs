@@ -1,6 +1,8 @@
 //! Small scenarios: 3-node line setup/ack/teardown, failover on a square,
 //! LSDB behaviour through the public API, lossy flooding, ageing.
 
+#![forbid(unsafe_code)]
+
 #[path = "nmsim/mod.rs"]
 mod common;
 use common::{Rng, Sim};

@@ -1,6 +1,8 @@
 //! 100-node simulation: convergence, routes walked hop by hop in both
 //! directions, link failures and re-convergence.
 
+#![forbid(unsafe_code)]
+
 #[path = "nmsim/mod.rs"]
 mod common;
 

@@ -11,10 +11,14 @@
 //! `unsafe` lives only in [`netns`] (one syscall).
 
 #![warn(missing_docs)]
+// unsafe only in the syscall modules below, each block with a SAFETY note.
+#![deny(unsafe_code)]
 
 pub mod bytes;
 #[allow(missing_docs)]
+#[allow(unsafe_code)] // syscalls
 pub mod netlink;
+#[allow(unsafe_code)] // syscalls
 pub mod netns;
 mod node_id;
 mod prefix;

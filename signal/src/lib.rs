@@ -13,14 +13,20 @@
 //! this side read out of bounds, panic or hang.
 
 #![warn(missing_docs)]
+// unsafe only in the shared-memory and syscall modules below, each block with a SAFETY note.
+#![deny(unsafe_code)]
 
 pub mod attach;
 pub mod channel;
+#[allow(unsafe_code)] // syscalls
 pub mod client;
 pub mod proto;
+#[allow(unsafe_code)] // the ring in shared memory
 pub mod ring;
+#[allow(unsafe_code)] // mapping the shared memory
 pub mod shm;
 mod sync;
+#[allow(unsafe_code)] // syscalls
 pub mod term;
 pub mod usage;
 

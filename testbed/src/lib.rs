@@ -2,6 +2,8 @@
 //! started inside, everything removed on drop (also when the test fails), and the workspace's
 //! binaries found (and built when missing).
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -9,6 +9,8 @@
 //! With no server named, one is found through the messengers (`--messenger PK@ADDR:PORT`): the
 //! first node whose record offers the `socks` service (the port comes from the record).
 
+#![forbid(unsafe_code)]
+
 use apps::common::{self, Stats};
 use clap::Parser;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -11,6 +11,8 @@
 //! from the controlplane and the server publishes itself as service `socks` with the
 //! messengers for as long as it runs; an `ADDR:PORT` (the original form) is accepted and unused.
 
+#![forbid(unsafe_code)]
+
 use apps::common::{self, Stats};
 use apps::server::{self, Credentials, Policy};
 use clap::Parser;

@@ -9,6 +9,8 @@
 //! journaled first and undone on exit, or at the next start after a crash (`--cleanup` does
 //! only that).
 
+#![forbid(unsafe_code)]
+
 use apps::common;
 use apps::hostnet::Journal;
 use apps::vpn::{self, Control, LineConn, Msg};

@@ -7,6 +7,8 @@
 //! Every host change (ip_forward, the nftables table, the pool route) is journaled before it is
 //! made and undone on exit, or at the next start after a crash.
 
+#![forbid(unsafe_code)]
+
 use apps::common;
 use apps::hostnet::{self, Journal};
 use apps::vpn::{self, Control, LineConn, Msg, Pool};
