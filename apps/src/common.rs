@@ -86,7 +86,7 @@ where
             Ok((s, _)) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                eprintln!("accept: {e}");
+                tracing::warn!("accept: {e}");
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -107,7 +107,7 @@ where
                 st.active.fetch_sub(1, Ordering::Relaxed);
             });
         if let Err(e) = spawned {
-            eprintln!("cannot start a connection thread: {e}");
+            tracing::error!("cannot start a connection thread: {e}");
             stats.active.fetch_sub(1, Ordering::Relaxed);
             stats.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -134,7 +134,7 @@ where
         .name("accept".into())
         .spawn(move || accept_loop(listener, max, stats, handle));
     if let Err(e) = spawned {
-        eprintln!("cannot start the accept thread: {e}");
+        tracing::error!("cannot start the accept thread: {e}");
         return 1;
     }
     loop {
@@ -147,7 +147,7 @@ where
             return 0;
         }
         if session.lost() {
-            eprintln!("lost viscript; exiting");
+            tracing::warn!("lost viscript; exiting");
             return 1;
         }
     }

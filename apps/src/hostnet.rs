@@ -749,7 +749,7 @@ impl Drop for Journal {
             return;
         }
         for e in self.undo_all() {
-            eprintln!("hostnet: {e}");
+            tracing::error!("hostnet: {e}");
         }
     }
 }

@@ -155,7 +155,7 @@ pub fn handle(mut s: TcpStream, policy: &Policy, stats: &Stats) {
     match handshake(&mut s, peer, policy, stats) {
         Ok(Some(Next::Udp(assoc))) => {
             if let Err(e) = assoc.run(&mut s, stats) {
-                eprintln!("{peer}: udp relay: {e}");
+                tracing::info!("{peer}: udp relay: {e}");
                 stats.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -173,14 +173,14 @@ pub fn handle(mut s: TcpStream, policy: &Policy, stats: &Stats) {
             if let Err(e) =
                 crate::relay::relay(s, up, stats.bytes_up.clone(), stats.bytes_down.clone())
             {
-                eprintln!("{peer}: relay: {e}");
+                tracing::info!("{peer}: relay: {e}");
                 stats.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(None) => {}
         Err(e) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
-            eprintln!("{peer}: {e}");
+            tracing::info!("{peer}: {e}");
         }
     }
 }
@@ -224,7 +224,7 @@ fn handshake(
         s.write_all(&socks::method_selection(method::NONE_ACCEPTABLE))
             .map_err(HsError::Io)?;
         stats.refused.fetch_add(1, Ordering::Relaxed);
-        eprintln!("{peer}: refused: no acceptable authentication method offered");
+        tracing::warn!("{peer}: refused: no acceptable authentication method offered");
         return Ok(None);
     }
     s.write_all(&socks::method_selection(wanted))
@@ -241,7 +241,7 @@ fn handshake(
             } else {
                 "not an allowed node"
             };
-            eprintln!("{peer}: refused: {why}");
+            tracing::warn!("{peer}: refused: {why}");
             return Ok(None);
         }
     }
@@ -256,7 +256,7 @@ fn handshake(
     if !allowed {
         let _ = s.write_all(&socks::build_reply(reply::NOT_ALLOWED, None));
         stats.refused.fetch_add(1, Ordering::Relaxed);
-        eprintln!("{peer}: refused: not an allowed node");
+        tracing::warn!("{peer}: refused: not an allowed node");
         return Ok(None);
     }
     if req.command == Command::UdpAssociate {
@@ -275,7 +275,7 @@ fn handshake(
     if req.command != Command::Connect {
         let _ = s.write_all(&socks::build_reply(reply::COMMAND_NOT_SUPPORTED, None));
         stats.failed.fetch_add(1, Ordering::Relaxed);
-        eprintln!("{peer}: command {:?} not supported", req.command);
+        tracing::info!("{peer}: command {:?} not supported", req.command);
         return Ok(None);
     }
     match connect(&req.target) {
@@ -289,7 +289,7 @@ fn handshake(
         Err(code) => {
             let _ = s.write_all(&socks::build_reply(code, None));
             stats.failed.fetch_add(1, Ordering::Relaxed);
-            eprintln!("{peer}: connect {} failed (reply {code:#04x})", req.target);
+            tracing::info!("{peer}: connect {} failed (reply {code:#04x})", req.target);
             Ok(None)
         }
     }

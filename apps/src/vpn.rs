@@ -545,7 +545,7 @@ pub fn open_journal(
 /// Undoes every journaled change, reporting the ones that failed.
 pub fn undo(kind: &str, journal: &mut crate::hostnet::Journal) {
     for e in journal.undo_all() {
-        eprintln!("{kind}: undo: {e}");
+        tracing::error!("{kind}: undo: {e}");
     }
 }
 

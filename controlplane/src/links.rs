@@ -393,7 +393,7 @@ pub fn listen(ctx: LinkCtx, listener: TcpListener) {
                     let _ = s.set_nodelay(true);
                     match handshake(&c, &mut s, None) {
                         Ok(est) => run_link(&c, s, est),
-                        Err(e) => eprintln!("skywire-control: incoming link refused: {e}"),
+                        Err(e) => tracing::warn!("incoming link refused: {e}"),
                     }
                 });
             }
@@ -427,7 +427,7 @@ pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
             let _ = s.set_nodelay(true);
             match handshake(&ctx, &mut s, Some(peer)) {
                 Ok(est) => run_link(&ctx, s, est),
-                Err(e) => eprintln!("skywire-control: link to {peer:?} at {addr}: {e}"),
+                Err(e) => tracing::warn!("link to {peer:?} at {addr}: {e}"),
             }
         }
         // A link that stayed up a while starts over with a short backoff.

@@ -47,6 +47,7 @@ fn watch_signals(stop: Arc<AtomicBool>) {
 
 fn main() {
     let cli = Cli::parse();
+    signal::logging::init();
     match cli.cmd {
         Cmd::Messenger { listen } => {
             let (id, created) = Identity::load_or_create(&cli.key).unwrap_or_else(|e| {
@@ -54,13 +55,13 @@ fn main() {
                 std::process::exit(1);
             });
             if created {
-                eprintln!("skywire-control: created {}", cli.key.display());
+                tracing::info!("created {}", cli.key.display());
             }
             let l = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
                 eprintln!("skywire-control: listen {listen}: {e}");
                 std::process::exit(1);
             });
-            eprintln!("skywire-control: messenger {} on {listen}", id.id());
+            tracing::info!("messenger {} on {listen}", id.id());
             let stop = Arc::new(AtomicBool::new(false));
             watch_signals(stop.clone());
             let session = match signal::Client::from_env() {

@@ -78,7 +78,7 @@ fn run(
     let epoch = Instant::now();
     let now = || epoch.elapsed().as_millis() as u64;
     if let Err(e) = client.set_record(now(), advertise.clone(), services) {
-        eprintln!("skywire-control: messenger record: {e}");
+        tracing::error!("messenger record: {e}");
     }
     let (tx, rx): (Sender<Inbound>, Receiver<Inbound>) = channel();
     let mut conns: HashMap<NodeId, Arc<net::Connection>> = HashMap::new();
@@ -114,7 +114,7 @@ fn run(
                         }
                     });
                 }
-                Err(e) => eprintln!("skywire-control: messenger {pk:?} at {addr}: {e}"),
+                Err(e) => tracing::warn!("messenger {pk:?} at {addr}: {e}"),
             }
         }
         while let Ok(m) = rx.recv_timeout(Duration::from_millis(50)) {
@@ -147,7 +147,7 @@ fn run(
         if let Some(s) = latest
             && let Err(e) = client.set_record(now(), advertise.clone(), s)
         {
-            eprintln!("skywire-control: messenger record: {e}");
+            tracing::error!("messenger record: {e}");
         }
         if last_lookup.elapsed() >= RELOOKUP {
             last_lookup = Instant::now();
@@ -190,10 +190,7 @@ fn run(
                 && let Some(addr) = record.endpoints.first().copied()
             {
                 resolved.insert(record.pk);
-                eprintln!(
-                    "skywire-control: found {} at {addr} through the messenger",
-                    record.pk.hex()
-                );
+                tracing::info!("found {} at {addr} through the messenger", record.pk.hex());
                 let c = ctx.clone();
                 let pk = record.pk;
                 std::thread::spawn(move || links::dial(c, pk, addr));

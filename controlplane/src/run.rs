@@ -208,10 +208,10 @@ fn add_overlay_address(cfg: &Config, id: &NodeId) -> Result<(), String> {
 pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let (ident, created) = Identity::load_or_create(&cfg.key).map_err(|e| e.to_string())?;
     if created {
-        eprintln!("skywire-control: created identity {}", cfg.key.display());
+        tracing::info!("created identity {}", cfg.key.display());
     }
     let me = ident.id();
-    eprintln!("skywire-control: pk {me} address {}", me.overlay_addr());
+    tracing::info!("pk {me} address {}", me.overlay_addr());
     let mut fib = connect_fib(&cfg)?;
     // Start from a clean table: whatever a previous controlplane left refers to dead sessions.
     fib.send(&FibMsg::Clear)

@@ -20,6 +20,7 @@ pub mod attach;
 pub mod channel;
 #[allow(unsafe_code)] // syscalls
 pub mod client;
+pub mod logging;
 pub mod proto;
 #[allow(unsafe_code)] // the ring in shared memory
 pub mod ring;

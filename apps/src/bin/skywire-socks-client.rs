@@ -60,6 +60,7 @@ fn fail(msg: &str) -> ! {
 
 fn main() {
     let cli = Cli::parse();
+    signal::logging::init();
     // Listen first: applications that connect while the server is looked up wait in the
     // backlog instead of being refused.
     let addr = match &cli.listen {
@@ -136,7 +137,7 @@ fn relay_one(s: TcpStream, upstream: SocketAddr, st: &Stats) {
         Ok(u) => u,
         Err(e) => {
             // The application sees its connection close before any SOCKS answer.
-            eprintln!("{KIND}: cannot reach the socks server {upstream}: {e}");
+            tracing::warn!("cannot reach the socks server {upstream}: {e}");
             st.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -144,7 +145,7 @@ fn relay_one(s: TcpStream, upstream: SocketAddr, st: &Stats) {
     let _ = s.set_nodelay(true);
     let _ = up.set_nodelay(true);
     if let Err(e) = apps::relay::relay(s, up, st.bytes_up.clone(), st.bytes_down.clone()) {
-        eprintln!("{KIND}: relay: {e}");
+        tracing::info!("relay: {e}");
         st.failed.fetch_add(1, Ordering::Relaxed);
     }
 }

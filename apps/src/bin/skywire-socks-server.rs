@@ -61,6 +61,7 @@ fn fail(msg: &str) -> ! {
 
 fn main() {
     let cli = Cli::parse();
+    signal::logging::init();
     let mut policy = Policy {
         allow_all: cli.allow_all,
         ..Policy::default()
@@ -142,7 +143,7 @@ fn main() {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(5));
                 if let Err(e) = c.check() {
-                    eprintln!("{KIND}: controlplane: {e}");
+                    tracing::warn!("controlplane: {e}");
                 }
             }
         });

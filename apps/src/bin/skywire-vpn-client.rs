@@ -65,6 +65,7 @@ struct Counters {
 fn main() {
     let stop = vpn::stop_flag();
     let cli = Cli::parse();
+    signal::logging::init();
     let mut journal = vpn::open_journal(
         "vpn-client",
         &cli.name,
@@ -188,7 +189,7 @@ fn main() {
                 break 0;
             }
             if s.lost() {
-                eprintln!("{KIND}: lost viscript; exiting");
+                tracing::warn!("lost viscript; exiting");
                 break 1;
             }
         }
@@ -198,13 +199,13 @@ fn main() {
             Err(e) => Err(e),
         };
         if let Err(why) = alive {
-            eprintln!("{KIND}: lease connection lost ({why}); reconnecting (routes stay: no leak)");
+            tracing::warn!("lease connection lost ({why}); reconnecting (routes stay: no leak)");
             counters.reconnects.fetch_add(1, Ordering::Relaxed);
             match lease(&stop, target, me, Some(addr)) {
                 None => break 0,
                 Some((c, a)) if a == addr => conn = c,
                 Some((_, a)) => {
-                    eprintln!("{KIND}: the server moved us from {addr} to {a}; restarting");
+                    tracing::warn!("the server moved us from {addr} to {a}; restarting");
                     break 1;
                 }
             }
@@ -212,7 +213,7 @@ fn main() {
         if last_check.elapsed() >= vpn::KEEPALIVE {
             last_check = Instant::now();
             if let Err(e) = ctl.check() {
-                eprintln!("{KIND}: controlplane: {e}");
+                tracing::warn!("controlplane: {e}");
             }
             if let Ok(ips) = ctl.underlay() {
                 if let Err(e) = pin_underlay(
@@ -223,7 +224,7 @@ fn main() {
                     &mut pinned,
                     &mut nexc,
                 ) {
-                    eprintln!("{KIND}: {e}");
+                    tracing::warn!("{e}");
                 }
                 counters.exceptions.store(nexc, Ordering::Relaxed);
             }
@@ -268,7 +269,7 @@ fn lease(
             Ok(x) => return Some(x),
             Err(e) => {
                 if e != said {
-                    eprintln!("{KIND}: {e}; retrying");
+                    tracing::warn!("{e}; retrying");
                     said = e;
                 }
             }
@@ -330,9 +331,7 @@ fn pin_underlay(
             continue;
         };
         if hop.oif == tun_index {
-            eprintln!(
-                "{KIND}: underlay address {ip} already routes through the tunnel; not pinned"
-            );
+            tracing::warn!("underlay address {ip} already routes through the tunnel; not pinned");
             pinned.insert(*ip);
             continue;
         }

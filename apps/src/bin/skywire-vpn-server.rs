@@ -72,6 +72,7 @@ struct Shared {
 fn main() {
     let stop = vpn::stop_flag();
     let cli = Cli::parse();
+    signal::logging::init();
     let mut journal = vpn::open_journal(
         "vpn-server",
         &cli.name,
@@ -118,7 +119,7 @@ fn main() {
     match ctl.publish(vpn::SERVICE, cli.port) {
         Ok(r) if !r.is_empty() => common::say(&format!("{KIND}: service {}: {r}", vpn::SERVICE)),
         Ok(_) => {}
-        Err(e) => eprintln!("{KIND}: cannot publish the service: {e}"),
+        Err(e) => tracing::warn!("cannot publish the service: {e}"),
     }
     let session = match common::register(KIND) {
         Ok(s) => s,
@@ -189,7 +190,7 @@ fn main() {
                 break 0;
             }
             if s.lost() {
-                eprintln!("{KIND}: lost viscript; exiting");
+                tracing::warn!("lost viscript; exiting");
                 break 1;
             }
         } else {
@@ -200,11 +201,11 @@ fn main() {
         for pk in gone {
             common::say(&format!("{KIND}: lease of {} expired", &pk.hex()[..16]));
             if let Err(e) = ctl.detach(pk) {
-                eprintln!("{KIND}: detach: {e}");
+                tracing::warn!("detach: {e}");
             }
         }
         if let Err(e) = ctl.check() {
-            eprintln!("{KIND}: controlplane: {e}");
+            tracing::warn!("controlplane: {e}");
         }
         reconnects.store(ctl.reconnects, Ordering::Relaxed);
         drop(ctl);
@@ -262,7 +263,7 @@ fn client(s: TcpStream, sh: &Shared) {
     };
     let refuse = |c: &mut LineConn, why: &str| {
         sh.refused.fetch_add(1, Ordering::Relaxed);
-        eprintln!("{KIND}: refused {peer}: {why}");
+        tracing::warn!("refused {peer}: {why}");
         let _ = c.send(&Msg::Refused(why.to_string()));
     };
     let (pk, want) = match c.recv(Duration::from_secs(10)) {

@@ -69,10 +69,7 @@ impl Router {
         }
         if let Some(m) = self.attached.remove(&conn) {
             for node in m.into_keys() {
-                eprintln!(
-                    "skywire-control: app {conn} gone; detached from {}",
-                    &node.hex()[..16]
-                );
+                tracing::info!("app {conn} gone; detached from {}", &node.hex()[..16]);
                 self.program_attached(node);
             }
             self.commit();
@@ -140,8 +137,8 @@ impl Router {
             self.nm.request_route(ms, node);
             self.actions();
         }
-        eprintln!(
-            "skywire-control: app {conn} attached {} to {}",
+        tracing::info!(
+            "app {conn} attached {} to {}",
             prefixes
                 .iter()
                 .map(|p| p.to_string())

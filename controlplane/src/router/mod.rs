@@ -215,7 +215,7 @@ impl Router {
     /// The dataplane refused a commit.
     pub fn fib_refused(&mut self, why: &str) {
         self.stats.fib_errors += 1;
-        eprintln!("skywire-control: dataplane refused a change: {why}");
+        tracing::error!("dataplane refused a change: {why}");
     }
 
     /// An [`Output::Inject`] reached the dataplane.
@@ -308,11 +308,7 @@ impl Router {
             },
         );
         self.stats.links_up += 1;
-        eprintln!(
-            "skywire-control: link up to {} ({})",
-            peer.hex(),
-            up.remote.data_endpoint
-        );
+        tracing::info!("link up to {} ({})", peer.hex(), up.remote.data_endpoint);
         let ms = self.ms(now);
         self.nm.link_up(ms, peer, cost);
         self.actions();
@@ -328,7 +324,7 @@ impl Router {
             self.delivers.retain(|(s, _), _| *s != l.session);
         }
         self.stats.links_down += 1;
-        eprintln!("skywire-control: link down to {}: {why}", peer.hex());
+        tracing::warn!("link down to {}: {why}", peer.hex());
         let ms = self.ms(now);
         self.nm.link_down(ms, peer);
         self.actions();
