@@ -1479,7 +1479,7 @@ impl App {
             format!("restarts  {}", c.restarts),
             format!(
                 "args      {}",
-                crate::supervisor::shell_join(&c.args).replace('\n', " ")
+                crate::units::shell_join(&c.args).replace('\n', " ")
             ),
         ];
         if let Some(e) = &c.last_exit {
