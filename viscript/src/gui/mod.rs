@@ -7,6 +7,8 @@
 //! Idle, that is one wake-up per refresh.
 
 pub mod app;
+pub mod complete;
+pub mod format;
 pub mod source;
 
 pub use app::{Action, App, Show, Snapshot};
