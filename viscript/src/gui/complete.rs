@@ -1,14 +1,14 @@
-//! Tab completion of the GUI's command line.
+//! Tab completion of the GUI's command line, from the console's command table
+//! ([`crate::command::COMMANDS`]).
 
-/// Console commands, for completion.
-const COMMANDS: &[&str] = &[
-    "apps", "attach", "help", "kill", "list", "logs", "ping", "quit", "restart", "ru", "sd",
-    "start",
-];
-/// Commands whose first argument is a component id.
-const ID_COMMANDS: &[&str] = &[
-    "ping", "ru", "sd", "shutdown", "kill", "restart", "logs", "log", "attach",
-];
+use crate::command::{COMMANDS, lookup};
+
+/// Command names, sorted.
+fn command_names() -> Vec<String> {
+    let mut names: Vec<String> = COMMANDS.iter().map(|c| c.name.to_string()).collect();
+    names.sort();
+    names
+}
 
 fn common_prefix(words: &[String]) -> String {
     let Some(first) = words.first() else {
@@ -53,14 +53,14 @@ pub fn complete(line: &str, apps: &[String], ids: &[u64]) -> Completion {
         words.last().copied().unwrap_or("")
     };
     let pool: Vec<String> = if index == 0 {
-        COMMANDS.iter().map(|s| s.to_string()).collect()
+        command_names()
     } else {
         let cmd = words.first().copied().unwrap_or("");
         let flags_before = words[1..index].iter().all(|w| w.starts_with('-'));
         match cmd {
             "start" | "s" if flags_before && !word.starts_with('-') => apps.to_vec(),
             "help" | "?" if index == 1 => apps.to_vec(),
-            c if ID_COMMANDS.contains(&c) && index == 1 => {
+            c if lookup(c).is_some_and(|s| s.takes_id()) && index == 1 => {
                 ids.iter().map(|i| i.to_string()).collect()
             }
             _ => Vec::new(),

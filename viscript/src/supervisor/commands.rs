@@ -1,7 +1,7 @@
 //! The operator's commands: what each one does to the supervisor, and its reply.
 
 use super::*;
-use crate::command::HELP;
+use crate::command::help_text;
 use crate::units::fmt_dur;
 
 impl Supervisor {
@@ -314,7 +314,10 @@ impl Supervisor {
 
     pub(super) fn cmd_help(&self, app: Option<&str>) -> Reply {
         match app {
-            None => Reply::ok(HELP, json!({"help": HELP})),
+            None => {
+                let help = help_text();
+                Reply::ok(help.clone(), json!({ "help": help }))
+            }
             Some(name) => match self.cfg.app(name) {
                 None => Reply::err(format!("no app named {name:?}; try `apps`")),
                 Some(a) => {

@@ -358,7 +358,7 @@ impl App {
             String::new(),
             "Commands:".into(),
         ];
-        lines.extend(crate::command::HELP.lines().map(str::to_string));
+        lines.extend(crate::command::help_text().lines().map(str::to_string));
         render_popup(frame, area, "help (Esc closes)", &lines, scroll);
     }
 
