@@ -5,6 +5,8 @@ pub mod gui;
 pub mod lifecycle;
 pub mod logbuf;
 pub mod proc;
+pub mod render;
 pub mod repl;
+pub mod reply;
 pub mod supervisor;
 pub mod units;

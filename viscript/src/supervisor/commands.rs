@@ -1,8 +1,8 @@
 //! The operator's commands: what each one does to the supervisor, and its reply.
 
 use super::*;
-use crate::command::help_text;
-use crate::units::fmt_dur;
+use crate::render::{self, ListRow};
+use crate::reply::{Component, Started};
 
 impl Supervisor {
     pub(super) fn request(&mut self, req: Req) {
@@ -46,17 +46,17 @@ impl Supervisor {
                         return;
                     }
                     let p = &self.procs[&id];
-                    let mut r = Reply::ok(
-                        match p.life.pid {
-                            Some(pid) => format!("started {} as {id} (pid {pid})", p.app),
-                            None => format!(
-                                "{} is {id}, waiting for {}",
-                                p.app,
-                                self.waiting_for(id).join(", ")
-                            ),
-                        },
-                        json!({"id": id, "app": p.app, "pid": p.life.pid}),
-                    );
+                    let started = Started {
+                        id,
+                        app: p.app.clone(),
+                        pid: p.life.pid,
+                        ready_ms: None,
+                    };
+                    let waiting_for = match p.life.pid {
+                        Some(_) => Vec::new(),
+                        None => self.waiting_for(id),
+                    };
+                    let mut r = render::started(&started, &waiting_for);
                     if attach {
                         r.follow = Some(self.follow(id, 0));
                     }
@@ -110,10 +110,7 @@ impl Supervisor {
                         let was = p.life.state;
                         let _ = self.feed(id, Event::StopRequested { kill }, now);
                         let p = &self.procs[&id];
-                        Reply::ok(
-                            format!("{id} ({}) is not running ({})", p.app, was.name()),
-                            json!({"id": id, "state": p.life.state.name()}),
-                        )
+                        render::not_running(id, &p.app, was.name(), p.life.state.name())
                     }
                     Some(_) => {
                         let _ = self.feed(id, Event::StopRequested { kill }, now);
@@ -155,7 +152,7 @@ impl Supervisor {
                 None => Reply::err(self.unknown_id(id)),
                 Some(p) => {
                     let lines: Vec<String> = p.logs.tail(n).map(|l| l.render()).collect();
-                    let mut r = Reply::ok(lines.join("\n"), json!({"id": id, "lines": lines}));
+                    let mut r = render::logs(id, lines);
                     if follow {
                         r.follow = Some(self.follow(id, 0));
                     }
@@ -165,8 +162,7 @@ impl Supervisor {
             Command::Attach(id) => match self.procs.get(&id) {
                 None => Reply::err(self.unknown_id(id)),
                 Some(p) => {
-                    let text = format!("attached to {id} ({}); press Enter to detach", p.app);
-                    let mut r = Reply::ok(text, json!({"id": id}));
+                    let mut r = render::attached(id, &p.app);
                     r.follow = Some(self.follow(id, 10));
                     r
                 }
@@ -278,70 +274,15 @@ impl Supervisor {
     }
 
     pub(super) fn cmd_apps(&self) -> Reply {
-        let mut text = String::new();
-        let mut list = Vec::new();
-        let w = self
-            .cfg
-            .apps
-            .iter()
-            .map(|a| a.name.len())
-            .max()
-            .unwrap_or(0);
-        for a in &self.cfg.apps {
-            let flags = format!(
-                "{}{}",
-                if a.daemon { "daemon" } else { "" },
-                if a.autostart { " autostart" } else { "" }
-            );
-            text.push_str(&format!(
-                "{:w$}  {}{}\n",
-                a.name,
-                a.desc.lines().next().unwrap_or(""),
-                if flags.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", flags.trim())
-                }
-            ));
-            list.push(json!({"name": a.name, "desc": a.desc, "daemon": a.daemon, "autostart": a.autostart,
-                "path": a.path, "default_args": a.default_args, "restart": a.restart.as_str(), "after": a.after}));
-        }
-        if self.cfg.apps.is_empty() {
-            text = format!("no apps in {}", self.cfg.path.display());
-        }
-        Reply::ok(text.trim_end().to_string(), Value::Array(list))
+        render::apps(&self.cfg.apps, &self.cfg.path)
     }
 
     pub(super) fn cmd_help(&self, app: Option<&str>) -> Reply {
         match app {
-            None => {
-                let help = help_text();
-                Reply::ok(help.clone(), json!({ "help": help }))
-            }
+            None => render::help(),
             Some(name) => match self.cfg.app(name) {
                 None => Reply::err(format!("no app named {name:?}; try `apps`")),
-                Some(a) => {
-                    let text = format!(
-                        "{}: {}\npath: {}\ndefault args: {:?}\ndaemon: {}  restart: {}  autostart: {}{}\n{}",
-                        a.name,
-                        a.desc,
-                        a.path.display(),
-                        a.default_args,
-                        a.daemon,
-                        a.restart.as_str(),
-                        a.autostart,
-                        if a.after.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  after: {}", a.after.join(", "))
-                        },
-                        a.help.trim_end()
-                    );
-                    Reply::ok(
-                        text.trim_end().to_string(),
-                        json!({"name": a.name, "desc": a.desc, "help": a.help}),
-                    )
-                }
+                Some(a) => render::app_help(a),
             },
         }
     }
@@ -361,47 +302,40 @@ impl Supervisor {
     }
 
     pub(super) fn cmd_list(&self, now: Instant) -> Reply {
-        let mut rows = vec![format!(
-            "{:>4}  {:<20} {:>7}  {:<9} {:>8} {:>4}  {}",
-            "ID", "NAME", "PID", "STATE", "UPTIME", "RST", "ARGS"
-        )];
-        let mut data = Vec::new();
-        for p in self.procs.values() {
-            let uptime = p.life.uptime(now);
-            let mut state = p.life.state.name().to_string();
-            if p.life.state == State::Waiting {
-                state = format!("waiting for {}", self.waiting_for(p.id).join(","));
-            }
-            rows.push(format!(
-                "{:>4}  {:<20} {:>7}  {:<9} {:>8} {:>4}  {}",
-                p.id,
-                p.app,
-                p.life
-                    .pid
-                    .map(|x| x.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                state,
-                uptime.map(fmt_dur).unwrap_or_else(|| "-".into()),
-                p.life.restarts,
-                shell_join(&p.args)
-            ));
-            data.push(json!({
-                "id": p.id, "app": p.app, "pid": p.life.pid, "state": p.life.state.name(), "args": p.args,
-                "uptime_ms": uptime.map(|d| d.as_millis() as u64), "restarts": p.life.restarts,
-                "kind": p.kind, "version": p.version, "external": p.life.external,
-                "last_exit": p.last_exit.map(|e| e.to_string()),
-                "ping_rtt_us": p.last_rtt.map(|d| d.as_micros() as u64),
-                "heartbeat": p.chan.as_ref().map(|c| c.peer_heartbeat()),
-                "log_suppressed": p.logs.suppressed_total(),
-            }));
-        }
-        let text = if self.procs.is_empty() {
-            "nothing running; `apps` lists what can be started".to_string()
-        } else {
-            rows.join("\n")
-        };
-        Reply::ok(text, Value::Array(data))
+        let rows: Vec<ListRow> = self
+            .procs
+            .values()
+            .map(|p| {
+                let uptime = p.life.uptime(now);
+                ListRow {
+                    row: Component {
+                        id: p.id,
+                        app: p.app.clone(),
+                        pid: p.life.pid,
+                        state: p.life.state.name().into(),
+                        args: p.args.clone(),
+                        uptime_ms: uptime.map(|d| d.as_millis() as u64),
+                        restarts: p.life.restarts,
+                        kind: p.kind.clone(),
+                        version: p.version.clone(),
+                        external: p.life.external,
+                        last_exit: p.last_exit.map(|e| e.to_string()),
+                        ping_rtt_us: p.last_rtt.map(|d| d.as_micros() as u64),
+                        heartbeat: p.chan.as_ref().map(|c| c.peer_heartbeat()),
+                        log_suppressed: p.logs.suppressed_total(),
+                    },
+                    uptime,
+                    waiting_for: if p.life.state == State::Waiting {
+                        self.waiting_for(p.id)
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect();
+        render::list(&rows)
     }
+
     /// Creates a component for `app` and starts it (or queues it behind its `after` apps,
     /// starting those that are not up).
     pub(super) fn start_app(

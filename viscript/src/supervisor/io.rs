@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::lifecycle::Cause;
-use crate::units::{fmt_bytes, fmt_dur};
+use crate::render;
+use crate::reply::Started;
 use signal::RecvError;
 
 impl Supervisor {
@@ -279,10 +280,7 @@ impl Supervisor {
                     {
                         let rtt = now.saturating_duration_since(*sent);
                         let w = self.waiters.swap_remove(i);
-                        let _ = w.reply.send(Reply::ok(
-                            format!("pong from {id} in {:.1} us", rtt.as_secs_f64() * 1e6),
-                            json!({"id": id, "rtt_us": rtt.as_secs_f64() * 1e6}),
-                        ));
+                        let _ = w.reply.send(render::pong(id, rtt));
                         if let Some(p) = self.procs.get_mut(&id) {
                             p.last_rtt = Some(rtt);
                         }
@@ -302,26 +300,7 @@ impl Supervisor {
                     return;
                 };
                 let w = self.waiters.swap_remove(pos);
-                let mut text = format!(
-                    "cpu {:.1}%  rss {}  threads {}  uptime {}",
-                    usage.cpu_percent,
-                    fmt_bytes(usage.rss_bytes),
-                    usage.threads,
-                    fmt_dur(Duration::from_millis(usage.uptime_ms))
-                );
-                for (k, v) in &usage.counters {
-                    text.push_str(&format!("\n  {k} {v}"));
-                }
-                let counters: serde_json::Map<String, Value> = usage
-                    .counters
-                    .iter()
-                    .map(|(k, v)| (k.clone(), json!(v)))
-                    .collect();
-                let _ = w.reply.send(Reply::ok(
-                    text,
-                    json!({"id": id, "cpu_percent": usage.cpu_percent, "rss_bytes": usage.rss_bytes,
-                        "threads": usage.threads, "uptime_ms": usage.uptime_ms, "counters": counters}),
-                ));
+                let _ = w.reply.send(render::usage(id, &usage));
             }
             Msg::Ping { nonce } => {
                 let _ = self.send_to(id, &Msg::Pong { nonce });
@@ -331,9 +310,7 @@ impl Supervisor {
                     w.id == id && matches!(w.kind, WaitKind::Query { nonce: n } if n == nonce)
                 }) {
                     let w = self.waiters.swap_remove(pos);
-                    let _ = w
-                        .reply
-                        .send(Reply::ok(text.clone(), json!({"id": id, "text": text})));
+                    let _ = w.reply.send(render::inspect(id, text));
                 }
             }
             Msg::ShutdownAck => self.note(id, "acknowledged shutdown"),
@@ -354,15 +331,12 @@ impl Supervisor {
             .registered_at
             .map(|r| r.saturating_duration_since(p.life.spawned_at))
             .unwrap_or_default();
-        let mut r = Reply::ok(
-            format!(
-                "started {} as {id} (pid {}), registered in {:.1} ms",
-                p.app,
-                p.life.pid.unwrap_or(0),
-                took.as_secs_f64() * 1e3
-            ),
-            json!({"id": id, "app": p.app, "pid": p.life.pid, "ready_ms": took.as_secs_f64() * 1e3}),
-        );
+        let mut r = render::ready(&Started {
+            id,
+            app: p.app.clone(),
+            pid: p.life.pid,
+            ready_ms: Some(took.as_secs_f64() * 1e3),
+        });
         if attach {
             r.follow = Some(self.follow(id, 20));
         }
@@ -442,10 +416,7 @@ impl Supervisor {
                 |k| matches!(k, WaitKind::Gone),
                 |sup, w| {
                     let p = &sup.procs[&w.id];
-                    Reply::ok(
-                        format!("{} ({}) stopped: {}", w.id, p.app, exit),
-                        json!({"id": w.id, "exit": exit.to_string()}),
-                    )
+                    render::stopped(w.id, &p.app, &exit.to_string())
                 },
             );
             self.resolve(

@@ -13,6 +13,7 @@
 mod commands;
 mod io;
 
+pub use crate::render::Reply;
 pub use crate::units::shell_join;
 
 use crate::command::Command;
@@ -20,9 +21,10 @@ use crate::config::Config;
 use crate::lifecycle::{self, Effect, Event, Life, Policy, Sig, State, Target};
 use crate::logbuf::{LineSplitter, LogBuf, Source};
 use crate::proc::{self, Exit};
+use crate::render;
 use rustix::event::epoll;
 use rustix::process::Signal;
-use serde_json::{Value, json};
+
 use signal::{Channel, ClientFds, Msg};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -53,39 +55,6 @@ const K_PIDFD: u64 = 4;
 
 fn token(id: u64, kind: u64) -> u64 {
     (id << 3) | kind
-}
-
-/// The answer to a command.
-#[derive(Debug)]
-pub struct Reply {
-    /// Whether the command did what was asked.
-    pub ok: bool,
-    /// Human-readable text.
-    pub text: String,
-    /// The same for scripts.
-    pub data: Value,
-    /// For `logs -f`, `attach` and `start -a`: further lines until the receiver is dropped.
-    pub follow: Option<Receiver<String>>,
-}
-
-impl Reply {
-    fn ok(text: impl Into<String>, data: Value) -> Reply {
-        Reply {
-            ok: true,
-            text: text.into(),
-            data,
-            follow: None,
-        }
-    }
-    fn err(text: impl Into<String>) -> Reply {
-        let text = text.into();
-        Reply {
-            ok: false,
-            data: json!({ "error": text }),
-            text,
-            follow: None,
-        }
-    }
 }
 
 enum Req {
@@ -583,14 +552,7 @@ impl Supervisor {
         let n = self.procs.len();
         if let Some((_, replies)) = self.quitting.take() {
             for r in replies {
-                let _ = r.send(Reply::ok(
-                    if all_down {
-                        format!("stopped; {n} components ended")
-                    } else {
-                        "stopped; some processes did not exit".into()
-                    },
-                    json!({"stopped": all_down}),
-                ));
+                let _ = r.send(render::quit(all_down, n));
             }
         }
         true
