@@ -3,6 +3,7 @@
 //! so both are tested with plain values and ratatui's `TestBackend`. Keys are in `keys.rs`, the
 //! drawing in `view.rs`.
 
+use crate::reply::{self, Envelope};
 use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -270,19 +271,20 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-fn str_of(v: &Value, k: &str) -> String {
-    clean(v.get(k).and_then(Value::as_str).unwrap_or(""))
+/// The reply object, typed ([`Envelope::from_value`]).
+fn envelope(v: &Value) -> Envelope {
+    Envelope::from_value(v)
 }
 
-fn reply_ok(v: &Value) -> bool {
-    v.get("ok").and_then(Value::as_bool).unwrap_or(false)
-}
-
-fn reply_text(v: &Value) -> String {
-    v.get("text")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
+/// The entries of a reply whose data is a list; an entry that does not read is taken as the
+/// default one.
+fn rows<T: Default + for<'de> serde::Deserialize<'de>>(e: &Envelope) -> Option<Vec<T>> {
+    let list = e.data.as_array()?;
+    Some(
+        list.iter()
+            .map(|v| T::deserialize(v).unwrap_or_default())
+            .collect(),
+    )
 }
 
 fn state_style(state: &str) -> Style {
@@ -334,23 +336,19 @@ impl App {
 
     /// Takes the `apps` reply.
     pub fn apply_apps(&mut self, reply: &Value) {
-        if !reply_ok(reply) {
+        let e = envelope(reply);
+        if !e.ok {
             return;
         }
-        let Some(list) = reply.get("data").and_then(Value::as_array) else {
+        let Some(list) = rows::<reply::AppEntry>(&e) else {
             return;
         };
         self.apps = list
             .iter()
             .map(|a| AppInfo {
-                name: str_of(a, "name"),
-                desc: clean(
-                    a.get("desc")
-                        .and_then(Value::as_str)
-                        .and_then(|d| d.lines().next())
-                        .unwrap_or(""),
-                ),
-                daemon: a.get("daemon").and_then(Value::as_bool).unwrap_or(false),
+                name: clean(&a.name),
+                desc: clean(a.desc.lines().next().unwrap_or("")),
+                daemon: a.daemon,
             })
             .collect();
         self.app_sel = self.app_sel.min(self.apps.len().saturating_sub(1));
@@ -358,33 +356,26 @@ impl App {
 
     /// Takes the `list` reply.
     pub fn apply_list(&mut self, reply: &Value) {
-        if !reply_ok(reply) {
-            self.conn_error = Some(reply_text(reply));
+        let e = envelope(reply);
+        if !e.ok {
+            self.conn_error = Some(e.text);
             return;
         }
         self.conn_error = None;
         self.refreshed = true;
-        let rows = reply
-            .get("data")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let rows = rows::<reply::Component>(&e).unwrap_or_default();
         self.components = rows
             .iter()
             .map(|c| Component {
-                id: c.get("id").and_then(Value::as_u64).unwrap_or(0),
-                app: str_of(c, "app"),
-                pid: c.get("pid").and_then(Value::as_u64),
-                state: str_of(c, "state"),
-                uptime_ms: c.get("uptime_ms").and_then(Value::as_u64),
-                restarts: c.get("restarts").and_then(Value::as_u64).unwrap_or(0),
-                args: c
-                    .get("args")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(clean).collect())
-                    .unwrap_or_default(),
-                last_exit: c.get("last_exit").and_then(Value::as_str).map(clean),
-                ping_rtt_us: c.get("ping_rtt_us").and_then(Value::as_u64),
+                id: c.id,
+                app: clean(&c.app),
+                pid: c.pid.map(u64::from),
+                state: clean(&c.state),
+                uptime_ms: c.uptime_ms,
+                restarts: u64::from(c.restarts),
+                args: c.args.iter().map(|a| clean(a)).collect(),
+                last_exit: c.last_exit.as_deref().map(clean),
+                ping_rtt_us: c.ping_rtt_us,
             })
             .collect();
         let ids: Vec<u64> = self.components.iter().map(|c| c.id).collect();
@@ -401,27 +392,24 @@ impl App {
 
     /// Takes a component's `ru` reply, taken at `at`.
     pub fn apply_usage(&mut self, id: u64, reply: &Value, at: Instant) {
-        if !reply_ok(reply) {
+        let e = envelope(reply);
+        if !e.ok {
             self.usage.remove(&id);
             return;
         }
-        let Some(d) = reply.get("data") else { return };
-        let counters: BTreeMap<String, u64> = d
-            .get("counters")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_u64().map(|v| (clean(k), v)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        if e.data.is_null() {
+            return;
+        }
+        let d: reply::Usage = e.data().unwrap_or_default();
+        let counters: BTreeMap<String, u64> =
+            d.counters.iter().map(|(k, v)| (clean(k), *v)).collect();
         self.rates.entry(id).or_default().update(at, &counters);
         self.usage.insert(
             id,
             Usage {
-                cpu_percent: d.get("cpu_percent").and_then(Value::as_f64).unwrap_or(0.0),
-                rss_bytes: d.get("rss_bytes").and_then(Value::as_u64).unwrap_or(0),
-                threads: d.get("threads").and_then(Value::as_u64).unwrap_or(0),
+                cpu_percent: f64::from(d.cpu_percent),
+                rss_bytes: d.rss_bytes,
+                threads: u64::from(d.threads),
                 counters,
             },
         );
@@ -433,15 +421,12 @@ impl App {
             self.log_scroll = 0;
         }
         self.log_id = Some(id);
-        self.log_lines = if reply_ok(reply) {
-            reply
-                .get("data")
-                .and_then(|d| d.get("lines"))
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(clean).collect())
-                .unwrap_or_default()
+        let e = envelope(reply);
+        self.log_lines = if e.ok {
+            let logs: reply::Logs = e.data().unwrap_or_default();
+            logs.lines.iter().map(|l| clean(l)).collect()
         } else {
-            vec![format!("(no logs: {})", clean(&reply_text(reply)))]
+            vec![format!("(no logs: {})", clean(&e.text))]
         };
     }
 
@@ -476,14 +461,16 @@ impl App {
     /// Takes the answer to a command sent for an [`Action::Run`].
     pub fn apply_reply(&mut self, tokens: &[String], show: &Show, reply: &Value) {
         self.pending = self.pending.saturating_sub(1);
-        let ok = reply_ok(reply);
-        let text = clean_lines(&reply_text(reply));
+        let e = envelope(reply);
+        let ok = e.ok;
+        let text = clean_lines(&e.text);
+        // Component ids start at 1: 0 is a reply without one.
         if ok
             && matches!(tokens.first().map(String::as_str), Some("start" | "s"))
-            && let Some(id) = reply
-                .get("data")
-                .and_then(|d| d.get("id"))
-                .and_then(Value::as_u64)
+            && let Some(id) = e
+                .data::<reply::Started>()
+                .map(|s| s.id)
+                .filter(|id| *id > 0)
         {
             if self.components.iter().any(|c| c.id == id) {
                 self.selected = Some(id);
