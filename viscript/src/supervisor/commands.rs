@@ -218,30 +218,6 @@ impl Supervisor {
         let _ = reply.send(r);
     }
 
-    pub(super) fn stop_budget(&self) -> Duration {
-        self.cfg.settings.shutdown_grace + self.cfg.settings.term_grace + Duration::from_secs(2)
-    }
-
-    pub(super) fn follow(&mut self, id: u64, history: usize) -> Receiver<String> {
-        let (tx, rx) = sync_channel(FOLLOW_QUEUE);
-        if let Some(p) = self.procs.get_mut(&id) {
-            for l in p.logs.tail(history) {
-                let _ = tx.try_send(l.render());
-            }
-            p.followers.push(tx);
-        }
-        rx
-    }
-
-    pub(super) fn unknown_id(&self, id: u64) -> String {
-        format!("no component with id {id}; `list` shows the running ones")
-    }
-
-    pub(super) fn next_nonce(&mut self) -> u64 {
-        self.nonce += 1;
-        self.nonce
-    }
-
     pub(super) fn ready_chan(&self, id: u64) -> Result<(), String> {
         let Some(p) = self.procs.get(&id) else {
             return Err(self.unknown_id(id));
@@ -262,15 +238,6 @@ impl Supervisor {
             });
         }
         Ok(())
-    }
-
-    pub(super) fn send_to(&mut self, id: u64, msg: &Msg) -> Result<(), String> {
-        let Some(ch) = self.procs.get_mut(&id).and_then(|p| p.chan.as_mut()) else {
-            return Err(format!("{id} has no signal connection"));
-        };
-        ch.tx
-            .send(msg)
-            .map_err(|e| format!("cannot send to {id}: {e}"))
     }
 
     pub(super) fn cmd_apps(&self) -> Reply {

@@ -4,7 +4,6 @@
 use super::*;
 use crate::lifecycle::Cause;
 use crate::render;
-use crate::reply::Started;
 use signal::RecvError;
 
 impl Supervisor {
@@ -319,45 +318,6 @@ impl Supervisor {
                 self.log(id, Source::Ring, &format!("event {name}: {data}"))
             }
             other => self.note(id, &format!("ignored unexpected {other:?}")),
-        }
-    }
-
-    pub(super) fn ready_reply(&mut self, id: u64, attach: bool) -> Reply {
-        let Some(p) = self.procs.get(&id) else {
-            return Reply::err(self.unknown_id(id));
-        };
-        let took = p
-            .life
-            .registered_at
-            .map(|r| r.saturating_duration_since(p.life.spawned_at))
-            .unwrap_or_default();
-        let mut r = render::ready(&Started {
-            id,
-            app: p.app.clone(),
-            pid: p.life.pid,
-            ready_ms: Some(took.as_secs_f64() * 1e3),
-        });
-        if attach {
-            r.follow = Some(self.follow(id, 20));
-        }
-        r
-    }
-
-    pub(super) fn resolve(
-        &mut self,
-        id: u64,
-        pick: impl Fn(&WaitKind) -> bool,
-        answer: impl Fn(&mut Self, &Waiter) -> Reply,
-    ) {
-        let mut i = 0;
-        while i < self.waiters.len() {
-            if self.waiters[i].id == id && pick(&self.waiters[i].kind) {
-                let w = self.waiters.swap_remove(i);
-                let r = answer(self, &w);
-                let _ = w.reply.send(r);
-            } else {
-                i += 1;
-            }
         }
     }
 

@@ -7,8 +7,10 @@
 //! Each component's lifecycle (restarts, backoff, degraded, stop deadlines, health pings) is
 //! decided by the pure [`crate::lifecycle::next`]; this module only reads the clock, feeds it
 //! events and carries out the effects it returns ([`Supervisor::feed`]). The files:
-//! this one (the loop, timers and effects), `io.rs` (processes, pipes, rings, reaping) and
-//! `commands.rs` (the operator's commands).
+//! this one (the loop, timers, effects, waiters and followers), `io.rs` (processes, pipes,
+//! rings, reaping) and `commands.rs` (the operator's commands). They are one type's `impl`
+//! split by concept: `commands` uses `io` and this file, `io` uses only this file, and replies
+//! are built by [`crate::render`].
 
 mod commands;
 mod io;
@@ -22,6 +24,7 @@ use crate::lifecycle::{self, Effect, Event, Life, Policy, Sig, State, Target};
 use crate::logbuf::{LineSplitter, LogBuf, Source};
 use crate::proc::{self, Exit};
 use crate::render;
+use crate::reply::Started;
 use rustix::event::epoll;
 use rustix::process::Signal;
 
@@ -434,6 +437,80 @@ impl Supervisor {
             let r = l.render();
             p.followers
                 .retain(|f| !matches!(f.try_send(r.clone()), Err(TrySendError::Disconnected(_))));
+        }
+    }
+
+    // ---- waiters and followers ---------------------------------------------------------
+
+    fn stop_budget(&self) -> Duration {
+        self.cfg.settings.shutdown_grace + self.cfg.settings.term_grace + Duration::from_secs(2)
+    }
+
+    fn follow(&mut self, id: u64, history: usize) -> Receiver<String> {
+        let (tx, rx) = sync_channel(FOLLOW_QUEUE);
+        if let Some(p) = self.procs.get_mut(&id) {
+            for l in p.logs.tail(history) {
+                let _ = tx.try_send(l.render());
+            }
+            p.followers.push(tx);
+        }
+        rx
+    }
+
+    fn unknown_id(&self, id: u64) -> String {
+        format!("no component with id {id}; `list` shows the running ones")
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        self.nonce += 1;
+        self.nonce
+    }
+
+    fn send_to(&mut self, id: u64, msg: &Msg) -> Result<(), String> {
+        let Some(ch) = self.procs.get_mut(&id).and_then(|p| p.chan.as_mut()) else {
+            return Err(format!("{id} has no signal connection"));
+        };
+        ch.tx
+            .send(msg)
+            .map_err(|e| format!("cannot send to {id}: {e}"))
+    }
+
+    fn ready_reply(&mut self, id: u64, attach: bool) -> Reply {
+        let Some(p) = self.procs.get(&id) else {
+            return Reply::err(self.unknown_id(id));
+        };
+        let took = p
+            .life
+            .registered_at
+            .map(|r| r.saturating_duration_since(p.life.spawned_at))
+            .unwrap_or_default();
+        let mut r = render::ready(&Started {
+            id,
+            app: p.app.clone(),
+            pid: p.life.pid,
+            ready_ms: Some(took.as_secs_f64() * 1e3),
+        });
+        if attach {
+            r.follow = Some(self.follow(id, 20));
+        }
+        r
+    }
+
+    fn resolve(
+        &mut self,
+        id: u64,
+        pick: impl Fn(&WaitKind) -> bool,
+        answer: impl Fn(&mut Self, &Waiter) -> Reply,
+    ) {
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].id == id && pick(&self.waiters[i].kind) {
+                let w = self.waiters.swap_remove(i);
+                let r = answer(self, &w);
+                let _ = w.reply.send(r);
+            } else {
+                i += 1;
+            }
         }
     }
 
