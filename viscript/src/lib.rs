@@ -4,6 +4,7 @@ pub mod control;
 pub mod gui;
 pub mod lifecycle;
 pub mod logbuf;
+pub mod loglevel;
 pub mod proc;
 pub mod render;
 pub mod repl;
