@@ -1240,3 +1240,76 @@ fn crash_loop_scenario() {
     );
     assert!(!l.degraded && l.streak == 0 && l.starts.is_empty());
 }
+
+#[test]
+fn retry_failing_while_degraded_stays_degraded() {
+    let t0 = Instant::now();
+    let t1 = t0 + 300 * S;
+    let degraded = Life {
+        state: State::Degraded,
+        degraded: true,
+        next_start: None,
+        restarts: 3,
+        ..in_backoff(t0, t1)
+    };
+    check(vec![
+        row(
+            "degraded retry fails: next try after degraded_retry",
+            degraded,
+            Event::SpawnFailed {
+                cause: Cause::Retry,
+                error: "cannot start x: nope".into(),
+                process: true,
+                jitter: 0.5,
+            },
+            t1,
+        )
+        .to(move |l| {
+            // The start at t0 is out of the window now.
+            l.starts.clear();
+            l.state = State::Degraded;
+            l.next_start = Some(t1 + 300 * S);
+        })
+        .fx(vec![
+            note("cannot start x: nope"),
+            note("degraded: 0 starts within 1m0s; next try in 5m0s"),
+        ]),
+    ]);
+}
+
+/// `sd` of a component that ignores everything: shutdown message, SIGTERM after
+/// `shutdown_grace`, SIGKILL `term_grace` later, SIGKILL again every `kill_retry`, then the
+/// exit.
+#[test]
+fn stop_sequence_scenario() {
+    let p = pol();
+    let t0 = Instant::now();
+    let mut l = ready(t0);
+    let mut step = |ev, now| {
+        let (n, fx) = next(&l, ev, now, &p);
+        l = n;
+        (l.state, l.stop, fx)
+    };
+    let (state, stop, fx) = step(Event::StopRequested { kill: false }, t0);
+    assert_eq!((state, stop), (State::Stopping, None));
+    assert_eq!(fx, [Effect::SendShutdown { grace: 3 * S }]);
+    let (_, stop, _) = step(Event::ShutdownSent { ok: true }, t0);
+    assert_eq!(stop, Some((Phase::Signal, t0 + 3 * S)));
+    let (_, stop, fx) = step(Event::StopDeadline, t0 + 3 * S);
+    assert_eq!(stop, Some((Phase::Term, t0 + 5 * S)));
+    assert_eq!(fx[0], Effect::Signal(Target::Group(PID), Sig::Term));
+    let (_, stop, fx) = step(Event::StopDeadline, t0 + 5 * S);
+    assert_eq!(stop, Some((Phase::Kill, t0 + 10 * S)));
+    assert_eq!(fx[..2], kill(PID)[..]);
+    let (_, stop, fx) = step(Event::StopDeadline, t0 + 10 * S);
+    assert_eq!(stop, Some((Phase::Kill, t0 + 15 * S)));
+    assert_eq!(fx[..2], kill(PID)[..]);
+    let (state, stop, _) = step(
+        Event::Exited {
+            exit: Exit::Signal(9),
+            jitter: 0.5,
+        },
+        t0 + 11 * S,
+    );
+    assert_eq!((state, stop), (State::Exited, None));
+}
