@@ -153,24 +153,172 @@ fn no_more(cmd: &str, rest: &[String]) -> Result<(), ParseError> {
     }
 }
 
-/// One line of help per command, for `help`.
-pub const HELP: &str = "\
-apps                       list the apps in config.yaml
-help [APP]                 this text, or an app's help
-start|s [-a] [-w] APP [ARGS...]
-                           start APP (ARGS replace its default_args; -a streams its output,
-                           -w waits until it registers)
-list|la                    running components
-ping ID                    round trip through the component's signal ring
-ru ID                      resource usage: CPU, RSS, threads, uptime and the component's counters
-sd ID                      graceful shutdown (then SIGTERM, then SIGKILL at the deadlines)
-kill ID                    SIGKILL the component's process group
-restart ID                 stop it and start it again with the same arguments
-logs ID [-n N] [-f]        last N (50) output lines; -f keeps following
-attach ID                  follow the component's output (press Enter to detach)
-routes [ID]                the controlplane's routes: destination, path, labels, age
-peers [ID]                 the controlplane's links: key, endpoint, RTT, state, traffic
-quit                       stop every component and exit";
+/// One console command: its name, the aliases it also answers to, its arguments and a line of
+/// help. [`COMMANDS`] is the one list of them: the parser resolves names through it, `help`
+/// prints it, and the GUI completes from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    /// The name.
+    pub name: &'static str,
+    /// The short form shown in the help (`start|s`).
+    pub short: Option<&'static str>,
+    /// Other names it answers to, not shown.
+    pub aliases: &'static [&'static str],
+    /// The arguments, as in the help (`ID [-n N] [-f]`).
+    pub args: &'static str,
+    /// What it does; further lines continue the text.
+    pub help: &'static str,
+}
+
+impl Spec {
+    /// Whether `word` names this command.
+    pub fn answers_to(&self, word: &str) -> bool {
+        self.name == word || self.short == Some(word) || self.aliases.contains(&word)
+    }
+
+    /// Whether its first argument is a component id (`ID` or `[ID]`).
+    pub fn takes_id(&self) -> bool {
+        self.args.starts_with("ID") || self.args.starts_with("[ID]")
+    }
+}
+
+const fn spec(
+    name: &'static str,
+    short: Option<&'static str>,
+    aliases: &'static [&'static str],
+    args: &'static str,
+    help: &'static str,
+) -> Spec {
+    Spec {
+        name,
+        short,
+        aliases,
+        args,
+        help,
+    }
+}
+
+/// Every console command, in help order.
+pub const COMMANDS: &[Spec] = &[
+    spec("apps", None, &[], "", "list the apps in config.yaml"),
+    spec("help", None, &["?"], "[APP]", "this text, or an app's help"),
+    spec(
+        "start",
+        Some("s"),
+        &[],
+        "[-a] [-w] APP [ARGS...]",
+        "start APP (ARGS replace its default_args; -a streams its output,\n\
+         -w waits until it registers)",
+    ),
+    spec("list", Some("la"), &["ls"], "", "running components"),
+    spec(
+        "ping",
+        None,
+        &[],
+        "ID",
+        "round trip through the component's signal ring",
+    ),
+    spec(
+        "ru",
+        None,
+        &[],
+        "ID",
+        "resource usage: CPU, RSS, threads, uptime and the component's counters",
+    ),
+    spec(
+        "sd",
+        None,
+        &["shutdown"],
+        "ID",
+        "graceful shutdown (then SIGTERM, then SIGKILL at the deadlines)",
+    ),
+    spec(
+        "kill",
+        None,
+        &[],
+        "ID",
+        "SIGKILL the component's process group",
+    ),
+    spec(
+        "restart",
+        None,
+        &[],
+        "ID",
+        "stop it and start it again with the same arguments",
+    ),
+    spec(
+        "logs",
+        None,
+        &["log"],
+        "ID [-n N] [-f]",
+        "last N (50) output lines; -f keeps following",
+    ),
+    spec(
+        "attach",
+        None,
+        &[],
+        "ID",
+        "follow the component's output (press Enter to detach)",
+    ),
+    spec(
+        "routes",
+        None,
+        &[],
+        "[ID]",
+        "the controlplane's routes: destination, path, labels, age",
+    ),
+    spec(
+        "peers",
+        None,
+        &[],
+        "[ID]",
+        "the controlplane's links: key, endpoint, RTT, state, traffic",
+    ),
+    spec(
+        "quit",
+        None,
+        &["exit", "q"],
+        "",
+        "stop every component and exit",
+    ),
+];
+
+/// The command `word` names, by name, short form or alias.
+pub fn lookup(word: &str) -> Option<&'static Spec> {
+    COMMANDS.iter().find(|c| c.answers_to(word))
+}
+
+/// Column where the help text starts.
+const HELP_COLUMN: usize = 27;
+
+/// The `help` text: one entry per command, the text at [`HELP_COLUMN`] (on the next line when
+/// the synopsis is longer).
+pub fn help_text() -> String {
+    let mut out = Vec::new();
+    for c in COMMANDS {
+        let mut synopsis = c.name.to_string();
+        if let Some(s) = c.short {
+            synopsis.push('|');
+            synopsis.push_str(s);
+        }
+        if !c.args.is_empty() {
+            synopsis.push(' ');
+            synopsis.push_str(c.args);
+        }
+        let mut help = c.help.lines();
+        let first = help.next().unwrap_or("");
+        if synopsis.len() < HELP_COLUMN {
+            out.push(format!("{synopsis:<HELP_COLUMN$}{first}"));
+        } else {
+            out.push(synopsis);
+            out.push(format!("{:HELP_COLUMN$}{first}", ""));
+        }
+        for more in help {
+            out.push(format!("{:HELP_COLUMN$}{more}", ""));
+        }
+    }
+    out.join("\n")
+}
 
 impl Command {
     /// Parses tokens (as from [`tokenize`], or argv).
@@ -178,16 +326,19 @@ impl Command {
         let Some((cmd, rest)) = tokens.split_first() else {
             return err("empty command; try `help`");
         };
-        Ok(match cmd.as_str() {
+        let Some(spec) = lookup(cmd) else {
+            return err(format!("unknown command {cmd:?}; try `help`"));
+        };
+        Ok(match spec.name {
             "apps" => {
                 no_more(cmd, rest)?;
                 Command::Apps
             }
-            "help" | "?" => {
+            "help" => {
                 no_more(cmd, rest.get(1..).unwrap_or(&[]))?;
                 Command::Help(rest.first().cloned())
             }
-            "start" | "s" => {
+            "start" => {
                 let mut attach = false;
                 let mut wait = false;
                 let mut i = 0;
@@ -218,17 +369,17 @@ impl Command {
                     wait,
                 }
             }
-            "list" | "la" | "ls" => {
+            "list" => {
                 no_more(cmd, rest)?;
                 Command::List
             }
             "ping" => Command::Ping(one_id(cmd, rest)?),
             "ru" => Command::Ru(one_id(cmd, rest)?),
-            "sd" | "shutdown" => Command::Shutdown(one_id(cmd, rest)?),
+            "sd" => Command::Shutdown(one_id(cmd, rest)?),
             "kill" => Command::Kill(one_id(cmd, rest)?),
             "restart" => Command::Restart(one_id(cmd, rest)?),
             "attach" => Command::Attach(one_id(cmd, rest)?),
-            "logs" | "log" => {
+            "logs" => {
                 let id = id(cmd, rest.first())?;
                 let mut n = 50;
                 let mut follow = false;
@@ -257,11 +408,11 @@ impl Command {
                     Some(_) => Some(one_id(cmd, rest)?),
                 };
                 Command::Inspect {
-                    what: cmd.clone(),
+                    what: spec.name.to_string(),
                     id,
                 }
             }
-            "quit" | "exit" | "q" => {
+            "quit" => {
                 no_more(cmd, rest)?;
                 Command::Quit
             }
@@ -353,6 +504,36 @@ mod tests {
         assert!(p("ping x").unwrap_err().0.contains("not a component id"));
         assert!(p("frobnicate").unwrap_err().0.contains("try `help`"));
         assert!(p("start").unwrap_err().0.contains("see `apps`"));
+    }
+
+    /// The help text as it was written by hand before the table existed.
+    const OLD_HELP: &str = "\
+apps                       list the apps in config.yaml
+help [APP]                 this text, or an app's help
+start|s [-a] [-w] APP [ARGS...]
+                           start APP (ARGS replace its default_args; -a streams its output,
+                           -w waits until it registers)
+list|la                    running components
+ping ID                    round trip through the component's signal ring
+ru ID                      resource usage: CPU, RSS, threads, uptime and the component's counters
+sd ID                      graceful shutdown (then SIGTERM, then SIGKILL at the deadlines)
+kill ID                    SIGKILL the component's process group
+restart ID                 stop it and start it again with the same arguments
+logs ID [-n N] [-f]        last N (50) output lines; -f keeps following
+attach ID                  follow the component's output (press Enter to detach)
+routes [ID]                the controlplane's routes: destination, path, labels, age
+peers [ID]                 the controlplane's links: key, endpoint, RTT, state, traffic
+quit                       stop every component and exit";
+
+    #[test]
+    fn help_comes_from_the_table_unchanged() {
+        assert_eq!(help_text(), OLD_HELP);
+        for c in COMMANDS {
+            assert_eq!(lookup(c.name), Some(c));
+            for a in c.short.iter().chain(c.aliases) {
+                assert_eq!(lookup(a).map(|s| s.name), Some(c.name));
+            }
+        }
     }
 
     proptest! {

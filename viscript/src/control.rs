@@ -106,10 +106,7 @@ fn connection(stream: UnixStream, h: &Handle) -> io::Result<()> {
         Ok(cmd) => h.call(cmd),
         Err(e) => return write_json(&stream, &json!({"ok": false, "text": e.0})),
     };
-    write_json(
-        &stream,
-        &json!({"ok": reply.ok, "text": reply.text, "data": reply.data, "follow": reply.follow.is_some()}),
-    )?;
+    write_json(&stream, &reply.to_json())?;
     if let Some(rx) = reply.follow {
         stream.set_nonblocking(true)?;
         loop {
@@ -207,7 +204,7 @@ fn out(line: &str) -> bool {
 /// Prints a reply the way the console shows it.
 pub fn print_reply(r: &Reply, as_json: bool) {
     if as_json {
-        out(&json!({"ok": r.ok, "text": r.text, "data": r.data}).to_string());
+        out(&r.to_console_json().to_string());
     } else if r.ok {
         if !r.text.is_empty() {
             out(&r.text);

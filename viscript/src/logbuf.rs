@@ -1,6 +1,7 @@
 //! The per-app output buffer: bounded in lines, rate-limited, with what it had to drop counted
 //! and shown in place.
 
+use crate::loglevel::{self, Level};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,25 +40,33 @@ pub struct Line {
     pub at: SystemTime,
     /// Origin.
     pub source: Source,
-    /// Text, without newline.
+    /// The level, for stdout and stderr lines in tracing's fmt shape.
+    pub level: Option<Level>,
+    /// Text, without newline (for a line with a level: the message after it, colours
+    /// removed).
     pub text: String,
 }
 
 impl Line {
-    /// `HH:MM:SS.mmm tag text` (UTC).
+    /// `HH:MM:SS.mmm tag text` (UTC); a line with a level shows the level (` INFO`, `ERROR`,
+    /// five columns) in place of the tag.
     pub fn render(&self) -> String {
         let d = self
             .at
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let s = d.as_secs() % 86_400;
+        let tag = match self.level {
+            Some(l) => format!("{l:>5}"),
+            None => self.source.tag().to_string(),
+        };
         format!(
             "{:02}:{:02}:{:02}.{:03} {} {}",
             s / 3600,
             s / 60 % 60,
             s % 60,
             d.subsec_millis(),
-            self.source.tag(),
+            tag,
             self.text
         )
     }
@@ -119,6 +128,7 @@ impl LogBuf {
             let notice = Line {
                 at: SystemTime::now(),
                 source: Source::Viscript,
+                level: None,
                 text: format!(
                     "{} lines suppressed (over {} lines/s)",
                     self.suppressed, self.rate
@@ -128,7 +138,13 @@ impl LogBuf {
             self.store(notice.clone());
             out.push(notice);
         }
-        let mut text = text.to_owned();
+        let (level, mut text) = match source {
+            Source::Stdout | Source::Stderr => match loglevel::parse(text) {
+                Some((l, message)) => (Some(l), message),
+                None => (None, text.to_owned()),
+            },
+            Source::Ring | Source::Viscript => (None, text.to_owned()),
+        };
         if text.len() > MAX_LINE {
             let mut cut = MAX_LINE;
             while !text.is_char_boundary(cut) {
@@ -140,6 +156,7 @@ impl LogBuf {
         let line = Line {
             at: SystemTime::now(),
             source,
+            level,
             text,
         };
         self.store(line.clone());
@@ -228,6 +245,46 @@ mod tests {
         let all: Vec<_> = b.tail(10).map(|l| l.text.clone()).collect();
         assert_eq!(all.len(), 5);
         assert_eq!(all.last().unwrap(), "after");
+    }
+
+    #[test]
+    fn captured_lines_keep_their_level() {
+        let t0 = Instant::now();
+        let mut b = LogBuf::new(10, 100, t0);
+        let tail = |b: &mut LogBuf, source, text: &str| {
+            let l = b.push(source, text, t0).pop().unwrap();
+            let r = l.render();
+            (l.level, r[13..].to_string())
+        };
+        assert_eq!(
+            tail(
+                &mut b,
+                Source::Stderr,
+                "2026-12-01T18:00:00.123456Z  INFO a::b: up"
+            ),
+            (Some(Level::Info), " INFO a::b: up".to_string())
+        );
+        assert_eq!(
+            tail(&mut b, Source::Stdout, "ERROR a: down"),
+            (Some(Level::Error), "ERROR a: down".to_string())
+        );
+        assert_eq!(
+            tail(&mut b, Source::Stderr, "plain stderr"),
+            (None, "err plain stderr".to_string())
+        );
+        assert_eq!(
+            tail(&mut b, Source::Stdout, "plain stdout"),
+            (None, "out plain stdout".to_string())
+        );
+        // Ring and viscript lines are never parsed.
+        assert_eq!(
+            tail(&mut b, Source::Ring, "INFO from the ring"),
+            (None, "log INFO from the ring".to_string())
+        );
+        assert_eq!(
+            tail(&mut b, Source::Viscript, "WARN note"),
+            (None, "vis WARN note".to_string())
+        );
     }
 
     #[test]

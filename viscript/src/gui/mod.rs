@@ -7,13 +7,17 @@
 //! Idle, that is one wake-up per refresh.
 
 pub mod app;
+pub mod complete;
+pub mod format;
 pub mod source;
 
 pub use app::{Action, App, Show, Snapshot};
 pub use source::{Embedded, Remote, Source};
 
+use crate::reply::{self, Envelope};
 use ratatui::crossterm::event::{self, Event};
 use ratatui::crossterm::{cursor, execute};
+use serde::Deserialize;
 use serde_json::Value;
 use std::io;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -77,10 +81,10 @@ fn refresher(
         }
         next = Instant::now() + period;
         let list = source.call(&["list".to_string()]);
-        let ok = list.get("ok").and_then(Value::as_bool) == Some(true);
+        let ok = Envelope::from_value(&list).ok;
         let apps = if ok && !have_apps {
             let a = source.call(&["apps".to_string()]);
-            have_apps = a.get("ok").and_then(Value::as_bool) == Some(true);
+            have_apps = Envelope::from_value(&a).ok;
             Some(a)
         } else {
             None
@@ -91,15 +95,16 @@ fn refresher(
         }
         let at = Instant::now();
         let mut usage = Vec::new();
-        for c in list
-            .get("data")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            if c.get("state").and_then(Value::as_str) == Some("ready")
-                && let Some(id) = c.get("id").and_then(Value::as_u64)
-            {
+        let rows: Vec<reply::Component> = Envelope::from_value(&list)
+            .data::<Vec<Value>>()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| reply::Component::deserialize(c).unwrap_or_default())
+            .collect();
+        for c in rows {
+            // Ids start at 1: 0 is a row without one.
+            if c.state == "ready" && c.id > 0 {
+                let id = c.id;
                 usage.push((id, source.call(&["ru".to_string(), id.to_string()])));
             }
         }
@@ -244,7 +249,8 @@ pub fn run(source: Arc<dyn Source>, refresh: Duration) -> io::Result<()> {
         let r = source.call(&["quit".to_string()]);
         drop(terminal);
         drop(guard);
-        if let Some(t) = r.get("text").and_then(Value::as_str) {
+        let t = Envelope::from_value(&r).text;
+        if !t.is_empty() {
             eprintln!("viscript: {t}");
         }
     } else {

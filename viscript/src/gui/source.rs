@@ -23,8 +23,7 @@ pub trait Source: Send + Sync {
 
 /// An error reply in the protocol's shape.
 pub fn error_reply(text: impl Into<String>) -> Value {
-    let text = text.into();
-    json!({"ok": false, "text": text, "data": {"error": text}, "follow": false})
+    crate::render::error_json(text)
 }
 
 /// A `viscript serve` daemon reached through its control socket.
@@ -96,7 +95,7 @@ pub struct Embedded {
 
 /// The JSON object the control socket would send for `r`.
 pub fn reply_json(r: &Reply) -> Value {
-    json!({"ok": r.ok, "text": r.text, "data": r.data, "follow": r.follow.is_some()})
+    r.to_json()
 }
 
 impl Source for Embedded {
