@@ -9,6 +9,7 @@
 
 use crate::mmsg::{self, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGS};
 use crate::offload::{self, Coalescer, Prepared, VNET_HDR_LEN, VnetHdr};
+use crate::punt::PuntGate;
 use crate::shard::{BUF_SIZE, HEADROOM, Shard, Verdict};
 use crate::stats::DropReason;
 use crate::wire::{OVERHEAD, TAG_LEN};
@@ -18,7 +19,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Batches per side per wake-up before the other side gets a turn.
 const ROUNDS: usize = 4;
@@ -40,6 +41,8 @@ pub struct ShardIo {
     pub stop: Arc<AtomicBool>,
     /// The TUN was opened with a vnet header and offloads (see [`crate::tun::Tun::create_with`]).
     pub offload: bool,
+    /// Where packets the shard punts ([`Verdict::Punt`]) go; `None`: they are only dropped.
+    pub punt: Option<PuntGate>,
 }
 
 /// Frames of one TCP super-packet, back to back, for one UDP GSO send.
@@ -356,7 +359,8 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
                         whole = false;
                         deliver_offload(io, co, &mut b.bufs[i][off..], len);
                     }
-                    Verdict::Drop(_) => whole = false,
+                    // (`from_udp` never punts.)
+                    Verdict::Drop(_) | Verdict::Punt { .. } => whole = false,
                 }
                 off += seg.max(1);
             }
@@ -420,7 +424,8 @@ fn udp_rounds(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io::Result<
                     deliver_offload(io, co, &mut b.bufs[i], len)
                 }
                 Verdict::Deliver { len } => write_tun(io, &mut b.bufs[i], len),
-                Verdict::Drop(_) => {}
+                // (`from_udp` never punts.)
+                Verdict::Drop(_) | Verdict::Punt { .. } => {}
             }
         }
         flush(io, b);
@@ -445,6 +450,11 @@ fn tun_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
                         Verdict::Send { to, len } => {
                             b.plan[b.planned] = (n, 0, to, len);
                             b.planned += 1;
+                        }
+                        Verdict::Punt { len } => {
+                            if let Some(g) = io.punt.as_mut() {
+                                g.offer(Instant::now(), &b.bufs[n][HEADROOM..HEADROOM + len]);
+                            }
                         }
                         // A packet from sky0 is never delivered back to sky0.
                         Verdict::Deliver { .. } | Verdict::Drop(_) => {}
@@ -494,15 +504,21 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
                 Err(_) => {
                     io.shard.discard(DropReason::Malformed);
                 }
-                Ok(Prepared::Single) => {
-                    if let Verdict::Send { to, len } = io.shard.from_tun(buf, len) {
+                Ok(Prepared::Single) => match io.shard.from_tun(buf, len) {
+                    Verdict::Send { to, len } => {
                         b.plan[b.planned] = (k, 0, to, len);
                         b.planned += 1;
                         if b.planned == BATCH {
                             flush(io, b);
                         }
                     }
-                }
+                    Verdict::Punt { len } => {
+                        if let Some(g) = io.punt.as_mut() {
+                            g.offer(Instant::now(), &buf[HEADROOM..HEADROOM + len]);
+                        }
+                    }
+                    Verdict::Deliver { .. } | Verdict::Drop(_) => {}
+                },
                 Ok(Prepared::Gso(g)) => {
                     // The super-packet stays in bufs[k]; flush sends only bufs[..k].
                     flush(io, b);
@@ -516,21 +532,29 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
                             io.shard.discard(DropReason::TooBig);
                             continue;
                         };
-                        if let Verdict::Send { to, len } = io.shard.from_tun(&mut tx.out[at..], sl)
-                        {
-                            if tx.frames > 0 && to != tx.to {
-                                // Another destination (cannot happen within one flow).
-                                tx.send(io);
-                                tx.out.copy_within(at..at + len, 0);
+                        match io.shard.from_tun(&mut tx.out[at..], sl) {
+                            Verdict::Send { to, len } => {
+                                if tx.frames > 0 && to != tx.to {
+                                    // Another destination (cannot happen within one flow).
+                                    tx.send(io);
+                                    tx.out.copy_within(at..at + len, 0);
+                                }
+                                if tx.frames == 0 {
+                                    tx.first = len;
+                                    tx.to = to;
+                                } else if len < tx.first {
+                                    tx.closed = true;
+                                }
+                                tx.used += len;
+                                tx.frames += 1;
                             }
-                            if tx.frames == 0 {
-                                tx.first = len;
-                                tx.to = to;
-                            } else if len < tx.first {
-                                tx.closed = true;
+                            Verdict::Punt { len } => {
+                                if let Some(g) = io.punt.as_mut() {
+                                    let at = at + HEADROOM;
+                                    g.offer(Instant::now(), &tx.out[at..at + len]);
+                                }
                             }
-                            tx.used += len;
-                            tx.frames += 1;
+                            Verdict::Deliver { .. } | Verdict::Drop(_) => {}
                         }
                     }
                     tx.send(io);

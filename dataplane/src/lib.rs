@@ -7,6 +7,7 @@
 //!   (provided-buffer ring, multishot recvmsg, batched submissions).
 //! - [`tun`], [`netlink`]: the device and its addresses; [`offload`]: TUN offloads (vnet
 //!   header, checksum completion, TCP segmentation), sans I/O.
+//! - [`punt`]: packets with no route, rate-limited on their way to the controlplane.
 //! - [`config`]: the static mode file.
 
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod mmsg;
 pub mod netlink;
 pub mod offload;
 pub mod packet;
+pub mod punt;
 pub mod replay;
 pub mod shard;
 pub mod stats;
