@@ -1,10 +1,9 @@
 //! skywire-node: the Skywire dataplane.
 
 use clap::Parser;
+use dataplane::backend::{ShardIo, epoll as io_epoll, uring as io_uring};
 use dataplane::config::Static;
 use dataplane::fib::{FibCell, Prefix};
-use dataplane::io_epoll::{self, ShardIo};
-use dataplane::io_uring;
 use dataplane::punt::{self, PuntGate};
 use dataplane::shard::Shard;
 use dataplane::stats::{NodeStats, traffic};

@@ -22,7 +22,7 @@
 //!   until the last completion arrived; only then are the buffers freed (after the ring). If
 //!   that does not happen within `DRAIN`, the buffers are leaked instead of freed.
 
-use crate::io_epoll::ShardIo;
+use crate::backend::ShardIo;
 use crate::mmsg;
 use crate::shard::{BUF_SIZE, HEADROOM, Verdict};
 use crate::stats::DropReason;

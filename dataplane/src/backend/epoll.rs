@@ -7,18 +7,17 @@
 //! one by one with sendmmsg where the kernel refuses that. Packets written to the TUN get a
 //! (zero) vnet header in front, in the headroom the frame header left.
 
+use crate::backend::ShardIo;
 use crate::mmsg::{self, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGS};
 use crate::offload::{self, Coalescer, Prepared, VNET_HDR_LEN, VnetHdr};
-use crate::punt::PuntGate;
-use crate::shard::{BUF_SIZE, HEADROOM, Shard, Verdict};
+use crate::shard::{BUF_SIZE, HEADROOM, Verdict};
 use crate::stats::DropReason;
 use crate::wire::{OVERHEAD, TAG_LEN};
 use rustix::event::epoll;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Batches per side per wake-up before the other side gets a turn.
@@ -28,22 +27,6 @@ const IDLE: Duration = Duration::from_millis(100);
 
 const T_UDP: u64 = 1;
 const T_TUN: u64 = 2;
-
-/// Everything one shard thread owns.
-pub struct ShardIo {
-    /// Packet logic.
-    pub shard: Shard,
-    /// This shard's TUN queue (non-blocking).
-    pub tun: OwnedFd,
-    /// This shard's UDP socket (non-blocking).
-    pub udp: UdpSocket,
-    /// Set to end the loop.
-    pub stop: Arc<AtomicBool>,
-    /// The TUN was opened with a vnet header and offloads (see [`crate::tun::Tun::create_with`]).
-    pub offload: bool,
-    /// Where packets the shard punts ([`Verdict::Punt`]) go; `None`: they are only dropped.
-    pub punt: Option<PuntGate>,
-}
 
 /// Frames of one TCP super-packet, back to back, for one UDP GSO send.
 struct Tx {
