@@ -8,7 +8,9 @@
 //! (zero) vnet header in front, in the headroom the frame header left.
 
 use crate::backend::ShardIo;
-use crate::mmsg::{self, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGS};
+use crate::backend::gso::{self, GsoBatch};
+use crate::backend::plan::SendPlan;
+use crate::mmsg::{self, BATCH, GSO_MAX_SEGS};
 use crate::offload::{self, Coalescer, Prepared, VNET_HDR_LEN, VnetHdr};
 use crate::shard::{BUF_SIZE, HEADROOM, Verdict};
 use crate::stats::DropReason;
@@ -28,16 +30,9 @@ const IDLE: Duration = Duration::from_millis(100);
 const T_UDP: u64 = 1;
 const T_TUN: u64 = 2;
 
-/// Frames of one TCP super-packet, back to back, for one UDP GSO send.
+/// The GSO batch of a super-packet's frames, and what the kernel takes.
 struct Tx {
-    out: Box<[u8]>,
-    used: usize,
-    frames: usize,
-    /// Length of the first frame: the GSO segment size.
-    first: usize,
-    /// A frame shorter than `first` was added: nothing may follow it.
-    closed: bool,
-    to: SocketAddr,
+    batch: GsoBatch,
     /// Whether the kernel takes UDP GSO sends here (cleared after it refused one).
     udp_gso: bool,
 }
@@ -45,40 +40,22 @@ struct Tx {
 impl Tx {
     fn new() -> Tx {
         Tx {
-            out: vec![0u8; BUF_SIZE].into_boxed_slice(),
-            used: 0,
-            frames: 0,
-            first: 0,
-            closed: false,
-            to: SocketAddr::from(([0, 0, 0, 0], 0)),
+            batch: GsoBatch::new(),
             udp_gso: true,
         }
     }
 
-    /// Whether a frame of `len` bytes may join the group.
-    fn fits(&self, len: usize) -> bool {
-        self.frames == 0
-            || (self.frames < GSO_MAX_SEGS
-                && !self.closed
-                && len <= self.first
-                && self.used + len <= GSO_MAX_BYTES)
-    }
-
     /// Sends the group (as one UDP GSO send if it can) and empties it.
     fn send(&mut self, io: &ShardIo) {
-        let (n, first, to) = (self.frames, self.first, self.to);
-        if n == 0 {
+        let Some(g) = self.batch.take() else {
             return;
-        }
-        let (used, out) = (self.used, &self.out[..self.used]);
-        self.used = 0;
-        self.frames = 0;
-        self.closed = false;
+        };
+        let (n, first, to) = (g.frames, g.first, g.to);
         if n > 1 && self.udp_gso {
-            match mmsg::send_gso(io.udp.as_fd(), out, first as u16, &to) {
+            match mmsg::send_gso(io.udp.as_fd(), g.out, first as u16, &to) {
                 Ok(true) => {
                     for i in 0..n {
-                        io.shard.sent(frame_len(i, n, first, used));
+                        io.shard.sent(g.frame_len(i));
                     }
                     return;
                 }
@@ -100,13 +77,7 @@ impl Tx {
         let mut done = 0;
         while done < n {
             let k = (n - done).min(BATCH);
-            let sent = match mmsg::send_batch(io.udp.as_fd(), k, |i| {
-                let j = done + i;
-                (
-                    &out[j * first..j * first + frame_len(j, n, first, used)],
-                    to,
-                )
-            }) {
+            let sent = match mmsg::send_batch(io.udp.as_fd(), k, |i| (g.frame(done + i), to)) {
                 Ok(s) => s,
                 Err(_) => {
                     for _ in done..n {
@@ -116,7 +87,7 @@ impl Tx {
                 }
             };
             for j in done..done + sent {
-                io.shard.sent(frame_len(j, n, first, used));
+                io.shard.sent(g.frame_len(j));
             }
             for _ in sent..k {
                 io.shard.discard(DropReason::QueueFull);
@@ -126,19 +97,13 @@ impl Tx {
     }
 }
 
-/// Length of frame `i` of `n` in a group of `first`-byte frames, `used` bytes in all.
-fn frame_len(i: usize, n: usize, first: usize, used: usize) -> usize {
-    if i + 1 == n { used - i * first } else { first }
-}
-
 struct Bufs {
     bufs: Vec<Box<[u8]>>,
     lens: [usize; BATCH],
-    /// Frames to send: (buffer, offset in it, destination, length).
-    plan: [(usize, usize, SocketAddr, usize); BATCH],
+    /// Frames to send from `bufs`.
+    plan: SendPlan,
     /// UDP GRO segment size of each received datagram (0: a single frame).
     segs: [usize; BATCH],
-    planned: usize,
 }
 
 impl Bufs {
@@ -148,9 +113,8 @@ impl Bufs {
                 .map(|_| vec![0u8; BUF_SIZE].into_boxed_slice())
                 .collect(),
             lens: [0; BATCH],
-            plan: [(0, 0, SocketAddr::from(([0, 0, 0, 0], 0)), 0); BATCH],
+            plan: SendPlan::new(),
             segs: [0; BATCH],
-            planned: 0,
         }
     }
 }
@@ -211,14 +175,18 @@ pub fn run(mut io: ShardIo) -> io::Result<()> {
 }
 
 fn flush(io: &ShardIo, b: &mut Bufs) {
-    let n = b.planned;
+    send_plan(io, &b.bufs, &mut b.plan);
+}
+
+/// Sends the frames planned from `bufs` (sendmmsg batches) and empties the plan.
+fn send_plan(io: &ShardIo, bufs: &[Box<[u8]>], plan: &mut SendPlan) {
+    let n = plan.len();
     if n == 0 {
         return;
     }
-    let bufs = &b.bufs;
-    let plan = &b.plan;
+    let frames = plan.frames();
     let sent = match mmsg::send_batch(io.udp.as_fd(), n, |i| {
-        let (idx, off, to, len) = plan[i];
+        let (idx, off, to, len) = frames[i];
         (&bufs[idx][off..off + len], to)
     }) {
         Ok(s) => s,
@@ -226,17 +194,17 @@ fn flush(io: &ShardIo, b: &mut Bufs) {
             for _ in 0..n {
                 io.shard.discard(DropReason::SendError);
             }
-            b.planned = 0;
+            plan.clear();
             return;
         }
     };
-    for &(_, _, _, len) in &plan[..sent] {
+    for &(_, _, _, len) in &frames[..sent] {
         io.shard.sent(len);
     }
     for _ in sent..n {
         io.shard.discard(DropReason::QueueFull);
     }
-    b.planned = 0;
+    plan.clear();
 }
 
 /// Writes `buf[HEADROOM..HEADROOM + len]` to the TUN (with a zero vnet header in front, in the
@@ -354,7 +322,7 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
                 match mmsg::send_gso(io.udp.as_fd(), &b.bufs[i][..total], seg as u16, &to) {
                     Ok(true) => {
                         for k in 0..frames {
-                            io.shard.sent(frame_len(k, frames, seg, total));
+                            io.shard.sent(gso::frame_len(k, frames, seg, total));
                         }
                     }
                     Ok(false) => {
@@ -376,15 +344,10 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
     Ok(())
 }
 
-/// Adds frames of buffer `i` to the send plan, flushing it when full.
+/// Adds frames of buffer `i` to the send plan, sending it whenever full.
 fn plan_frames(io: &ShardIo, b: &mut Bufs, i: usize, frames: &[(usize, SocketAddr, usize)]) {
-    for &(off, to, len) in frames {
-        if b.planned == BATCH {
-            flush(io, b);
-        }
-        b.plan[b.planned] = (i, off, to, len);
-        b.planned += 1;
-    }
+    let bufs = &b.bufs;
+    b.plan.push_frames(i, frames, |p| send_plan(io, bufs, p));
 }
 
 fn udp_rounds(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io::Result<()> {
@@ -399,10 +362,7 @@ fn udp_rounds(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io::Result<
         for i in 0..n {
             let len = b.lens[i];
             match io.shard.from_udp(&mut b.bufs[i], len) {
-                Verdict::Send { to, len } => {
-                    b.plan[b.planned] = (i, 0, to, len);
-                    b.planned += 1;
-                }
+                Verdict::Send { to, len } => b.plan.push(i, 0, to, len),
                 Verdict::Deliver { len } if io.offload => {
                     deliver_offload(io, co, &mut b.bufs[i], len)
                 }
@@ -430,10 +390,7 @@ fn tun_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
                 Ok(0) => break,
                 Ok(len) => {
                     match io.shard.from_tun(&mut b.bufs[n], len) {
-                        Verdict::Send { to, len } => {
-                            b.plan[b.planned] = (n, 0, to, len);
-                            b.planned += 1;
-                        }
+                        Verdict::Send { to, len } => b.plan.push(n, 0, to, len),
                         Verdict::Punt { len } => {
                             if let Some(g) = io.punt.as_mut() {
                                 g.offer(Instant::now(), &b.bufs[n][HEADROOM..HEADROOM + len]);
@@ -464,7 +421,7 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
     for _ in 0..ROUNDS {
         let mut reads = 0;
         while reads < BATCH {
-            let k = b.planned;
+            let k = b.plan.len();
             let n = match rustix::io::read(
                 &io.tun,
                 &mut b.bufs[k][HEADROOM - VNET_HDR_LEN..BUF_SIZE - TAG_LEN],
@@ -489,9 +446,8 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
                 }
                 Ok(Prepared::Single) => match io.shard.from_tun(buf, len) {
                     Verdict::Send { to, len } => {
-                        b.plan[b.planned] = (k, 0, to, len);
-                        b.planned += 1;
-                        if b.planned == BATCH {
+                        b.plan.push(k, 0, to, len);
+                        if b.plan.is_full() {
                             flush(io, b);
                         }
                     }
@@ -507,34 +463,27 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
                     flush(io, b);
                     let pkt = &b.bufs[k][HEADROOM..HEADROOM + len];
                     for i in 0..g.segments() {
-                        if !tx.fits(OVERHEAD + g.seg_len(i)) {
+                        if !tx.batch.fits(OVERHEAD + g.seg_len(i)) {
                             tx.send(io);
                         }
-                        let at = tx.used;
-                        let Ok(sl) = g.write(pkt, i, &mut tx.out[at + HEADROOM..]) else {
+                        let (at, frame) = tx.batch.tail();
+                        let Ok(sl) = g.write(pkt, i, &mut frame[HEADROOM..]) else {
                             io.shard.discard(DropReason::TooBig);
                             continue;
                         };
-                        match io.shard.from_tun(&mut tx.out[at..], sl) {
+                        match io.shard.from_tun(frame, sl) {
                             Verdict::Send { to, len } => {
-                                if tx.frames > 0 && to != tx.to {
+                                if tx.batch.other_destination(to) {
                                     // Another destination (cannot happen within one flow).
                                     tx.send(io);
-                                    tx.out.copy_within(at..at + len, 0);
+                                    tx.batch.move_to_front(at, len);
                                 }
-                                if tx.frames == 0 {
-                                    tx.first = len;
-                                    tx.to = to;
-                                } else if len < tx.first {
-                                    tx.closed = true;
-                                }
-                                tx.used += len;
-                                tx.frames += 1;
+                                tx.batch.push(to, len);
                             }
                             Verdict::Punt { len } => {
                                 if let Some(g) = io.punt.as_mut() {
-                                    let at = at + HEADROOM;
-                                    g.offer(Instant::now(), &tx.out[at..at + len]);
+                                    let frame = tx.batch.tail().1;
+                                    g.offer(Instant::now(), &frame[HEADROOM..HEADROOM + len]);
                                 }
                             }
                             Verdict::Deliver { .. } | Verdict::Drop(_) => {}

@@ -26,8 +26,9 @@
 //! - Offloads only if it implements them: [`ShardIo::offload`] is set only for a backend that
 //!   does (today epoll: TUN reads start with a vnet header, see [`crate::offload`]).
 //!
-//! Backend-neutral pieces: [`ShardIo`] (what a shard thread owns). The backends depend on these
-//! and never on each other.
+//! Backend-neutral pieces: [`ShardIo`] (what a shard thread owns), [`plan`] (frames of a batch
+//! of buffers collected for one batched send) and [`gso`] (segments of one super-packet sealed
+//! back to back for one UDP GSO send). The backends depend on these and never on each other.
 //!
 //! [`BUF_SIZE`]: crate::shard::BUF_SIZE
 //! [`HEADROOM`]: crate::shard::HEADROOM
@@ -35,6 +36,8 @@
 //! [`Verdict`]: crate::shard::Verdict
 
 pub mod epoll;
+pub mod gso;
+pub mod plan;
 pub mod uring;
 
 use crate::punt::PuntGate;

@@ -1,0 +1,165 @@
+//! UDP GSO batching, sans I/O: frames sealed back to back in one buffer, every one but the last
+//! of the same length, to one destination, for one UDP GSO send (`UDP_SEGMENT`: the kernel cuts
+//! the buffer into datagrams of the first frame's length). The backend does the send.
+
+use crate::mmsg::{GSO_MAX_BYTES, GSO_MAX_SEGS};
+use crate::shard::BUF_SIZE;
+use std::net::SocketAddr;
+
+/// Frames of one TCP super-packet, back to back, for one UDP GSO send.
+pub struct GsoBatch {
+    out: Box<[u8]>,
+    used: usize,
+    frames: usize,
+    /// Length of the first frame: the GSO segment size.
+    first: usize,
+    /// A frame shorter than `first` was added: nothing may follow it.
+    closed: bool,
+    to: SocketAddr,
+}
+
+/// A full group taken out of a [`GsoBatch`] to be sent.
+pub struct GsoGroup<'a> {
+    /// The frames, back to back.
+    pub out: &'a [u8],
+    /// How many.
+    pub frames: usize,
+    /// Length of each but the last: the GSO segment size.
+    pub first: usize,
+    /// Where they all go.
+    pub to: SocketAddr,
+}
+
+impl GsoGroup<'_> {
+    /// Frame `i`.
+    #[inline]
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let at = i * self.first;
+        &self.out[at..at + frame_len(i, self.frames, self.first, self.out.len())]
+    }
+
+    /// Length of frame `i`.
+    #[inline]
+    pub fn frame_len(&self, i: usize) -> usize {
+        frame_len(i, self.frames, self.first, self.out.len())
+    }
+}
+
+impl Default for GsoBatch {
+    fn default() -> Self {
+        GsoBatch::new()
+    }
+}
+
+impl GsoBatch {
+    /// Empty, with a buffer of [`BUF_SIZE`] bytes.
+    pub fn new() -> GsoBatch {
+        GsoBatch {
+            out: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            used: 0,
+            frames: 0,
+            first: 0,
+            closed: false,
+            to: SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+
+    /// Whether a frame of `len` bytes may join the group.
+    #[inline]
+    pub fn fits(&self, len: usize) -> bool {
+        self.frames == 0
+            || (self.frames < GSO_MAX_SEGS
+                && !self.closed
+                && len <= self.first
+                && self.used + len <= GSO_MAX_BYTES)
+    }
+
+    /// Where the next frame is built: its offset in the buffer, and the buffer from there (a
+    /// frame as [`crate::shard::Shard::from_tun`] takes it: the inner packet at `HEADROOM`).
+    #[inline]
+    pub fn tail(&mut self) -> (usize, &mut [u8]) {
+        (self.used, &mut self.out[self.used..])
+    }
+
+    /// Whether the group holds frames to a destination other than `to` (then it must be sent
+    /// before a frame to `to` joins it).
+    #[inline]
+    pub fn other_destination(&self, to: SocketAddr) -> bool {
+        self.frames > 0 && to != self.to
+    }
+
+    /// Moves the `len`-byte frame built at offset `at` (see [`GsoBatch::tail`]) to the front,
+    /// after the group it was built behind was taken.
+    #[inline]
+    pub fn move_to_front(&mut self, at: usize, len: usize) {
+        self.out.copy_within(at..at + len, 0);
+    }
+
+    /// Adds the `len`-byte frame to `to` built at the [`GsoBatch::tail`] to the group (which
+    /// [`GsoBatch::fits`] it, and holds no frame to another destination).
+    #[inline]
+    pub fn push(&mut self, to: SocketAddr, len: usize) {
+        if self.frames == 0 {
+            self.first = len;
+            self.to = to;
+        } else if len < self.first {
+            self.closed = true;
+        }
+        self.used += len;
+        self.frames += 1;
+    }
+
+    /// The group to send (`None` when empty); the batch is empty afterwards.
+    #[inline]
+    pub fn take(&mut self) -> Option<GsoGroup<'_>> {
+        let (frames, first, to, used) = (self.frames, self.first, self.to, self.used);
+        if frames == 0 {
+            return None;
+        }
+        self.used = 0;
+        self.frames = 0;
+        self.closed = false;
+        Some(GsoGroup {
+            out: &self.out[..used],
+            frames,
+            first,
+            to,
+        })
+    }
+}
+
+/// Length of frame `i` of `n` in a group of `first`-byte frames, `used` bytes in all.
+#[inline]
+pub fn frame_len(i: usize, n: usize, first: usize, used: usize) -> usize {
+    if i + 1 == n { used - i * first } else { first }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_frame_closes_the_group_and_take_empties_it() {
+        let to = SocketAddr::from(([127, 0, 0, 1], 9));
+        let mut b = GsoBatch::new();
+        assert!(b.take().is_none());
+        for (i, len) in [100usize, 100, 60].into_iter().enumerate() {
+            assert!(b.fits(len));
+            let (at, tail) = b.tail();
+            assert_eq!(at, i * 100);
+            tail[..len].fill(i as u8 + 1);
+            b.push(to, len);
+        }
+        assert!(!b.fits(10), "nothing follows a shorter frame");
+        assert!(!b.other_destination(to));
+        assert!(b.other_destination(SocketAddr::from(([127, 0, 0, 1], 10))));
+        let g = b.take().unwrap();
+        assert_eq!((g.frames, g.first, g.to, g.out.len()), (3, 100, to, 260));
+        assert_eq!(g.frame_len(2), 60);
+        assert!(g.frame(1).iter().all(|&x| x == 2));
+        assert!(g.frame(2).len() == 60 && g.frame(2).iter().all(|&x| x == 3));
+        assert!(b.take().is_none());
+        assert!(b.fits(1000));
+        assert_eq!(b.tail().0, 0);
+    }
+}
