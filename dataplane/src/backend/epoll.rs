@@ -8,16 +8,15 @@
 //! (zero) vnet header in front, in the headroom the frame header left.
 
 use crate::backend::ShardIo;
-use crate::backend::gso::{self, GsoBatch};
+use crate::backend::gso::{self, GroRelay, GsoBatch, Relayed};
 use crate::backend::plan::SendPlan;
-use crate::mmsg::{self, BATCH, GSO_MAX_SEGS};
+use crate::mmsg::{self, BATCH};
 use crate::offload::{self, Coalescer, Prepared, VNET_HDR_LEN, VnetHdr};
 use crate::shard::{BUF_SIZE, HEADROOM, Verdict};
 use crate::stats::DropReason;
 use crate::wire::{OVERHEAD, TAG_LEN};
 use rustix::event::epoll;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -207,6 +206,13 @@ fn send_plan(io: &ShardIo, bufs: &[Box<[u8]>], plan: &mut SendPlan) {
     plan.clear();
 }
 
+/// Offers `pkt`, punted by the shard, to the controlplane (the clock is read only for a punt).
+fn punt(io: &mut ShardIo, pkt: &[u8]) {
+    if let Some(g) = io.punt.as_mut() {
+        g.offer(Instant::now(), pkt);
+    }
+}
+
 /// Writes `buf[HEADROOM..HEADROOM + len]` to the TUN (with a zero vnet header in front, in the
 /// headroom, when offloads are on).
 fn write_tun(io: &ShardIo, buf: &mut [u8], len: usize) {
@@ -284,41 +290,26 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
             let total = b.lens[i];
             let seg = if b.segs[i] == 0 { total } else { b.segs[i] };
             let mut off = 0;
-            let mut frames = 0;
-            // Relayed frames of this datagram: (offset, destination, length).
-            let mut rel = [(0usize, SocketAddr::from(([0, 0, 0, 0], 0)), 0usize); GSO_MAX_SEGS];
-            let mut nrel = 0;
-            // Every frame so far relayed, unchanged in length, to one peer.
-            let mut whole = true;
+            let mut rel = GroRelay::new();
             while off < total {
                 let flen = seg.min(total - off);
-                frames += 1;
                 match io.shard.from_udp(&mut b.bufs[i][off..], flen) {
                     Verdict::Send { to, len } => {
-                        if len != flen || (nrel > 0 && rel[0].1 != to) {
-                            whole = false;
-                        }
-                        if nrel == GSO_MAX_SEGS {
-                            plan_frames(io, b, i, &rel[..nrel]);
-                            nrel = 0;
-                            whole = false;
-                        }
-                        rel[nrel] = (off, to, len);
-                        nrel += 1;
+                        rel.relayed(off, flen, to, len, |f| plan_frames(io, b, i, f));
                     }
                     Verdict::Deliver { len } => {
-                        whole = false;
+                        rel.other();
                         deliver_offload(io, co, &mut b.bufs[i][off..], len);
                     }
                     // (`from_udp` never punts.)
-                    Verdict::Drop(_) | Verdict::Punt { .. } => whole = false,
+                    Verdict::Drop(_) | Verdict::Punt { .. } => rel.other(),
                 }
                 off += seg.max(1);
             }
-            if whole && frames > 1 && nrel == frames && seg <= usize::from(u16::MAX) {
+            if let Some(to) = rel.whole(seg) {
                 // Send the datagram whole again, after what was planned before it.
                 flush(io, b);
-                let to = rel[0].1;
+                let frames = rel.frames();
                 match mmsg::send_gso(io.udp.as_fd(), &b.bufs[i][..total], seg as u16, &to) {
                     Ok(true) => {
                         for k in 0..frames {
@@ -330,10 +321,10 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
                             io.shard.discard(DropReason::QueueFull);
                         }
                     }
-                    Err(_) => plan_frames(io, b, i, &rel[..nrel]),
+                    Err(_) => plan_frames(io, b, i, rel.relayed_frames()),
                 }
             } else {
-                plan_frames(io, b, i, &rel[..nrel]);
+                plan_frames(io, b, i, rel.relayed_frames());
             }
         }
         flush(io, b);
@@ -345,7 +336,7 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
 }
 
 /// Adds frames of buffer `i` to the send plan, sending it whenever full.
-fn plan_frames(io: &ShardIo, b: &mut Bufs, i: usize, frames: &[(usize, SocketAddr, usize)]) {
+fn plan_frames(io: &ShardIo, b: &mut Bufs, i: usize, frames: &[Relayed]) {
     let bufs = &b.bufs;
     b.plan.push_frames(i, frames, |p| send_plan(io, bufs, p));
 }
@@ -391,11 +382,7 @@ fn tun_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
                 Ok(len) => {
                     match io.shard.from_tun(&mut b.bufs[n], len) {
                         Verdict::Send { to, len } => b.plan.push(n, 0, to, len),
-                        Verdict::Punt { len } => {
-                            if let Some(g) = io.punt.as_mut() {
-                                g.offer(Instant::now(), &b.bufs[n][HEADROOM..HEADROOM + len]);
-                            }
-                        }
+                        Verdict::Punt { len } => punt(io, &b.bufs[n][HEADROOM..HEADROOM + len]),
                         // A packet from sky0 is never delivered back to sky0.
                         Verdict::Deliver { .. } | Verdict::Drop(_) => {}
                     }
@@ -451,11 +438,7 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
                             flush(io, b);
                         }
                     }
-                    Verdict::Punt { len } => {
-                        if let Some(g) = io.punt.as_mut() {
-                            g.offer(Instant::now(), &buf[HEADROOM..HEADROOM + len]);
-                        }
-                    }
+                    Verdict::Punt { len } => punt(io, &buf[HEADROOM..HEADROOM + len]),
                     Verdict::Deliver { .. } | Verdict::Drop(_) => {}
                 },
                 Ok(Prepared::Gso(g)) => {
@@ -481,10 +464,7 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
                                 tx.batch.push(to, len);
                             }
                             Verdict::Punt { len } => {
-                                if let Some(g) = io.punt.as_mut() {
-                                    let frame = tx.batch.tail().1;
-                                    g.offer(Instant::now(), &frame[HEADROOM..HEADROOM + len]);
-                                }
+                                punt(io, &tx.batch.tail().1[HEADROOM..HEADROOM + len]);
                             }
                             Verdict::Deliver { .. } | Verdict::Drop(_) => {}
                         }

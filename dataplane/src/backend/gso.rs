@@ -128,6 +128,93 @@ impl GsoBatch {
     }
 }
 
+/// A relayed frame of a datagram: (offset in the datagram's buffer, destination, length).
+pub type Relayed = (usize, SocketAddr, usize);
+
+/// The frames of one received UDP GRO datagram (several frames, each but the last of one size)
+/// as the shard handles them one by one: which were relayed, and whether the datagram may go out
+/// again as it is, as one UDP GSO send (every frame relayed, unchanged in length, to one peer).
+pub struct GroRelay {
+    /// Relayed frames not handed on yet.
+    rel: [Relayed; GSO_MAX_SEGS],
+    nrel: usize,
+    /// Frames of the datagram seen.
+    frames: usize,
+    /// Every frame so far relayed, unchanged in length, to one peer.
+    whole: bool,
+}
+
+impl Default for GroRelay {
+    fn default() -> Self {
+        GroRelay::new()
+    }
+}
+
+impl GroRelay {
+    /// Before the datagram's first frame.
+    #[inline]
+    pub fn new() -> GroRelay {
+        GroRelay {
+            rel: [(0usize, SocketAddr::from(([0, 0, 0, 0], 0)), 0usize); GSO_MAX_SEGS],
+            nrel: 0,
+            frames: 0,
+            whole: true,
+        }
+    }
+
+    /// A frame that was not relayed (delivered or dropped).
+    #[inline]
+    pub fn other(&mut self) {
+        self.frames += 1;
+        self.whole = false;
+    }
+
+    /// The frame at `off`, `flen` bytes as received, relayed as `len` bytes to `to`. When
+    /// [`GSO_MAX_SEGS`] frames are held already, they are handed to `spill` first (to be sent
+    /// frame by frame; the datagram then does not go out whole).
+    #[inline]
+    pub fn relayed(
+        &mut self,
+        off: usize,
+        flen: usize,
+        to: SocketAddr,
+        len: usize,
+        spill: impl FnOnce(&[Relayed]),
+    ) {
+        self.frames += 1;
+        if len != flen || (self.nrel > 0 && self.rel[0].1 != to) {
+            self.whole = false;
+        }
+        if self.nrel == GSO_MAX_SEGS {
+            spill(&self.rel[..self.nrel]);
+            self.nrel = 0;
+            self.whole = false;
+        }
+        self.rel[self.nrel] = (off, to, len);
+        self.nrel += 1;
+    }
+
+    /// Where the datagram goes if it may be sent again whole, as UDP GSO segments of `seg`
+    /// bytes (after every frame was handled).
+    #[inline]
+    pub fn whole(&self, seg: usize) -> Option<SocketAddr> {
+        (self.whole && self.frames > 1 && self.nrel == self.frames && seg <= usize::from(u16::MAX))
+            .then_some(self.rel[0].1)
+    }
+
+    /// Frames of the datagram seen.
+    #[inline]
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// The relayed frames not handed to `spill`, in order.
+    #[inline]
+    pub fn relayed_frames(&self) -> &[Relayed] {
+        &self.rel[..self.nrel]
+    }
+}
+
 /// Length of frame `i` of `n` in a group of `first`-byte frames, `used` bytes in all.
 #[inline]
 pub fn frame_len(i: usize, n: usize, first: usize, used: usize) -> usize {
@@ -137,6 +224,43 @@ pub fn frame_len(i: usize, n: usize, first: usize, used: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gro_relay_is_whole_only_when_every_frame_goes_unchanged_to_one_peer() {
+        let a = SocketAddr::from(([127, 0, 0, 1], 9));
+        let c = SocketAddr::from(([127, 0, 0, 1], 10));
+        let no_spill = |_: &[Relayed]| panic!("spilled");
+        let mut r = GroRelay::new();
+        r.relayed(0, 100, a, 100, no_spill);
+        assert_eq!(r.whole(100), None, "a single frame is not sent as GSO");
+        r.relayed(100, 40, a, 40, no_spill);
+        assert_eq!(r.whole(100), Some(a));
+        assert_eq!(r.whole(70000), None, "segment size beyond u16");
+        assert_eq!(r.frames(), 2);
+        assert_eq!(r.relayed_frames(), &[(0, a, 100), (100, a, 40)]);
+        // Another peer, a changed length, or a frame not relayed: frame by frame.
+        let mut r = GroRelay::new();
+        r.relayed(0, 100, a, 100, no_spill);
+        r.relayed(100, 100, c, 100, no_spill);
+        assert_eq!(r.whole(100), None);
+        let mut r = GroRelay::new();
+        r.relayed(0, 100, a, 100, no_spill);
+        r.relayed(100, 100, a, 90, no_spill);
+        assert_eq!(r.whole(100), None);
+        let mut r = GroRelay::new();
+        r.relayed(0, 100, a, 100, no_spill);
+        r.other();
+        assert_eq!((r.whole(100), r.frames()), (None, 2));
+        // More frames than one GSO send takes: the first ones are spilled.
+        let mut r = GroRelay::new();
+        let mut spilled = Vec::new();
+        for k in 0..GSO_MAX_SEGS + 1 {
+            r.relayed(k * 10, 10, a, 10, |f| spilled.extend_from_slice(f));
+        }
+        assert_eq!(spilled.len(), GSO_MAX_SEGS);
+        assert_eq!(r.relayed_frames(), &[(GSO_MAX_SEGS * 10, a, 10)]);
+        assert_eq!(r.whole(10), None);
+    }
 
     #[test]
     fn a_short_frame_closes_the_group_and_take_empties_it() {
