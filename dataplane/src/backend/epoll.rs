@@ -3,8 +3,9 @@
 //!
 //! With offloads (`ShardIo::offload`, the TUN opened with a vnet header): a read may be a TCP
 //! super-packet; it is cut into segments ([`crate::offload`]), each sealed into its own frame,
-//! and the frames, back to back in one buffer, go out as one UDP GSO send (`UDP_SEGMENT`), or
-//! one by one with sendmmsg where the kernel refuses that. Packets written to the TUN get a
+//! and the frames, back to back in one buffer ([`GsoBatch`]), go out as one UDP GSO send
+//! (`UDP_SEGMENT`), or one by one with sendmmsg where the kernel refuses that. A received UDP GRO
+//! datagram whose frames are all relayed to one peer goes out again whole ([`GroRelay`]). Packets written to the TUN get a
 //! (zero) vnet header in front, in the headroom the frame header left.
 
 use crate::backend::ShardIo;
