@@ -6,7 +6,7 @@
 //!
 //! - `pub fn run(io: ShardIo) -> io::Result<()>`: runs the shard on the calling thread until
 //!   [`ShardIo::stop`] is set, noticing it (and a table change) within about 100 ms on an idle
-//!   shard. The backend owns the fds for as long as it runs and returns them as it found them.
+//!   shard. The fds are the shard's own: nobody else reads or writes them meanwhile.
 //! - Optionally `pub fn probe() -> io::Result<()>`: whether it can run on this kernel / sandbox
 //!   at all (the caller then picks another).
 //!
