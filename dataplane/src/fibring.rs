@@ -8,69 +8,24 @@
 
 use crate::fib::{Action, Fib, FibCell, Route, SessionCfg};
 use crate::fibproto::{FibMsg, RuleAction, Traffic as WireTraffic};
+use crate::punt::Punts;
 use crate::shard::{BUF_SIZE, HEADROOM, Shard, Verdict};
 use crate::stats::{NodeStats, Traffic, traffic};
 use signal::Channel;
 use std::io::{self, BufRead, BufReader};
 use std::net::UdpSocket;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 /// Bytes per ring direction.
 const RING_CAP: usize = 1 << 20;
 /// Entries per list in one counters answer (keeps a record under the ring's 64 KiB limit).
 const MAX_REPORTED: usize = 512;
-/// Punted packets queued between the shards and the fib thread.
-pub const PUNT_QUEUE: usize = 256;
-
-/// A shard's handle for punting packets: bounded, never blocks, rate-limited.
-#[derive(Clone)]
-pub struct Punter {
-    tx: SyncSender<Vec<u8>>,
-    bell: Arc<OwnedFd>,
-}
-
-impl Punter {
-    /// Queues a copy of `pkt` and wakes the fib thread; false when the queue is full (the
-    /// packet is only dropped).
-    pub fn punt(&self, pkt: &[u8]) -> bool {
-        if self.tx.try_send(pkt.to_vec()).is_err() {
-            return false;
-        }
-        // EAGAIN means the counter is saturated: the fib thread has a wake-up pending anyway.
-        let _ = rustix::io::write(&*self.bell, &1u64.to_ne_bytes());
-        true
-    }
-}
-
-/// The fib thread's end of the punt queue: packets and the eventfd that announces them.
-pub struct Punts {
-    rx: Receiver<Vec<u8>>,
-    bell: Arc<OwnedFd>,
-}
-
-/// A punt queue: the sending half goes to the shards.
-pub fn punt_queue() -> io::Result<(Punter, Punts)> {
-    let (tx, rx) = sync_channel(PUNT_QUEUE);
-    let bell = Arc::new(rustix::event::eventfd(
-        0,
-        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-    )?);
-    Ok((
-        Punter {
-            tx,
-            bell: bell.clone(),
-        },
-        Punts { rx, bell },
-    ))
-}
-
 /// Longest the fib thread sleeps: how fast a stop request is noticed.
 const FIB_IDLE: Duration = Duration::from_millis(100);
 

@@ -3,24 +3,26 @@
 //! - [`wire`]: the frame format and its AEAD (in place, zero copy); [`replay`]: anti-replay.
 //! - [`fib`]: sessions, label rules and prefix routes as an immutable snapshot.
 //! - [`shard`]: what a shard does to one packet, independent of I/O.
-//! - [`io_epoll`]: the epoll + recvmmsg/sendmmsg backend; [`io_uring`]: the io_uring backend
+//! - [`backend`]: what every I/O backend provides and what they share; [`backend::epoll`]: the
+//!   epoll + recvmmsg/sendmmsg backend; [`backend::uring`]: the io_uring backend
 //!   (provided-buffer ring, multishot recvmsg, batched submissions).
 //! - [`tun`]: the device (its addresses through `netbase::netlink`); [`offload`]: TUN offloads (vnet
 //!   header, checksum completion, TCP segmentation), sans I/O.
+//! - [`punt`]: packets with no route, rate-limited on their way to the controlplane.
 //! - [`config`]: the static mode file.
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod config;
 pub mod fib;
 pub mod fibproto;
 pub mod fibring;
 pub mod fixtures;
-pub mod io_epoll;
-pub mod io_uring;
 pub mod mmsg;
 pub mod offload;
 pub mod packet;
+pub mod punt;
 pub mod replay;
 pub mod shard;
 pub mod stats;

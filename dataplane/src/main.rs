@@ -1,10 +1,10 @@
 //! skywire-node: the Skywire dataplane.
 
 use clap::Parser;
+use dataplane::backend::{ShardIo, epoll as io_epoll, uring as io_uring};
 use dataplane::config::Static;
 use dataplane::fib::{FibCell, Prefix};
-use dataplane::io_epoll::{self, ShardIo};
-use dataplane::io_uring;
+use dataplane::punt::{self, PuntGate};
 use dataplane::shard::Shard;
 use dataplane::stats::{NodeStats, traffic};
 use dataplane::{fibring, tun};
@@ -125,8 +125,7 @@ fn main() {
 
     let stats = Arc::new(NodeStats::new(shards + 1));
     let cell = Arc::new(FibCell::new(st.fib));
-    let (punter, punts) =
-        fibring::punt_queue().unwrap_or_else(|e| fail(format!("punt queue: {e}")));
+    let (punter, punts) = punt::punt_queue().unwrap_or_else(|e| fail(format!("punt queue: {e}")));
     let fib_path = cli
         .fib_socket
         .clone()
@@ -173,14 +172,14 @@ fn main() {
             .queue(i)
             .try_clone_to_owned()
             .unwrap_or_else(|e| fail(e));
-        let mut shard = Shard::new(i as u8, cell.clone(), stats.clone());
-        shard.set_punter(punter.clone());
+        let shard = Shard::new(i as u8, cell.clone(), stats.clone());
         let io = ShardIo {
             shard,
             tun: tunq,
             udp,
             stop: stop.clone(),
             offload,
+            punt: Some(PuntGate::new(punter.clone(), Instant::now())),
         };
         let th = std::thread::Builder::new()
             .name(format!("shard{i}"))

@@ -1,6 +1,7 @@
 //! What one shard does to a packet, independent of how it was read or will be written: a pure
 //! function of (tables, per-shard session state, buffer) to a verdict. The I/O backends (epoll,
-//! io_uring) call these and only move bytes.
+//! io_uring) call these and only move bytes (and hand punted packets to the controlplane, see
+//! [`crate::punt`]). No clock is read here and nothing is sent from here.
 //!
 //! Buffers: an inner packet from sky0 is read at [`HEADROOM`], so the frame header and label go
 //! in front of it and the tag after it without moving the packet. A frame from the network is
@@ -13,14 +14,12 @@
 //! shared between shards on the packet path.
 
 use crate::fib::{Action, Fib, FibCell, IntMap, SessionCfg, SessionId};
-use crate::fibring::Punter;
 use crate::packet;
 use crate::replay::ReplayWindow;
 use crate::stats::{DropReason, NodeStats, traffic};
 use crate::wire::{self, HEADER_LEN, LABEL_LEN, OpenKey, SealKey, TAG_LEN};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Bytes in front of an inner packet: frame header + label.
 pub const HEADROOM: usize = HEADER_LEN + LABEL_LEN;
@@ -49,28 +48,13 @@ pub enum Verdict {
     },
     /// Counted and dropped.
     Drop(DropReason),
-}
-
-/// Punts per second per shard: enough to start routes, too few to be a DoS on the controlplane.
-pub const PUNTS_PER_SEC: u32 = 1000;
-
-struct Punt {
-    to: Punter,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Punt {
-    fn offer(&mut self, pkt: &[u8]) {
-        let now = Instant::now();
-        let rate = f64::from(PUNTS_PER_SEC);
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.to.punt(pkt);
-        }
-    }
+    /// No route for the inner packet at `buf[HEADROOM..HEADROOM + len]` (from
+    /// [`Shard::from_tun`] only): counted and dropped as [`DropReason::NoRule`]; the backend
+    /// offers the packet to the controlplane ([`crate::punt::PuntGate::offer`]) if it punts.
+    Punt {
+        /// Inner packet length.
+        len: usize,
+    },
 }
 
 struct Sess {
@@ -123,7 +107,6 @@ pub struct Shard {
     /// A frame's ciphertext kept while the current key is tried (a failed open destroys it),
     /// for sessions that still accept a previous key.
     scratch: Box<[u8]>,
-    punt: Option<Punt>,
     id: u8,
     cell: Arc<FibCell>,
     fib: Arc<Fib>,
@@ -138,7 +121,6 @@ impl Shard {
         let (fib, generation) = cell.load();
         let mut s = Shard {
             scratch: vec![0u8; BUF_SIZE].into_boxed_slice(),
-            punt: None,
             id,
             cell,
             fib: Arc::new(Fib::default()),
@@ -148,16 +130,6 @@ impl Shard {
         };
         s.install(fib, generation);
         s
-    }
-
-    /// Sends packets for destinations with no route to the controlplane (at most
-    /// [`PUNTS_PER_SEC`] per second; the rest are only dropped).
-    pub fn set_punter(&mut self, p: Punter) {
-        self.punt = Some(Punt {
-            to: p,
-            tokens: PUNTS_PER_SEC as f64,
-            at: Instant::now(),
-        });
     }
 
     /// This shard's index.
@@ -243,10 +215,8 @@ impl Shard {
             return self.discard(DropReason::NotIp);
         };
         let Some(route) = self.fib.routes.lookup(ip.dst) else {
-            if let Some(p) = self.punt.as_mut() {
-                p.offer(pkt);
-            }
-            return self.discard(DropReason::NoRule);
+            self.discard(DropReason::NoRule);
+            return Verdict::Punt { len };
         };
         let Some(s) = self.sessions.get_mut(&route.session) else {
             return self.discard(DropReason::UnknownSession);
@@ -441,9 +411,13 @@ mod tests {
             b.from_udp(&mut buf, len),
             Verdict::Drop(DropReason::BadSource)
         );
-        // No route.
+        // No route: counted as a drop, and the packet is left in place to be punted.
         let n = v6_packet(&mut buf, 1, 7, 10);
-        assert_eq!(a.from_tun(&mut buf, n), Verdict::Drop(DropReason::NoRule));
+        let pkt = buf[HEADROOM..HEADROOM + n].to_vec();
+        let before = a.stats().drops.sum(DropReason::NoRule as usize);
+        assert_eq!(a.from_tun(&mut buf, n), Verdict::Punt { len: n });
+        assert_eq!(a.stats().drops.sum(DropReason::NoRule as usize), before + 1);
+        assert_eq!(&buf[HEADROOM..HEADROOM + n], &pkt[..]);
     }
 
     #[test]

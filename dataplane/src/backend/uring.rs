@@ -22,7 +22,7 @@
 //!   until the last completion arrived; only then are the buffers freed (after the ring). If
 //!   that does not happen within `DRAIN`, the buffers are leaked instead of freed.
 
-use crate::io_epoll::ShardIo;
+use crate::backend::ShardIo;
 use crate::mmsg;
 use crate::shard::{BUF_SIZE, HEADROOM, Verdict};
 use crate::stats::DropReason;
@@ -485,6 +485,12 @@ impl Uring {
                 // until this send completes (then the slot's next read is armed).
                 unsafe { self.push(&e) }
             }
+            Verdict::Punt { len } => {
+                if let Some(g) = io.punt.as_mut() {
+                    g.offer(Instant::now(), &buf[HEADROOM..HEADROOM + len]);
+                }
+                self.arm_tun_read(slot)
+            }
             // A packet from sky0 is never delivered back to sky0.
             Verdict::Deliver { .. } | Verdict::Drop(_) => self.arm_tun_read(slot),
         }
@@ -553,7 +559,8 @@ impl Uring {
                 // only when this write completed.
                 unsafe { self.push(&e) }
             }
-            Verdict::Drop(_) => {
+            // (`from_udp` never punts.)
+            Verdict::Drop(_) | Verdict::Punt { .. } => {
                 self.give_back(bid);
                 Ok(())
             }

@@ -3,22 +3,24 @@
 //!
 //! With offloads (`ShardIo::offload`, the TUN opened with a vnet header): a read may be a TCP
 //! super-packet; it is cut into segments ([`crate::offload`]), each sealed into its own frame,
-//! and the frames, back to back in one buffer, go out as one UDP GSO send (`UDP_SEGMENT`), or
-//! one by one with sendmmsg where the kernel refuses that. Packets written to the TUN get a
+//! and the frames, back to back in one buffer ([`GsoBatch`]), go out as one UDP GSO send
+//! (`UDP_SEGMENT`), or one by one with sendmmsg where the kernel refuses that. A received UDP GRO
+//! datagram whose frames are all relayed to one peer goes out again whole ([`GroRelay`]). Packets written to the TUN get a
 //! (zero) vnet header in front, in the headroom the frame header left.
 
-use crate::mmsg::{self, BATCH, GSO_MAX_BYTES, GSO_MAX_SEGS};
+use crate::backend::ShardIo;
+use crate::backend::gso::{self, GroRelay, GsoBatch, Relayed};
+use crate::backend::plan::SendPlan;
+use crate::mmsg::{self, BATCH};
 use crate::offload::{self, Coalescer, Prepared, VNET_HDR_LEN, VnetHdr};
-use crate::shard::{BUF_SIZE, HEADROOM, Shard, Verdict};
+use crate::shard::{BUF_SIZE, HEADROOM, Verdict};
 use crate::stats::DropReason;
 use crate::wire::{OVERHEAD, TAG_LEN};
 use rustix::event::epoll;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// Batches per side per wake-up before the other side gets a turn.
 const ROUNDS: usize = 4;
@@ -28,30 +30,9 @@ const IDLE: Duration = Duration::from_millis(100);
 const T_UDP: u64 = 1;
 const T_TUN: u64 = 2;
 
-/// Everything one shard thread owns.
-pub struct ShardIo {
-    /// Packet logic.
-    pub shard: Shard,
-    /// This shard's TUN queue (non-blocking).
-    pub tun: OwnedFd,
-    /// This shard's UDP socket (non-blocking).
-    pub udp: UdpSocket,
-    /// Set to end the loop.
-    pub stop: Arc<AtomicBool>,
-    /// The TUN was opened with a vnet header and offloads (see [`crate::tun::Tun::create_with`]).
-    pub offload: bool,
-}
-
-/// Frames of one TCP super-packet, back to back, for one UDP GSO send.
+/// The GSO batch of a super-packet's frames, and what the kernel takes.
 struct Tx {
-    out: Box<[u8]>,
-    used: usize,
-    frames: usize,
-    /// Length of the first frame: the GSO segment size.
-    first: usize,
-    /// A frame shorter than `first` was added: nothing may follow it.
-    closed: bool,
-    to: SocketAddr,
+    batch: GsoBatch,
     /// Whether the kernel takes UDP GSO sends here (cleared after it refused one).
     udp_gso: bool,
 }
@@ -59,40 +40,22 @@ struct Tx {
 impl Tx {
     fn new() -> Tx {
         Tx {
-            out: vec![0u8; BUF_SIZE].into_boxed_slice(),
-            used: 0,
-            frames: 0,
-            first: 0,
-            closed: false,
-            to: SocketAddr::from(([0, 0, 0, 0], 0)),
+            batch: GsoBatch::new(),
             udp_gso: true,
         }
     }
 
-    /// Whether a frame of `len` bytes may join the group.
-    fn fits(&self, len: usize) -> bool {
-        self.frames == 0
-            || (self.frames < GSO_MAX_SEGS
-                && !self.closed
-                && len <= self.first
-                && self.used + len <= GSO_MAX_BYTES)
-    }
-
     /// Sends the group (as one UDP GSO send if it can) and empties it.
     fn send(&mut self, io: &ShardIo) {
-        let (n, first, to) = (self.frames, self.first, self.to);
-        if n == 0 {
+        let Some(g) = self.batch.take() else {
             return;
-        }
-        let (used, out) = (self.used, &self.out[..self.used]);
-        self.used = 0;
-        self.frames = 0;
-        self.closed = false;
+        };
+        let (n, first, to) = (g.frames, g.first, g.to);
         if n > 1 && self.udp_gso {
-            match mmsg::send_gso(io.udp.as_fd(), out, first as u16, &to) {
+            match mmsg::send_gso(io.udp.as_fd(), g.out, first as u16, &to) {
                 Ok(true) => {
                     for i in 0..n {
-                        io.shard.sent(frame_len(i, n, first, used));
+                        io.shard.sent(g.frame_len(i));
                     }
                     return;
                 }
@@ -114,13 +77,7 @@ impl Tx {
         let mut done = 0;
         while done < n {
             let k = (n - done).min(BATCH);
-            let sent = match mmsg::send_batch(io.udp.as_fd(), k, |i| {
-                let j = done + i;
-                (
-                    &out[j * first..j * first + frame_len(j, n, first, used)],
-                    to,
-                )
-            }) {
+            let sent = match mmsg::send_batch(io.udp.as_fd(), k, |i| (g.frame(done + i), to)) {
                 Ok(s) => s,
                 Err(_) => {
                     for _ in done..n {
@@ -130,7 +87,7 @@ impl Tx {
                 }
             };
             for j in done..done + sent {
-                io.shard.sent(frame_len(j, n, first, used));
+                io.shard.sent(g.frame_len(j));
             }
             for _ in sent..k {
                 io.shard.discard(DropReason::QueueFull);
@@ -140,19 +97,13 @@ impl Tx {
     }
 }
 
-/// Length of frame `i` of `n` in a group of `first`-byte frames, `used` bytes in all.
-fn frame_len(i: usize, n: usize, first: usize, used: usize) -> usize {
-    if i + 1 == n { used - i * first } else { first }
-}
-
 struct Bufs {
     bufs: Vec<Box<[u8]>>,
     lens: [usize; BATCH],
-    /// Frames to send: (buffer, offset in it, destination, length).
-    plan: [(usize, usize, SocketAddr, usize); BATCH],
+    /// Frames to send from `bufs`.
+    plan: SendPlan,
     /// UDP GRO segment size of each received datagram (0: a single frame).
     segs: [usize; BATCH],
-    planned: usize,
 }
 
 impl Bufs {
@@ -162,9 +113,8 @@ impl Bufs {
                 .map(|_| vec![0u8; BUF_SIZE].into_boxed_slice())
                 .collect(),
             lens: [0; BATCH],
-            plan: [(0, 0, SocketAddr::from(([0, 0, 0, 0], 0)), 0); BATCH],
+            plan: SendPlan::new(),
             segs: [0; BATCH],
-            planned: 0,
         }
     }
 }
@@ -225,14 +175,18 @@ pub fn run(mut io: ShardIo) -> io::Result<()> {
 }
 
 fn flush(io: &ShardIo, b: &mut Bufs) {
-    let n = b.planned;
+    send_plan(io, &b.bufs, &mut b.plan);
+}
+
+/// Sends the frames planned from `bufs` (sendmmsg batches) and empties the plan.
+fn send_plan(io: &ShardIo, bufs: &[Box<[u8]>], plan: &mut SendPlan) {
+    let n = plan.len();
     if n == 0 {
         return;
     }
-    let bufs = &b.bufs;
-    let plan = &b.plan;
+    let frames = plan.frames();
     let sent = match mmsg::send_batch(io.udp.as_fd(), n, |i| {
-        let (idx, off, to, len) = plan[i];
+        let (idx, off, to, len) = frames[i];
         (&bufs[idx][off..off + len], to)
     }) {
         Ok(s) => s,
@@ -240,17 +194,24 @@ fn flush(io: &ShardIo, b: &mut Bufs) {
             for _ in 0..n {
                 io.shard.discard(DropReason::SendError);
             }
-            b.planned = 0;
+            plan.clear();
             return;
         }
     };
-    for &(_, _, _, len) in &plan[..sent] {
+    for &(_, _, _, len) in &frames[..sent] {
         io.shard.sent(len);
     }
     for _ in sent..n {
         io.shard.discard(DropReason::QueueFull);
     }
-    b.planned = 0;
+    plan.clear();
+}
+
+/// Offers `pkt`, punted by the shard, to the controlplane (the clock is read only for a punt).
+fn punt(io: &mut ShardIo, pkt: &[u8]) {
+    if let Some(g) = io.punt.as_mut() {
+        g.offer(Instant::now(), pkt);
+    }
 }
 
 /// Writes `buf[HEADROOM..HEADROOM + len]` to the TUN (with a zero vnet header in front, in the
@@ -330,44 +291,30 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
             let total = b.lens[i];
             let seg = if b.segs[i] == 0 { total } else { b.segs[i] };
             let mut off = 0;
-            let mut frames = 0;
-            // Relayed frames of this datagram: (offset, destination, length).
-            let mut rel = [(0usize, SocketAddr::from(([0, 0, 0, 0], 0)), 0usize); GSO_MAX_SEGS];
-            let mut nrel = 0;
-            // Every frame so far relayed, unchanged in length, to one peer.
-            let mut whole = true;
+            let mut rel = GroRelay::new();
             while off < total {
                 let flen = seg.min(total - off);
-                frames += 1;
                 match io.shard.from_udp(&mut b.bufs[i][off..], flen) {
                     Verdict::Send { to, len } => {
-                        if len != flen || (nrel > 0 && rel[0].1 != to) {
-                            whole = false;
-                        }
-                        if nrel == GSO_MAX_SEGS {
-                            plan_frames(io, b, i, &rel[..nrel]);
-                            nrel = 0;
-                            whole = false;
-                        }
-                        rel[nrel] = (off, to, len);
-                        nrel += 1;
+                        rel.relayed(off, flen, to, len, |f| plan_frames(io, b, i, f));
                     }
                     Verdict::Deliver { len } => {
-                        whole = false;
+                        rel.other();
                         deliver_offload(io, co, &mut b.bufs[i][off..], len);
                     }
-                    Verdict::Drop(_) => whole = false,
+                    // (`from_udp` never punts.)
+                    Verdict::Drop(_) | Verdict::Punt { .. } => rel.other(),
                 }
                 off += seg.max(1);
             }
-            if whole && frames > 1 && nrel == frames && seg <= usize::from(u16::MAX) {
+            if let Some(to) = rel.whole(seg) {
                 // Send the datagram whole again, after what was planned before it.
                 flush(io, b);
-                let to = rel[0].1;
+                let frames = rel.frames();
                 match mmsg::send_gso(io.udp.as_fd(), &b.bufs[i][..total], seg as u16, &to) {
                     Ok(true) => {
                         for k in 0..frames {
-                            io.shard.sent(frame_len(k, frames, seg, total));
+                            io.shard.sent(gso::frame_len(k, frames, seg, total));
                         }
                     }
                     Ok(false) => {
@@ -375,10 +322,10 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
                             io.shard.discard(DropReason::QueueFull);
                         }
                     }
-                    Err(_) => plan_frames(io, b, i, &rel[..nrel]),
+                    Err(_) => plan_frames(io, b, i, rel.relayed_frames()),
                 }
             } else {
-                plan_frames(io, b, i, &rel[..nrel]);
+                plan_frames(io, b, i, rel.relayed_frames());
             }
         }
         flush(io, b);
@@ -389,15 +336,10 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
     Ok(())
 }
 
-/// Adds frames of buffer `i` to the send plan, flushing it when full.
-fn plan_frames(io: &ShardIo, b: &mut Bufs, i: usize, frames: &[(usize, SocketAddr, usize)]) {
-    for &(off, to, len) in frames {
-        if b.planned == BATCH {
-            flush(io, b);
-        }
-        b.plan[b.planned] = (i, off, to, len);
-        b.planned += 1;
-    }
+/// Adds frames of buffer `i` to the send plan, sending it whenever full.
+fn plan_frames(io: &ShardIo, b: &mut Bufs, i: usize, frames: &[Relayed]) {
+    let bufs = &b.bufs;
+    b.plan.push_frames(i, frames, |p| send_plan(io, bufs, p));
 }
 
 fn udp_rounds(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io::Result<()> {
@@ -412,15 +354,13 @@ fn udp_rounds(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io::Result<
         for i in 0..n {
             let len = b.lens[i];
             match io.shard.from_udp(&mut b.bufs[i], len) {
-                Verdict::Send { to, len } => {
-                    b.plan[b.planned] = (i, 0, to, len);
-                    b.planned += 1;
-                }
+                Verdict::Send { to, len } => b.plan.push(i, 0, to, len),
                 Verdict::Deliver { len } if io.offload => {
                     deliver_offload(io, co, &mut b.bufs[i], len)
                 }
                 Verdict::Deliver { len } => write_tun(io, &mut b.bufs[i], len),
-                Verdict::Drop(_) => {}
+                // (`from_udp` never punts.)
+                Verdict::Drop(_) | Verdict::Punt { .. } => {}
             }
         }
         flush(io, b);
@@ -442,10 +382,8 @@ fn tun_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
                 Ok(0) => break,
                 Ok(len) => {
                     match io.shard.from_tun(&mut b.bufs[n], len) {
-                        Verdict::Send { to, len } => {
-                            b.plan[b.planned] = (n, 0, to, len);
-                            b.planned += 1;
-                        }
+                        Verdict::Send { to, len } => b.plan.push(n, 0, to, len),
+                        Verdict::Punt { len } => punt(io, &b.bufs[n][HEADROOM..HEADROOM + len]),
                         // A packet from sky0 is never delivered back to sky0.
                         Verdict::Deliver { .. } | Verdict::Drop(_) => {}
                     }
@@ -471,7 +409,7 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
     for _ in 0..ROUNDS {
         let mut reads = 0;
         while reads < BATCH {
-            let k = b.planned;
+            let k = b.plan.len();
             let n = match rustix::io::read(
                 &io.tun,
                 &mut b.bufs[k][HEADROOM - VNET_HDR_LEN..BUF_SIZE - TAG_LEN],
@@ -494,43 +432,42 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
                 Err(_) => {
                     io.shard.discard(DropReason::Malformed);
                 }
-                Ok(Prepared::Single) => {
-                    if let Verdict::Send { to, len } = io.shard.from_tun(buf, len) {
-                        b.plan[b.planned] = (k, 0, to, len);
-                        b.planned += 1;
-                        if b.planned == BATCH {
+                Ok(Prepared::Single) => match io.shard.from_tun(buf, len) {
+                    Verdict::Send { to, len } => {
+                        b.plan.push(k, 0, to, len);
+                        if b.plan.is_full() {
                             flush(io, b);
                         }
                     }
-                }
+                    Verdict::Punt { len } => punt(io, &buf[HEADROOM..HEADROOM + len]),
+                    Verdict::Deliver { .. } | Verdict::Drop(_) => {}
+                },
                 Ok(Prepared::Gso(g)) => {
                     // The super-packet stays in bufs[k]; flush sends only bufs[..k].
                     flush(io, b);
                     let pkt = &b.bufs[k][HEADROOM..HEADROOM + len];
                     for i in 0..g.segments() {
-                        if !tx.fits(OVERHEAD + g.seg_len(i)) {
+                        if !tx.batch.fits(OVERHEAD + g.seg_len(i)) {
                             tx.send(io);
                         }
-                        let at = tx.used;
-                        let Ok(sl) = g.write(pkt, i, &mut tx.out[at + HEADROOM..]) else {
+                        let (at, frame) = tx.batch.tail();
+                        let Ok(sl) = g.write(pkt, i, &mut frame[HEADROOM..]) else {
                             io.shard.discard(DropReason::TooBig);
                             continue;
                         };
-                        if let Verdict::Send { to, len } = io.shard.from_tun(&mut tx.out[at..], sl)
-                        {
-                            if tx.frames > 0 && to != tx.to {
-                                // Another destination (cannot happen within one flow).
-                                tx.send(io);
-                                tx.out.copy_within(at..at + len, 0);
+                        match io.shard.from_tun(frame, sl) {
+                            Verdict::Send { to, len } => {
+                                if tx.batch.other_destination(to) {
+                                    // Another destination (cannot happen within one flow).
+                                    tx.send(io);
+                                    tx.batch.move_to_front(at, len);
+                                }
+                                tx.batch.push(to, len);
                             }
-                            if tx.frames == 0 {
-                                tx.first = len;
-                                tx.to = to;
-                            } else if len < tx.first {
-                                tx.closed = true;
+                            Verdict::Punt { len } => {
+                                punt(io, &tx.batch.tail().1[HEADROOM..HEADROOM + len]);
                             }
-                            tx.used += len;
-                            tx.frames += 1;
+                            Verdict::Deliver { .. } | Verdict::Drop(_) => {}
                         }
                     }
                     tx.send(io);

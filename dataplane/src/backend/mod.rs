@@ -1,0 +1,65 @@
+//! The I/O backends and what they share.
+//!
+//! A backend moves one shard's packets between its TUN queue and its UDP socket; what happens to
+//! a packet is [`Shard`]'s business, and the batching of frames into sends is in the
+//! backend-neutral modules here. Each backend ([`epoll`], [`uring`]) provides:
+//!
+//! - `pub fn run(io: ShardIo) -> io::Result<()>`: runs the shard on the calling thread until
+//!   [`ShardIo::stop`] is set, noticing it (and a table change) within about 100 ms on an idle
+//!   shard. The fds are the shard's own: nobody else reads or writes them meanwhile.
+//! - Optionally `pub fn probe() -> io::Result<()>`: whether it can run on this kernel / sandbox
+//!   at all (the caller then picks another).
+//!
+//! and in its loop:
+//!
+//! - Buffers of [`BUF_SIZE`] bytes. A TUN read goes to [`HEADROOM`] (leaving [`TAG_LEN`] at
+//!   the end) and is given to [`Shard::from_tun`]; a UDP frame goes to offset 0 and is given to
+//!   [`Shard::from_udp`].
+//! - Every [`Verdict`] carried out, and its outcome counted once: `Send` sends `buf[..len]` to
+//!   `to`, then [`Shard::sent`] or [`Shard::discard`] (`QueueFull` / `SendError`); `Deliver`
+//!   writes `buf[HEADROOM..HEADROOM + len]` to the TUN, then [`Shard::delivered`] (or
+//!   `delivered_many` for a coalesced write) or `discard`; `Drop` is already counted; `Punt`
+//!   (counted as a drop) goes to [`ShardIo::punt`] if set, with `now` read by the backend: the
+//!   shard and the shared modules read no clock.
+//! - [`Shard::refresh`] once per loop turn, and bounded work per turn (each bound a named
+//!   constant in the backend).
+//! - Offloads only if it implements them: [`ShardIo::offload`] is set only for a backend that
+//!   does (today epoll: TUN reads start with a vnet header, see [`crate::offload`]).
+//!
+//! Backend-neutral pieces: [`ShardIo`] (what a shard thread owns), [`plan`] (frames of a batch
+//! of buffers collected for one batched send) and [`gso`] (segments of one super-packet sealed
+//! back to back for one UDP GSO send). The backends depend on these and never on each other.
+//!
+//! [`BUF_SIZE`]: crate::shard::BUF_SIZE
+//! [`HEADROOM`]: crate::shard::HEADROOM
+//! [`TAG_LEN`]: crate::wire::TAG_LEN
+//! [`Verdict`]: crate::shard::Verdict
+
+pub mod epoll;
+pub mod gso;
+pub mod plan;
+pub mod uring;
+
+use crate::punt::PuntGate;
+use crate::shard::Shard;
+use std::net::UdpSocket;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Everything one shard thread owns.
+pub struct ShardIo {
+    /// Packet logic.
+    pub shard: Shard,
+    /// This shard's TUN queue (non-blocking).
+    pub tun: OwnedFd,
+    /// This shard's UDP socket (non-blocking).
+    pub udp: UdpSocket,
+    /// Set to end the loop.
+    pub stop: Arc<AtomicBool>,
+    /// The TUN was opened with a vnet header and offloads (see [`crate::tun::Tun::create_with`]).
+    pub offload: bool,
+    /// Where packets the shard punts ([`crate::shard::Verdict::Punt`]) go; `None`: they are
+    /// only dropped.
+    pub punt: Option<PuntGate>,
+}
