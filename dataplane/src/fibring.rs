@@ -127,7 +127,7 @@ impl FibServer {
         let mut rec = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             if let Some(c) = accept(&listener) {
-                eprintln!("skywire-node: controlplane connected to the fib ring");
+                tracing::info!("controlplane connected to the fib ring");
                 chan = Some(c);
                 staged = None;
             }
@@ -148,7 +148,7 @@ impl FibServer {
                     Ok(Some(rec)) => push_decoded(rec, &mut inbox),
                     Ok(None) => break,
                     Err(e) => {
-                        eprintln!("skywire-node: fib ring broken: {e}");
+                        tracing::warn!("fib ring broken: {e}");
                         lost = true;
                     }
                 }
@@ -189,7 +189,7 @@ impl FibServer {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    eprintln!("skywire-node: fib ring broken: {e}");
+                    tracing::warn!("fib ring broken: {e}");
                     chan = None;
                 }
             }
@@ -400,7 +400,7 @@ impl FibClient {
                 match self.chan.rx.try_recv_raw() {
                     Ok(Some(rec)) => match FibMsg::decode(rec) {
                         Ok(m) => return Ok(Some(m)),
-                        Err(e) => eprintln!("fib client: ignored {e}"),
+                        Err(e) => tracing::warn!("fib client: ignored {e}"),
                     },
                     Ok(None) => return Ok(None),
                     Err(e) => return Err(io::Error::other(e.to_string())),
@@ -413,7 +413,7 @@ impl FibClient {
             match self.chan.rx.recv_raw_timeout(left) {
                 Ok(Some(rec)) => match FibMsg::decode(rec) {
                     Ok(m) => return Ok(Some(m)),
-                    Err(e) => eprintln!("fib client: ignored {e}"),
+                    Err(e) => tracing::warn!("fib client: ignored {e}"),
                 },
                 Ok(None) => return Ok(None),
                 Err(e) => return Err(io::Error::other(e.to_string())),
@@ -508,6 +508,6 @@ impl FibClient {
 fn push_decoded(rec: &[u8], inbox: &mut Vec<FibMsg>) {
     match FibMsg::decode(rec) {
         Ok(m) => inbox.push(m),
-        Err(e) => eprintln!("skywire-node: fib ring: ignored a message: {e}"),
+        Err(e) => tracing::warn!("fib ring: ignored a message: {e}"),
     }
 }

@@ -12,6 +12,8 @@
 //! - [`config`]: the static mode file.
 
 #![warn(missing_docs)]
+// unsafe only in the syscall modules (mmsg, tun, backend::uring), each block with a SAFETY note.
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod fib;
 pub mod fibproto;
 pub mod fibring;
 pub mod fixtures;
+#[allow(unsafe_code)] // sendmmsg/recvmmsg and their cmsg buffers
 pub mod mmsg;
 pub mod offload;
 pub mod packet;
@@ -28,5 +31,6 @@ pub mod shard;
 pub mod stats;
 #[cfg(test)]
 mod testutil;
+#[allow(unsafe_code)] // TUN ioctls
 pub mod tun;
 pub mod wire;

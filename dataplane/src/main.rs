@@ -1,5 +1,7 @@
 //! skywire-node: the Skywire dataplane.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use dataplane::backend::{ShardIo, epoll as io_epoll, uring as io_uring};
 use dataplane::config::Static;
@@ -59,6 +61,7 @@ fn watch_signals(stop: Arc<AtomicBool>) {
 
 fn main() {
     let cli = Cli::parse();
+    signal::logging::init();
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
     let cpus = std::thread::available_parallelism()
@@ -94,7 +97,7 @@ fn main() {
         _ => match io_uring::probe() {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("skywire-node: io_uring unavailable ({e}); using the epoll backend");
+                tracing::warn!("io_uring unavailable ({e}); using the epoll backend");
                 false
             }
         },
@@ -103,12 +106,9 @@ fn main() {
 
     // The device: remove a stale one, create ours (non-persistent: it goes when we do).
     match tun::Tun::remove_stale(&st.node.tun) {
-        Ok(true) => eprintln!("skywire-node: removed a stale {}", st.node.tun),
+        Ok(true) => tracing::info!("removed a stale {}", st.node.tun),
         Ok(false) => {}
-        Err(e) => eprintln!(
-            "skywire-node: cannot check for a stale {}: {e}",
-            st.node.tun
-        ),
+        Err(e) => tracing::warn!("cannot check for a stale {}: {e}", st.node.tun),
     }
     let dev = tun::Tun::create_with(&st.node.tun, shards, offload)
         .unwrap_or_else(|e| fail(format!("{}: {e}", st.node.tun)));
@@ -198,8 +198,8 @@ fn main() {
             .unwrap_or_else(|e| fail(e));
         threads.push(th);
     }
-    eprintln!(
-        "skywire-node: {} up ({} shards, {} backend{}, {} sessions, {} rules, {} routes), listening on {}, fib ring at {}",
+    tracing::info!(
+        "{} up ({} shards, {} backend{}, {} sessions, {} rules, {} routes), listening on {}, fib ring at {}",
         st.node.tun,
         shards,
         backend,
@@ -286,7 +286,7 @@ fn main() {
                     });
                     for p in expired {
                         idle_since.remove(&p);
-                        eprintln!("skywire-node: route {p} expired (idle)");
+                        tracing::info!("route {p} expired (idle)");
                     }
                 }
             }
@@ -298,7 +298,7 @@ fn main() {
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                eprintln!("skywire-node: shard failed: {e}");
+                tracing::error!("shard failed: {e}");
                 failed = true;
             }
             Err(_) => failed = true,
@@ -311,7 +311,7 @@ fn main() {
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    eprintln!("skywire-node: counters: {}", counters.join(" "));
-    eprintln!("skywire-node: stopped; {} removed", st.node.tun);
+    tracing::info!("counters: {}", counters.join(" "));
+    tracing::info!("stopped; {} removed", st.node.tun);
     std::process::exit(if failed { 1 } else { 0 });
 }

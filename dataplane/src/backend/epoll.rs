@@ -66,8 +66,8 @@ impl Tx {
                     return;
                 }
                 Err(e) => {
-                    eprintln!(
-                        "skywire-node: shard {}: UDP GSO send refused ({e}); sending datagrams one by one",
+                    tracing::warn!(
+                        "shard {}: UDP GSO send refused ({e}); sending datagrams one by one",
                         io.shard.id()
                     );
                     self.udp_gso = false;
@@ -125,8 +125,8 @@ pub fn run(mut io: ShardIo) -> io::Result<()> {
     if io.offload
         && let Err(e) = mmsg::enable_gro(io.udp.as_fd())
     {
-        eprintln!(
-            "skywire-node: shard {}: UDP GRO not available ({e}); receiving frame by frame",
+        tracing::warn!(
+            "shard {}: UDP GRO not available ({e}); receiving frame by frame",
             io.shard.id()
         );
     }

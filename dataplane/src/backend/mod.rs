@@ -38,6 +38,7 @@
 pub mod epoll;
 pub mod gso;
 pub mod plan;
+#[allow(unsafe_code)] // io_uring submissions and their buffers
 pub mod uring;
 
 use crate::punt::PuntGate;

@@ -656,8 +656,8 @@ pub fn run(mut io: ShardIo) -> io::Result<()> {
     };
     let _ = rustix::fs::fcntl_setfl(io.tun.as_fd(), flags);
     if !drained {
-        eprintln!(
-            "skywire-node: shard {}: io_uring operations still in flight after {DRAIN:?}; \
+        tracing::error!(
+            "shard {}: io_uring operations still in flight after {DRAIN:?}; \
              their buffers are leaked",
             io.shard.id()
         );
