@@ -15,7 +15,6 @@ use signal::Channel;
 use std::io::{self, BufRead, BufReader};
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,22 +58,10 @@ fn check_peer(s: &UnixStream) -> io::Result<()> {
     }
 }
 
-/// Binds the fib socket (0600), replacing a stale one.
+/// Binds the fib socket (0600, its folder 0700 when made; a stale socket replaced, one a live
+/// dataplane serves refused), non-blocking.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d)?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is served by another node", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let l = netbase::private_socket::bind(path, "dataplane")?;
     l.set_nonblocking(true)?;
     Ok(l)
 }
@@ -509,5 +496,32 @@ fn push_decoded(rec: &[u8], inbox: &mut Vec<FibMsg>) {
     match FibMsg::decode(rec) {
         Ok(m) => inbox.push(m),
         Err(e) => tracing::warn!("fib ring: ignored a message: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_fib_socket_is_private_and_a_live_one_is_not_taken_over() {
+        let dir = std::env::temp_dir().join(format!("fibbind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let p = dir.join("run").join("sky0.fib");
+        let l = bind(&p).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(
+            mode(p.parent().unwrap()),
+            0o700,
+            "a folder we make is ours only"
+        );
+        let e = bind(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("another dataplane"), "{e}");
+        drop(l);
+        bind(&p).unwrap(); // the stale socket of a dead dataplane is replaced
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
