@@ -19,6 +19,7 @@
 
 pub mod appsock;
 pub mod config;
+pub mod dataplane_link;
 mod frame;
 pub mod identity;
 pub mod link;

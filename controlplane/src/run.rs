@@ -6,14 +6,15 @@
 
 use crate::appsock;
 use crate::config::Config;
+use crate::dataplane_link::{Change, DataplaneLink};
 use crate::identity::{Identity, NodeId};
 use crate::links::{self, LinkCtx, LinkEvent, LinkHandle};
 use crate::nm::{self, NodeManager};
 use crate::router::{LinkUp, Output, Router};
 use dataplane::fibproto::FibMsg;
-use dataplane::fibring::FibClient;
 use std::collections::HashMap;
 use std::net::{IpAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::channel;
@@ -25,7 +26,8 @@ const TURN: Duration = Duration::from_millis(100);
 /// The driver's I/O handles around the router core.
 struct Driver {
     router: Router,
-    fib: FibClient,
+    /// The fib ring, while the dataplane is there.
+    dp: DataplaneLink,
     /// Live links by number (removed when they report down).
     handles: HashMap<u64, LinkHandle>,
     /// The messenger client's record updates (none without messengers).
@@ -104,16 +106,24 @@ impl Driver {
     fn outputs(&mut self) {
         while let Some(o) = self.router.poll_output() {
             match o {
+                // Without a dataplane, fib changes only go to the router's mirror (it programs
+                // the next dataplane with all of them).
                 Output::Fib(m) => {
-                    let _ = self.fib.send(&m);
+                    if let Some(fib) = self.dp.fib() {
+                        let _ = fib.send(&m);
+                    }
                 }
                 Output::Commit => {
-                    if let Err(e) = self.fib.commit(Duration::from_secs(2)) {
+                    if let Some(fib) = self.dp.fib()
+                        && let Err(e) = fib.commit(Duration::from_secs(2))
+                    {
                         self.router.fib_refused(&e.to_string());
                     }
                 }
                 Output::Inject(packet) => {
-                    if self.fib.send(&FibMsg::Inject { packet }).is_ok() {
+                    if let Some(fib) = self.dp.fib()
+                        && fib.send(&FibMsg::Inject { packet }).is_ok()
+                    {
                         self.router.injected();
                     }
                 }
@@ -149,9 +159,40 @@ impl Driver {
         }
     }
 
+    /// Notices the dataplane going away or coming back, and tells the router. Returns whether
+    /// a dataplane came back (its device then needs the overlay address again).
+    fn watch_dataplane(&mut self, now: Instant) -> bool {
+        let mut back = false;
+        // A lost dataplane may already have a successor: look again at once (twice at most).
+        for _ in 0..2 {
+            match self.dp.poll_change(now) {
+                Change::None => break,
+                Change::Lost => {
+                    tracing::warn!(
+                        "the dataplane at {} went away; links closed until one serves again",
+                        self.dp.path().display()
+                    );
+                    self.router.handle_dataplane_lost(now);
+                    self.outputs();
+                }
+                Change::Back => {
+                    tracing::info!(
+                        "a dataplane serves {} again; programming it",
+                        self.dp.path().display()
+                    );
+                    self.router.handle_dataplane_back();
+                    self.outputs();
+                    back = true;
+                    break;
+                }
+            }
+        }
+        back
+    }
+
     /// Packets the dataplane punted.
     fn punts(&mut self, now: Instant) {
-        while let Ok(Some(m)) = self.fib.recv(Duration::ZERO) {
+        while let Some(Ok(Some(m))) = self.dp.fib().map(|f| f.recv(Duration::ZERO)) {
             if let FibMsg::Punt { dst, packet } = m {
                 self.router.handle_punt(now, dst, packet);
             }
@@ -160,47 +201,72 @@ impl Driver {
 
     /// Reads the dataplane's counters for the router (route usage, session traffic).
     fn counters(&mut self, now: Instant) {
-        if let Ok(FibMsg::Counters {
+        if let Some(Ok(FibMsg::Counters {
             routes, sessions, ..
-        }) = self.fib.counters(Duration::from_millis(500))
+        })) = self
+            .dp
+            .fib()
+            .map(|f| f.counters(Duration::from_millis(500)))
         {
             self.router.handle_counters(now, routes, sessions);
         }
     }
 }
 
-fn connect_fib(cfg: &Config) -> Result<FibClient, String> {
-    let t = Instant::now();
-    loop {
-        match FibClient::connect(&cfg.fib_socket) {
-            Ok(c) => return Ok(c),
-            Err(e) if t.elapsed() > Duration::from_secs(30) => {
-                return Err(format!(
-                    "dataplane fib ring at {}: {e}",
-                    cfg.fib_socket.display()
-                ));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
+/// Puts the overlay address on the dataplane's device; `Ok(false)` while the device is not
+/// there yet.
+fn try_add_overlay_address(tun: &str, id: &NodeId) -> Result<bool, String> {
+    let mut nl = netbase::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let Ok(Some(index)) = nl.link_index(tun) else {
+        return Ok(false);
+    };
+    match nl.add_address(index, IpAddr::V6(id.overlay_addr()), 32) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+        Err(e) => Err(e.to_string()),
     }
 }
 
+/// [`try_add_overlay_address`], waiting up to 30 s for the device.
 fn add_overlay_address(cfg: &Config, id: &NodeId) -> Result<(), String> {
-    let mut nl = netbase::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     let t = Instant::now();
-    let index = loop {
-        match nl.link_index(&cfg.tun) {
-            Ok(Some(i)) => break i,
-            _ if t.elapsed() > Duration::from_secs(30) => {
-                return Err(format!("device {} not found", cfg.tun));
-            }
-            _ => std::thread::sleep(Duration::from_millis(100)),
+    loop {
+        if try_add_overlay_address(&cfg.tun, id)? {
+            return Ok(());
         }
+        if t.elapsed() > Duration::from_secs(30) {
+            return Err(format!("device {} not found", cfg.tun));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sleeps up to `wait` for a link or app event (`wake`), a message on the fib ring, or the
+/// dataplane's exit.
+fn sleep_until_event(dp: &mut DataplaneLink, wake: &OwnedFd, wait: Duration) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    if wait.is_zero() {
+        return;
+    }
+    let ts = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: wait.as_nanos() as i64,
     };
-    match nl.add_address(index, IpAddr::V6(id.overlay_addr()), 32) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e.to_string()),
+    let armed = dp.fib().map(|f| f.arm());
+    if matches!(armed, Some(Ok(false)) | Some(Err(_))) {
+        // Messages are waiting (or the ring needs a look): no sleep.
+        return;
+    }
+    {
+        let (ring, exit) = dp.wait_fds();
+        let mut fds: Vec<PollFd<'_>> = vec![PollFd::new(wake, PollFlags::IN)];
+        for fd in [ring, exit].into_iter().flatten() {
+            fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+        }
+        let _ = poll(&mut fds, Some(&ts));
+    }
+    if let Some(f) = dp.fib() {
+        f.disarm();
     }
 }
 
@@ -212,12 +278,14 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
     let me = ident.id();
     tracing::info!("pk {me} address {}", me.overlay_addr());
-    let mut fib = connect_fib(&cfg)?;
+    let mut dp = DataplaneLink::connect(&cfg.fib_socket, Duration::from_secs(30))?;
     // Start from a clean table: whatever a previous controlplane left refers to dead sessions.
-    fib.send(&FibMsg::Clear)
-        .map_err(|e| format!("fib ring: {e}"))?;
-    fib.commit(Duration::from_secs(5))
-        .map_err(|e| format!("fib ring: {e}"))?;
+    if let Some(fib) = dp.fib() {
+        fib.send(&FibMsg::Clear)
+            .map_err(|e| format!("fib ring: {e}"))?;
+        fib.commit(Duration::from_secs(5))
+            .map_err(|e| format!("fib ring: {e}"))?;
+    }
     add_overlay_address(&cfg, &me)?;
     let nm_cfg = nm::Config {
         cost_override: cfg
@@ -287,10 +355,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         }
     }
     let app_socket = cfg.app_socket.clone();
+    let tun = cfg.tun.clone();
+    let mut address_pending = false;
     let messenger = services_tx.is_some();
     let mut d = Driver {
         router: Router::new(cfg, me, nm, epoch, messenger),
-        fib,
+        dp,
         handles: HashMap::new(),
         services_tx,
     };
@@ -333,6 +403,18 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             break;
         }
         let now = Instant::now();
+        if d.watch_dataplane(now) {
+            address_pending = true;
+        }
+        if address_pending {
+            match try_add_overlay_address(&tun, &me) {
+                Ok(done) => address_pending = !done,
+                Err(e) => {
+                    tracing::warn!("overlay address on {tun}: {e}");
+                    address_pending = false;
+                }
+            }
+        }
         while let Ok(ev) = erx.try_recv() {
             d.link_event(now, ev);
         }
@@ -363,20 +445,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or(TURN)
             .min(TURN);
-        if !wait.is_zero() && matches!(d.fib.arm(), Ok(true)) {
-            use rustix::event::{PollFd, PollFlags, poll};
-            let ts = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: wait.as_nanos() as i64,
-            };
-            let fib_fd = d.fib.wait_fd();
-            let mut fds = [
-                PollFd::new(&fib_fd, PollFlags::IN),
-                PollFd::new(&*wake, PollFlags::IN),
-            ];
-            let _ = poll(&mut fds, Some(&ts));
-            d.fib.disarm();
-        }
+        let wait = if d.dp.fib().is_some() {
+            wait
+        } else {
+            wait.min(crate::dataplane_link::RETRY)
+        };
+        sleep_until_event(&mut d.dp, &wake, wait);
         let mut drain = [0u8; 8];
         let _ = rustix::io::read(&*wake, &mut drain);
         if let Some(s) = &session

@@ -349,6 +349,8 @@ impl FibServer {
 /// The controlplane's end of the fib ring.
 pub struct FibClient {
     chan: Channel,
+    /// The dataplane's process, when the kernel named it.
+    server_pid: Option<u32>,
     nonce: u64,
     /// Messages that arrived while waiting for an answer (punts, mostly).
     pending: std::collections::VecDeque<FibMsg>,
@@ -358,13 +360,19 @@ pub struct FibClient {
 impl FibClient {
     /// Connects to a node's fib socket.
     pub fn connect(path: &Path) -> io::Result<FibClient> {
-        let (_, fds) = signal::attach::request(path, "controlplane")?;
+        let a = signal::attach::request_attached(path, "controlplane")?;
         Ok(FibClient {
-            chan: Channel::open(fds)?,
+            chan: Channel::open(a.fds)?,
+            server_pid: a.server_pid,
             nonce: 0,
             pending: Default::default(),
             rec: Vec::new(),
         })
+    }
+
+    /// The dataplane's pid (from the fib socket's peer credentials), to watch for its exit.
+    pub fn dataplane_pid(&self) -> Option<u32> {
+        self.server_pid
     }
 
     /// Sends one message (staged changes take effect at [`FibClient::commit`]).

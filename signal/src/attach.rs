@@ -24,9 +24,30 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// Longest the server may take to answer an attach request: a server that accepts and then
+/// says nothing must not hang its client.
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An attachment granted by a server: its id, the ring descriptors and the server's pid (from
+/// the socket's peer credentials; `None` when the kernel gives none), so that the client can
+/// watch the server's process.
+pub struct Attached {
+    /// The id the server gave.
+    pub id: u64,
+    /// The ring descriptors.
+    pub fds: ClientFds,
+    /// The serving process.
+    pub server_pid: Option<u32>,
+}
+
 /// Client side: asks the viscript at `socket` for a signal connection. Returns the sequence id
 /// the server gave and the descriptors.
 pub fn request(socket: &Path, name: &str) -> io::Result<(u64, ClientFds)> {
+    request_attached(socket, name).map(|a| (a.id, a.fds))
+}
+
+/// [`request`], also naming the serving process.
+pub fn request_attached(socket: &Path, name: &str) -> io::Result<Attached> {
     if !valid_name(name) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -39,6 +60,10 @@ pub fn request(socket: &Path, name: &str) -> io::Result<(u64, ClientFds)> {
             format!("cannot reach viscript at {}: {e}", socket.display()),
         )
     })?;
+    s.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    let server_pid = rustix::net::sockopt::socket_peercred(&s)
+        .ok()
+        .map(|c| c.pid.as_raw_nonzero().get() as u32);
     writeln!(
         s,
         "{{\"attach\":\"{name}\",\"pid\":{}}}",
@@ -83,14 +108,15 @@ pub fn request(socket: &Path, name: &str) -> io::Result<(u64, ClientFds)> {
     let to_client = fds.pop();
     let memfd = fds.pop();
     match (memfd, to_client, to_server) {
-        (Some(memfd), Some(to_client), Some(to_server)) => Ok((
+        (Some(memfd), Some(to_client), Some(to_server)) => Ok(Attached {
             id,
-            ClientFds {
+            fds: ClientFds {
                 memfd,
                 to_client,
                 to_server,
             },
-        )),
+            server_pid,
+        }),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "descriptors missing",

@@ -347,20 +347,8 @@ pub fn start_router(ns: &mut Ns, dir: &Path, name: &str, neighbours: &[(&str, &s
         ),
     )
     .unwrap();
-    let fib = dir.join(format!("{name}.fib"));
-    let node = bin("dataplane", "skywire-node");
+    start_node(ns, dir, name);
     let ctl = bin("controlplane", "skywire-control");
-    ns.spawn(
-        &[
-            node.to_str().unwrap(),
-            "--static",
-            nc.to_str().unwrap(),
-            "--fib-socket",
-            fib.to_str().unwrap(),
-            "--no-pin",
-        ],
-        &dir.join(format!("{name}-node.log")),
-    );
     ns.spawn(
         &[
             ctl.to_str().unwrap(),
@@ -370,6 +358,38 @@ pub fn start_router(ns: &mut Ns, dir: &Path, name: &str, neighbours: &[(&str, &s
         ],
         &dir.join(format!("{name}-control.log")),
     );
+}
+
+/// Starts (or starts again) the skywire-node of a router made by [`start_router`]; returns its
+/// child index. A restart logs to `DIR/NAME-node.N.log` (N: its child index).
+pub fn start_node(ns: &mut Ns, dir: &Path, name: &str) -> usize {
+    let nc = dir.join(format!("{name}-node.yaml"));
+    let fib = dir.join(format!("{name}.fib"));
+    let node = bin("dataplane", "skywire-node");
+    let log = dir.join(format!("{name}-node.log"));
+    let log = if log.exists() {
+        dir.join(format!("{name}-node.{}.log", ns.children.len()))
+    } else {
+        log
+    };
+    ns.spawn(
+        &[
+            node.to_str().unwrap(),
+            "--static",
+            nc.to_str().unwrap(),
+            "--fib-socket",
+            fib.to_str().unwrap(),
+            "--no-pin",
+        ],
+        &log,
+    )
+}
+
+/// Sends SIGKILL to child `i` of `ns` and reaps it.
+pub fn kill9(ns: &mut Ns, i: usize) {
+    let c = ns.child(i);
+    let _ = c.kill();
+    let _ = c.wait();
 }
 
 /// Sends SIGTERM to child `i` of `ns` and waits up to `within` for it to exit; its status.

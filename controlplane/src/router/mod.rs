@@ -11,6 +11,7 @@
 //! after the commit that installs it, so the driver runs the outputs strictly in order.
 
 mod attach;
+mod mirror;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -20,8 +21,9 @@ use crate::identity::NodeId;
 use crate::link::LinkParams;
 use crate::linkcore::{self, DataKeys, KeyStep, Metric, RekeyPolicy};
 use crate::messenger::Service;
-use crate::nm::{self, Action, NodeManager, RuleThen};
+use crate::nm::{Action, NodeManager, RuleThen};
 use dataplane::fibproto::{FibMsg, RuleAction, Traffic};
+use mirror::Mirror;
 use netbase::Prefix;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -118,6 +120,8 @@ pub struct Stats {
     pub rekeys: u64,
     /// App socket requests refused.
     pub app_errors: u64,
+    /// Times the dataplane went away (and its links were closed).
+    pub dataplane_restarts: u64,
 }
 
 /// The router core. See the module documentation.
@@ -143,6 +147,8 @@ pub struct Router {
     traffic: HashMap<u32, Traffic>,
     /// Per-route packets sent, as last read (to see which routes carry traffic).
     route_tx: HashMap<Prefix, u64>,
+    /// What the dataplane was told (to program a restarted one again).
+    mirror: Mirror,
     dirty: bool,
     out: VecDeque<Output>,
     /// Counters for `ru`.
@@ -172,6 +178,7 @@ impl Router {
             messenger,
             traffic: HashMap::new(),
             route_tx: HashMap::new(),
+            mirror: Mirror::default(),
             dirty: false,
             out: VecDeque::new(),
             stats: Stats::default(),
@@ -238,8 +245,38 @@ impl Router {
     }
 
     fn fib(&mut self, m: FibMsg) {
+        self.mirror.apply(&m);
         self.out.push_back(Output::Fib(m));
         self.dirty = true;
+    }
+
+    /// The dataplane went away (its process exited, or another one serves its socket). Every
+    /// link's data session lived in it, with counters the neighbours' replay windows have seen,
+    /// so the links are closed: they come back with fresh sessions and keys, and until then the
+    /// neighbours route around this node. What the router decides meanwhile is kept in its
+    /// mirror for [`Router::handle_dataplane_back`].
+    pub fn handle_dataplane_lost(&mut self, now: Instant) {
+        self.stats.dataplane_restarts += 1;
+        let mut links: Vec<(NodeId, u64)> = self.links.iter().map(|(p, l)| (*p, l.id)).collect();
+        links.sort();
+        for (peer, link) in links {
+            self.out.push_back(Output::Close { link });
+            self.handle_link_down(now, peer, link, "the dataplane went away");
+        }
+        // Counters of the old dataplane mean nothing to the next one.
+        self.route_tx.clear();
+        self.traffic.clear();
+    }
+
+    /// A dataplane is serving again (its tables empty): it gets everything the router holds,
+    /// in one commit.
+    pub fn handle_dataplane_back(&mut self) {
+        self.out.push_back(Output::Fib(FibMsg::Clear));
+        for m in self.mirror.replay() {
+            self.out.push_back(Output::Fib(m));
+        }
+        self.dirty = true;
+        self.commit();
     }
 
     fn commit(&mut self) {
@@ -432,7 +469,7 @@ impl Router {
         }
     }
 
-    fn session_of(&self, n: &nm::NodeId) -> Option<u32> {
+    fn session_of(&self, n: &NodeId) -> Option<u32> {
         self.links.get(n).map(|l| l.session)
     }
 

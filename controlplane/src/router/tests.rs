@@ -4,6 +4,7 @@
 use super::*;
 use crate::appsock::Request;
 use crate::identity::Identity;
+use crate::nm;
 
 const CFG: &str = "key: k\nlisten: 127.0.0.1:7100\ndata_port: 7000\n";
 
@@ -51,6 +52,11 @@ impl Fib {
                 }
                 FibMsg::RemoveRoute { prefix } => {
                     self.routes.remove(&prefix);
+                }
+                FibMsg::Clear => {
+                    self.sessions.clear();
+                    self.rules.clear();
+                    self.routes.clear();
                 }
                 other => panic!("unexpected fib message {other:?}"),
             }
@@ -542,4 +548,100 @@ fn published_services_are_the_configured_ones_plus_the_apps_until_they_go() {
         },
     );
     assert_eq!(r, "ok unpublished (no messenger configured)");
+}
+
+#[test]
+fn a_restarted_dataplane_is_given_everything_the_router_holds() {
+    let mut m = Mesh::new(3);
+    m.link(0, 1);
+    m.link(1, 2);
+    m.advance(300);
+    let now = m.now;
+    let dst = m.addr(2);
+    m.nodes[0].r.handle_punt(now, dst, b"p".to_vec());
+    m.advance(500);
+    let net: Prefix = "10.9.0.0/16".parse().unwrap();
+    let c = m.nodes[2].id;
+    let now = m.now;
+    let r = m.nodes[0].r.handle_app_request(
+        now,
+        1,
+        Request::Attach {
+            node: c,
+            prefixes: vec![net],
+        },
+    );
+    assert_eq!(r, "ok");
+    m.advance(300);
+    for i in 0..3 {
+        let before = (
+            m.nodes[i].fib.sessions.clone(),
+            m.nodes[i].fib.rules.clone(),
+            m.nodes[i].fib.routes.clone(),
+        );
+        assert!(!before.0.is_empty());
+        // A new dataplane starts empty; the router programs all of it in one commit.
+        m.nodes[i].fib = Fib::default();
+        m.nodes[i].r.handle_dataplane_back();
+        m.run();
+        let f = &m.nodes[i].fib;
+        assert_eq!(f.commits, 1);
+        assert_eq!(
+            (f.sessions.clone(), f.rules.clone(), f.routes.clone()),
+            before,
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn a_lost_dataplane_closes_every_link_and_the_mesh_heals_around_and_back() {
+    let mut m = Mesh::new(3);
+    let (ab, _) = m.link(0, 1);
+    let (bc, _) = m.link(1, 2);
+    m.advance(300);
+    let now = m.now;
+    let dst = m.addr(2);
+    m.nodes[0].r.handle_punt(now, dst, b"p".to_vec());
+    m.advance(500);
+    assert!(m.nodes[0].fib.routes.contains_key(&m.host(2)));
+    // b's dataplane dies: b closes both its links (their sessions' counters died with it).
+    let now = m.now;
+    m.nodes[1].r.handle_dataplane_lost(now);
+    m.run();
+    // b's ends: the far end of a's dial, and its own dial to c.
+    let lb_a = m.links[&ab].2;
+    let mut closed = m.nodes[1].closed.clone();
+    closed.sort();
+    let mut want = vec![lb_a, bc];
+    want.sort();
+    assert_eq!(closed, want);
+    assert_eq!(m.nodes[1].r.stats.dataplane_restarts, 1);
+    assert!(m.nodes[1].r.links.is_empty());
+    assert!(
+        m.nodes[1].r.mirror.replay().is_empty(),
+        "nothing left to program"
+    );
+    // The neighbours see the links end and drop the route through b.
+    m.unlink(ab);
+    m.unlink(bc);
+    m.run();
+    assert!(!m.nodes[0].fib.routes.contains_key(&m.host(2)));
+    // The links come back (fresh sessions) before or after the new dataplane: either way the
+    // route is set up again.
+    m.link(0, 1);
+    m.link(1, 2);
+    m.nodes[1].fib = Fib::default();
+    m.nodes[1].r.handle_dataplane_back();
+    m.advance(1500);
+    let (session, _) = m.nodes[0].fib.routes[&m.host(2)];
+    assert!(m.nodes[0].fib.sessions.contains_key(&session));
+    assert!(
+        m.nodes[1]
+            .fib
+            .rules
+            .values()
+            .any(|a| matches!(a, RuleAction::Forward { .. })),
+        "the relay forwards again"
+    );
 }

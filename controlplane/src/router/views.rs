@@ -83,6 +83,11 @@ impl Router {
                 self.programmed.len() as u64,
             ),
             ("app_errors".to_string(), self.stats.app_errors),
+            ("fib_entries".to_string(), self.mirror.len() as u64),
+            (
+                "dataplane_restarts".to_string(),
+                self.stats.dataplane_restarts,
+            ),
             ("lsdb".to_string(), c.lsdb_size as u64),
             ("routes_up".to_string(), c.routes_up as u64),
             ("routes_pending".to_string(), c.routes_pending as u64),
