@@ -7,9 +7,9 @@
 //! Frames on the wire: `u16 length | Noise message`. Inside the encrypted channel:
 //! `1 | t_us u64` ping, `2 | t_us u64` pong (echo), `3 | bytes` node-manager message.
 
-use crate::frame::{read_frame, write_frame};
+use crate::frame::{read_frame, read_frame_by, write_frame, write_frame_by};
 use crate::identity::{Identity, NodeId};
-use crate::link::{Established, Handshake, LinkParams, MAX_MSG, Step};
+use crate::link::{Established, Handshake, LinkError, LinkParams, MAX_MSG, Step};
 use crate::linkcore::{self, Backoff, Control, DeadTimer, Keepalive};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 /// Control messages queued per link before new ones are dropped (and counted).
 const LINK_QUEUE: usize = 1024;
-/// Longest a handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a whole handshake may take, from connect or accept to the last message: three
+/// small messages and two DH-heavy steps take milliseconds, so 5 s leaves room for a slow or
+/// lossy path and is the longest a stranger holds a handshaking slot.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the larger key waits before dialling a peer that may dial it.
 const HOLD_BACK: Duration = Duration::from_millis(500);
 
@@ -175,13 +177,39 @@ pub fn wake_fd() -> io::Result<Arc<OwnedFd>> {
     )?))
 }
 
+/// Why a link handshake failed.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    /// Not done by the whole-handshake deadline.
+    #[error("handshake not done within {HANDSHAKE_DEADLINE:?}")]
+    TimedOut,
+    /// The socket failed or closed.
+    #[error("handshake: {0}")]
+    Io(io::Error),
+    /// The peer's messages or key were refused.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The handshake state machine asked to send without a next state.
+    #[error("handshake state lost")]
+    StateLost,
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => HandshakeError::TimedOut,
+            _ => HandshakeError::Io(e),
+        }
+    }
+}
+
+/// Runs the Noise handshake, all of it by `deadline` (a peer trickling bytes is cut off there).
 fn handshake(
     ctx: &LinkCtx,
     s: &mut TcpStream,
     dial: Option<NodeId>,
-) -> Result<Established, String> {
-    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    deadline: Instant,
+) -> Result<Established, HandshakeError> {
     let local = LinkParams {
         session_id: ctx.next_session.fetch_add(1, Ordering::Relaxed),
         data_endpoint: SocketAddr::from(([0, 0, 0, 0], ctx.data_port)),
@@ -192,26 +220,28 @@ fn handshake(
     let mut buf = Vec::new();
     let mut hs = match dial {
         Some(peer) => {
-            let (h, m1) = Handshake::initiate(&ctx.id, local, peer).map_err(|e| e.to_string())?;
-            write_frame(s, &m1).map_err(|e| e.to_string())?;
+            let (h, m1) = Handshake::initiate(&ctx.id, local, peer)?;
+            write_frame_by(s, &m1, deadline)?;
             h
         }
-        None => Handshake::respond(&ctx.id, local).map_err(|e| e.to_string())?,
+        None => Handshake::respond(&ctx.id, local)?,
     };
     loop {
-        read_frame(s, &mut buf).map_err(|e| format!("handshake: {e}"))?;
-        match hs.read(&buf, &allow).map_err(|e| e.to_string())? {
+        read_frame_by(s, &mut buf, deadline)?;
+        match hs.read(&buf, &allow)? {
             (Some(next), Step::Send(m)) => {
-                write_frame(s, &m).map_err(|e| e.to_string())?;
+                write_frame_by(s, &m, deadline)?;
                 hs = next;
             }
             (_, Step::Done(last, est)) => {
                 if let Some(m) = last {
-                    write_frame(s, &m).map_err(|e| e.to_string())?;
+                    write_frame_by(s, &m, deadline)?;
                 }
+                // The link's own timeouts from here on.
+                s.set_write_timeout(None)?;
                 return Ok(*est);
             }
-            (None, Step::Send(_)) => return Err("handshake state lost".into()),
+            (None, Step::Send(_)) => return Err(HandshakeError::StateLost),
         }
     }
 }
@@ -391,7 +421,7 @@ pub fn listen(ctx: LinkCtx, listener: TcpListener) {
                 std::thread::spawn(move || {
                     let _ = s.set_nonblocking(false);
                     let _ = s.set_nodelay(true);
-                    match handshake(&c, &mut s, None) {
+                    match handshake(&c, &mut s, None, Instant::now() + HANDSHAKE_DEADLINE) {
                         Ok(est) => run_link(&c, s, est),
                         Err(e) => tracing::warn!("incoming link refused: {e}"),
                     }
@@ -425,7 +455,7 @@ pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
         let started = Instant::now();
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             let _ = s.set_nodelay(true);
-            match handshake(&ctx, &mut s, Some(peer)) {
+            match handshake(&ctx, &mut s, Some(peer), started + HANDSHAKE_DEADLINE) {
                 Ok(est) => run_link(&ctx, s, est),
                 Err(e) => tracing::warn!("link to {peer:?} at {addr}: {e}"),
             }

@@ -15,8 +15,10 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Longest a handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a whole handshake may take, from connect or accept to the last message (not per
+/// read): milliseconds of work, so 5 s leaves room for a slow path and is the longest a stranger
+/// holds a handshaking slot.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// Messages queued per connection before more are dropped.
 const QUEUE: usize = 256;
 /// How long a write may block.
@@ -24,7 +26,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the server expires records.
 const TICK: Duration = Duration::from_secs(1);
 
-use crate::frame::{read_frame, write_frame};
+use crate::frame::{read_frame, read_frame_by, write_frame, write_frame_by};
 
 fn unused_params() -> LinkParams {
     LinkParams {
@@ -35,32 +37,38 @@ fn unused_params() -> LinkParams {
     }
 }
 
-fn handshake(id: &Identity, s: &mut TcpStream, dial: Option<NodeId>) -> io::Result<Established> {
+/// Runs the Noise handshake, all of it by `deadline` (a peer trickling bytes is cut off there:
+/// `TimedOut`). Leaves the socket with no read timeout and a [`WRITE_TIMEOUT`].
+fn handshake(
+    id: &Identity,
+    s: &mut TcpStream,
+    dial: Option<NodeId>,
+    deadline: Instant,
+) -> io::Result<Established> {
     let e = |e: crate::link::LinkError| io::Error::new(io::ErrorKind::PermissionDenied, e);
-    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    s.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let allow = |_: &NodeId| true;
     let mut hs = match dial {
         Some(peer) => {
             let (h, m1) = Handshake::initiate(id, unused_params(), peer).map_err(e)?;
-            write_frame(s, &m1)?;
+            write_frame_by(s, &m1, deadline)?;
             h
         }
         None => Handshake::respond(id, unused_params()).map_err(e)?,
     };
     let mut buf = Vec::new();
     loop {
-        read_frame(s, &mut buf)?;
+        read_frame_by(s, &mut buf, deadline)?;
         match hs.read(&buf, &allow).map_err(e)? {
             (Some(next), Step::Send(m)) => {
-                write_frame(s, &m)?;
+                write_frame_by(s, &m, deadline)?;
                 hs = next;
             }
             (_, Step::Done(last, est)) => {
                 if let Some(m) = last {
-                    write_frame(s, &m)?;
+                    write_frame_by(s, &m, deadline)?;
                 }
                 s.set_read_timeout(None)?;
+                s.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 return Ok(*est);
             }
             (None, Step::Send(_)) => return Err(io::Error::other("handshake state lost")),
@@ -134,9 +142,10 @@ impl Connection {
 
 /// Connects to the messenger at `addr`, which must authenticate as `server`.
 pub fn connect(addr: SocketAddr, server: NodeId, id: &Identity) -> io::Result<Connection> {
-    let mut s = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
+    let deadline = Instant::now() + HANDSHAKE_DEADLINE;
+    let mut s = TcpStream::connect_timeout(&addr, HANDSHAKE_DEADLINE)?;
     s.set_nodelay(true)?;
-    let est = handshake(id, &mut s, Some(server))?;
+    let est = handshake(id, &mut s, Some(server), deadline)?;
     Connection::new(s, est)
 }
 
@@ -225,7 +234,7 @@ fn run_conn(
     epoch: Instant,
 ) -> io::Result<()> {
     s.set_nodelay(true)?;
-    let est = handshake(id, &mut s, None)?;
+    let est = handshake(id, &mut s, None, Instant::now() + HANDSHAKE_DEADLINE)?;
     let conn = Arc::new(Connection::new(s, est)?);
     let peer = conn.peer();
     let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
