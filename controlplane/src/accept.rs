@@ -396,6 +396,38 @@ where
     }
 }
 
+/// Loopback clients for the listeners' tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::io;
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    /// A TCP connection to `to` from the loopback address `from`.
+    pub(crate) fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+        use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+        let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        bind(&fd, &SocketAddr::from((from, 0))).unwrap();
+        connect(&fd, &to).unwrap();
+        TcpStream::from(fd)
+    }
+
+    /// Whether the other end closed `s` within `wait` (EOF or reset).
+    pub(crate) fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+        use std::io::Read;
+        s.set_read_timeout(Some(wait)).unwrap();
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -525,6 +525,7 @@ fn sleep_unless_stopped(ctx: &LinkCtx, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accept::test_util::{closed_within, connect_from};
     use std::sync::mpsc::channel;
 
     fn ctx(seed: u8, events: Sender<LinkEvent>, stop: Arc<AtomicBool>) -> LinkCtx {
@@ -617,30 +618,6 @@ mod tests {
         let st = stats.clone();
         std::thread::spawn(move || listen_with(b, l, limits, st));
         (addr, stats)
-    }
-
-    /// A TCP connection to `to` from the loopback address `from`.
-    fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
-        use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
-        let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-        bind(&fd, &SocketAddr::from((from, 0))).unwrap();
-        connect(&fd, &to).unwrap();
-        TcpStream::from(fd)
-    }
-
-    /// Whether the other end closed `s` within `wait` (EOF or reset).
-    fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
-        use std::io::Read;
-        s.set_read_timeout(Some(wait)).unwrap();
-        let mut b = [0u8; 64];
-        match s.read(&mut b) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
-        }
     }
 
     #[test]
