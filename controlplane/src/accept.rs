@@ -43,6 +43,9 @@ pub struct Limits {
     pub max_handshaking_per_ip: usize,
     /// Most connections of this listener, authenticated or not.
     pub max_conns: usize,
+    /// Most of those from one source: anyone can make a key and authenticate, so without this
+    /// one address could hold every connection slot.
+    pub max_conns_per_ip: usize,
     /// Longest the whole authentication may take, from accept to the last message (not per
     /// read: a peer that trickles a byte at a time is dropped at this deadline).
     pub handshake_deadline: Duration,
@@ -62,6 +65,9 @@ pub enum Refusal {
     /// [`Limits::max_conns`] connections are open.
     #[error("too many connections")]
     Total,
+    /// [`Limits::max_conns_per_ip`] connections from this source are open.
+    #[error("too many connections from this address")]
+    PerIpTotal,
 }
 
 /// What a listener refused, dropped and failed at, by reason. Shared with whoever publishes it
@@ -76,6 +82,8 @@ pub struct ListenerStats {
     pub refused_per_ip: AtomicU64,
     /// Refused: [`Refusal::Total`].
     pub refused_total: AtomicU64,
+    /// Refused: [`Refusal::PerIpTotal`].
+    pub refused_per_ip_total: AtomicU64,
     /// `accept` failed for lack of descriptors or memory (each followed by a backoff).
     pub accept_exhausted: AtomicU64,
     /// `accept` failed for another reason (a peer that reset before we accepted, ...).
@@ -98,6 +106,7 @@ pub struct StatsSnapshot {
     pub refused_handshaking: u64,
     pub refused_per_ip: u64,
     pub refused_total: u64,
+    pub refused_per_ip_total: u64,
     pub accept_exhausted: u64,
     pub accept_other: u64,
     pub spawn_failed: u64,
@@ -120,6 +129,7 @@ impl ListenerStats {
             refused_handshaking: g(&self.refused_handshaking),
             refused_per_ip: g(&self.refused_per_ip),
             refused_total: g(&self.refused_total),
+            refused_per_ip_total: g(&self.refused_per_ip_total),
             accept_exhausted: g(&self.accept_exhausted),
             accept_other: g(&self.accept_other),
             spawn_failed: g(&self.spawn_failed),
@@ -132,7 +142,7 @@ impl ListenerStats {
     /// All refusals at accept (over a cap).
     pub fn refused(&self) -> u64 {
         let s = self.snapshot();
-        s.refused_handshaking + s.refused_per_ip + s.refused_total
+        s.refused_handshaking + s.refused_per_ip + s.refused_total + s.refused_per_ip_total
     }
 }
 
@@ -155,8 +165,11 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 #[derive(Default)]
 struct GateState {
     handshaking: usize,
+    /// Handshaking connections by source.
     per_ip: HashMap<IpAddr, usize>,
     conns: usize,
+    /// All connections by source.
+    conns_per_ip: HashMap<IpAddr, usize>,
 }
 
 /// Admission control of one listener: counts its connections against its [`Limits`].
@@ -197,8 +210,13 @@ impl Gate {
         let key = ip.map(source_key);
         let mut st = self.lock();
         let from_ip = key.and_then(|k| st.per_ip.get(&k).copied()).unwrap_or(0);
+        let all_from_ip = key
+            .and_then(|k| st.conns_per_ip.get(&k).copied())
+            .unwrap_or(0);
         let refusal = if st.conns >= self.limits.max_conns {
             Some((Refusal::Total, &self.stats.refused_total))
+        } else if key.is_some() && all_from_ip >= self.limits.max_conns_per_ip {
+            Some((Refusal::PerIpTotal, &self.stats.refused_per_ip_total))
         } else if st.handshaking >= self.limits.max_handshaking {
             Some((Refusal::Handshaking, &self.stats.refused_handshaking))
         } else if key.is_some() && from_ip >= self.limits.max_handshaking_per_ip {
@@ -214,6 +232,7 @@ impl Gate {
         st.handshaking += 1;
         if let Some(k) = key {
             *st.per_ip.entry(k).or_insert(0) += 1;
+            *st.conns_per_ip.entry(k).or_insert(0) += 1;
         }
         drop(st);
         ListenerStats::count(&self.stats.accepted);
@@ -259,13 +278,8 @@ impl Permit {
         }
         let mut st = self.gate.lock();
         st.handshaking = st.handshaking.saturating_sub(1);
-        if let Some(k) = self.key
-            && let Some(n) = st.per_ip.get_mut(&k)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                st.per_ip.remove(&k);
-            }
+        if let Some(k) = self.key {
+            release(&mut st.per_ip, k);
         }
     }
 }
@@ -275,6 +289,19 @@ impl Drop for Permit {
         self.authenticated();
         let mut st = self.gate.lock();
         st.conns = st.conns.saturating_sub(1);
+        if let Some(k) = self.key {
+            release(&mut st.conns_per_ip, k);
+        }
+    }
+}
+
+/// Counts one connection of source `k` out of `m` (no entry is kept at zero).
+fn release(m: &mut HashMap<IpAddr, usize>, k: IpAddr) {
+    if let Some(n) = m.get_mut(&k) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            m.remove(&k);
+        }
     }
 }
 
@@ -439,6 +466,7 @@ mod tests {
             max_handshaking: 3,
             max_handshaking_per_ip: 2,
             max_conns: 4,
+            max_conns_per_ip: 3,
             handshake_deadline: Duration::from_secs(1),
             accept_backoff: Duration::from_millis(10),
         }
@@ -475,6 +503,25 @@ mod tests {
             ),
             (4, 2, 1, 1)
         );
+    }
+
+    #[test]
+    fn one_source_cannot_hold_every_connection() {
+        let stats = Arc::new(ListenerStats::default());
+        let g = Gate::new(limits(), stats.clone());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut p = g.admit(Some(a)).unwrap();
+            p.authenticated();
+            held.push(p);
+        }
+        assert_eq!(g.admit(Some(a)).err(), Some(Refusal::PerIpTotal));
+        assert!(g.admit(Some("10.0.0.2".parse().unwrap())).is_ok());
+        held.pop();
+        assert!(g.admit(Some(a)).is_ok());
+        assert_eq!(stats.snapshot().refused_per_ip_total, 1);
+        assert_eq!(stats.refused(), 1);
     }
 
     #[test]

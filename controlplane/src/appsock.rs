@@ -191,6 +191,7 @@ pub const APP_LIMITS: Limits = Limits {
     max_handshaking: MAX_APP_CONNS,
     max_handshaking_per_ip: MAX_APP_CONNS,
     max_conns: MAX_APP_CONNS,
+    max_conns_per_ip: MAX_APP_CONNS,
     handshake_deadline: Duration::from_secs(5),
     accept_backoff: accept::ACCEPT_BACKOFF,
 };

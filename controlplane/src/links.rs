@@ -433,12 +433,18 @@ pub const MAX_HANDSHAKING_PER_IP: usize = 4;
 /// clones the socket) and two threads: 128 links are 256 descriptors, well inside the usual
 /// soft `RLIMIT_NOFILE` of 1024 with room for dials, the messengers, apps and the dataplane.
 pub const MAX_INCOMING: usize = 128;
+/// Most incoming connections from one source, handshaking or up: a neighbour needs one link
+/// (two while a duplicate is being replaced), a few neighbours may share a NAT address; with
+/// `allow_any` anyone may make a key and link, and this keeps one address from taking all of
+/// [`MAX_INCOMING`].
+pub const MAX_INCOMING_PER_IP: usize = 16;
 
 /// The link listener's bounds.
 pub const LISTEN_LIMITS: Limits = Limits {
     max_handshaking: MAX_HANDSHAKING,
     max_handshaking_per_ip: MAX_HANDSHAKING_PER_IP,
     max_conns: MAX_INCOMING,
+    max_conns_per_ip: MAX_INCOMING_PER_IP,
     handshake_deadline: HANDSHAKE_DEADLINE,
     accept_backoff: accept::ACCEPT_BACKOFF,
 };
@@ -601,6 +607,7 @@ mod tests {
             max_handshaking: 8,
             max_handshaking_per_ip: 3,
             max_conns: 16,
+            max_conns_per_ip: 8,
             handshake_deadline: deadline,
             accept_backoff: Duration::from_millis(10),
         }

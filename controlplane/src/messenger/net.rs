@@ -183,6 +183,10 @@ pub const MAX_HANDSHAKING_PER_IP: usize = 8;
 /// capped too. Each holds two descriptors (the writer clones the socket) and two threads: 384
 /// are 768 descriptors, inside the usual soft `RLIMIT_NOFILE` of 1024.
 pub const MAX_CONNS: usize = 384;
+/// Most connections from one source, authenticated or not: anyone may make keys, and without
+/// this one address could hold all of [`MAX_CONNS`] (talking just often enough to stay). 32
+/// leaves room for many routers behind one NAT address.
+pub const MAX_CONNS_PER_IP: usize = 32;
 /// How long an authenticated client may say nothing (no whole message) before it is dropped.
 /// Clients re-register every half TTL (30 s with the default 60 s TTL) and look up wanted
 /// nodes more often, so an honest client speaks at least twice within the bound.
@@ -203,6 +207,7 @@ pub const BOUNDS: Bounds = Bounds {
         max_handshaking: MAX_HANDSHAKING,
         max_handshaking_per_ip: MAX_HANDSHAKING_PER_IP,
         max_conns: MAX_CONNS,
+        max_conns_per_ip: MAX_CONNS_PER_IP,
         handshake_deadline: HANDSHAKE_DEADLINE,
         accept_backoff: accept::ACCEPT_BACKOFF,
     },
@@ -522,6 +527,7 @@ mod tests {
                 max_handshaking: 8,
                 max_handshaking_per_ip: 3,
                 max_conns: 16,
+                max_conns_per_ip: 8,
                 handshake_deadline: deadline,
                 accept_backoff: Duration::from_millis(20),
             },
