@@ -8,7 +8,7 @@
 //! `1 | t_us u64` ping, `2 | t_us u64` pong (echo), `3 | bytes` node-manager message.
 
 use crate::accept::{self, Gate, Limits, ListenerStats, Permit};
-use crate::frame::{read_frame, read_frame_by, write_frame, write_frame_by};
+use crate::frame::{FrameReader, read_frame_by, write_frame, write_frame_by};
 use crate::identity::{Identity, NodeId};
 use crate::link::{Established, Handshake, LinkError, LinkParams, MAX_MSG, Step};
 use crate::linkcore::{self, Backoff, Control, DeadTimer, Keepalive};
@@ -302,7 +302,7 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established, stats: Option<&Li
                 })
         });
     let _ = s.set_read_timeout(Some(ctx.keepalive));
-    let mut buf = Vec::new();
+    let mut frames = FrameReader::default();
     let mut plain = vec![0u8; MAX_MSG];
     let mut dead = DeadTimer::new(Instant::now(), ctx.keepalive, ctx.dead_after);
     let why = match &writer {
@@ -314,22 +314,16 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established, stats: Option<&Li
             if let Some(why) = dead.expired(Instant::now()) {
                 break why;
             }
-            match read_frame(&mut s, &mut buf) {
-                Ok(()) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
+            // A timeout (even mid-frame: the reader keeps what it has) only re-checks the timers.
+            let buf = match frames.read(&mut s) {
+                Ok(Some(f)) => f,
+                Ok(None) => continue,
                 Err(e) => break format!("read: {e}"),
-            }
+            };
             let n = match transport
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .read_message(&buf, &mut plain)
+                .read_message(buf, &mut plain)
             {
                 Ok(n) => n,
                 Err(e) => break format!("decrypt: {e}"),
