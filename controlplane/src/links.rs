@@ -4,6 +4,10 @@
 //! drained by a writer thread. Everything that happens is reported to the main loop as a
 //! [`LinkEvent`]; the main loop never blocks on a link.
 //!
+//! The listener admits connections through an [`accept::Gate`] ([`LISTEN_LIMITS`]: caps on
+//! handshaking, per-source and total connections, a whole-handshake deadline); what it refuses
+//! is counted in the [`ListenerStats`] given to [`listen_with`].
+//!
 //! Frames on the wire: `u16 length | Noise message`. Inside the encrypted channel:
 //! `1 | t_us u64` ping, `2 | t_us u64` pong (echo), `3 | bytes` node-manager message.
 
@@ -483,8 +487,8 @@ pub fn listen_with(ctx: LinkCtx, listener: TcpListener, limits: Limits, stats: A
 }
 
 /// Keeps a link to `peer` at `addr` up: dials, and re-dials with backoff after every failure.
-/// When both ends know each other's address, the one with the larger key holds back (first by
-/// [`HOLD_BACK`], then whenever a link is already up) so they do not keep replacing each
+/// When both ends know each other's address, the one with the larger key holds back (first for
+/// `HOLD_BACK`, 500 ms, then whenever a link is already up) so they do not keep replacing each
 /// other's link.
 pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
     let mut backoff = Backoff::default();

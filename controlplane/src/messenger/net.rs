@@ -4,6 +4,11 @@
 //! keys bound to their identities) over `u16 length | bytes` frames, then one messenger
 //! [`super::wire::Msg`] per Noise transport message in the same framing. The dataplane
 //! parameters of the handshake are unused (zeroes).
+//!
+//! The server admits connections through an [`crate::accept::Gate`] ([`BOUNDS`]: caps on
+//! handshaking, per-source and total connections, a whole-handshake deadline) and drops a client
+//! that sends no whole message for [`IDLE_TIMEOUT`]; what it refuses is counted in
+//! [`ServerHandle::listener_stats`].
 
 use super::server::{MessengerServer, ServerConfig};
 use crate::accept::{self, Gate, Limits, ListenerStats, Permit};
