@@ -20,6 +20,7 @@
 //! Attachments live exactly as long as the connection that made them: an app that exits or
 //! crashes takes its routes with it.
 
+use crate::accept::{self, Gate, Limits, ListenerStats, Permit};
 use crate::identity::{NodeId, OVERLAY_PREFIX};
 use netbase::Prefix;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -28,7 +29,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::time::Duration;
 
@@ -178,25 +179,51 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     netbase::private_socket::bind(path, "controlplane")
 }
 
-/// Accepts connections forever, one thread each; requests go to `events`, `wake` is rung after
-/// each so the driver's loop wakes.
+/// Most app connections at once. Each app (VPN, SOCKS, ...) holds one connection for as long
+/// as it runs, and each costs a thread and a descriptor; only root and our own user get in,
+/// so this bounds a runaway or buggy app rather than a stranger.
+pub const MAX_APP_CONNS: usize = 64;
+
+/// The app socket's bounds. Authentication is the peer-credentials check, one system call right
+/// after accept, so every connection counts as handshaking only for that moment and the
+/// handshake deadline is unused; unix sockets have no source address to cap.
+pub const APP_LIMITS: Limits = Limits {
+    max_handshaking: MAX_APP_CONNS,
+    max_handshaking_per_ip: MAX_APP_CONNS,
+    max_conns: MAX_APP_CONNS,
+    max_conns_per_ip: MAX_APP_CONNS,
+    handshake_deadline: Duration::from_secs(5),
+    accept_backoff: accept::ACCEPT_BACKOFF,
+};
+
+/// Accepts connections forever, one thread each, within [`APP_LIMITS`]; requests go to
+/// `events`, `wake` is rung after each so the driver's loop wakes. Counters: [`serve_with`].
 pub fn serve(listener: UnixListener, events: Sender<Event>, wake: Arc<OwnedFd>) {
+    serve_with(listener, events, wake, APP_LIMITS, Arc::default());
+}
+
+/// [`serve`] within `limits`, counting refusals and failures in `stats`: over
+/// [`Limits::max_conns`] a connection is closed at once; accept errors (`EMFILE`, ...) and a
+/// thread that cannot be made back off and go on.
+pub fn serve_with(
+    listener: UnixListener,
+    events: Sender<Event>,
+    wake: Arc<OwnedFd>,
+    limits: Limits,
+    stats: Arc<ListenerStats>,
+) {
     let ids = AtomicU64::new(1);
-    for conn in listener.incoming() {
-        let Ok(stream) = conn else {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        };
+    let gate = Gate::new(limits, stats);
+    let never = AtomicBool::new(false);
+    let conn = move |stream: UnixStream, permit: Permit| {
         let conn = ids.fetch_add(1, Ordering::Relaxed);
-        let (ev, wk) = (events.clone(), wake.clone());
-        let _ = std::thread::Builder::new()
-            .name("app".into())
-            .spawn(move || {
-                let _ = connection(stream, conn, &ev, &wk);
-                let _ = ev.send(Event::Closed { conn });
-                ring(&wk);
-            });
-    }
+        let _ = connection(stream, conn, permit, &events, &wake);
+        let _ = events.send(Event::Closed { conn });
+        ring(&wake);
+    };
+    accept::run(&listener, &gate, &never, conn, |job| {
+        accept::spawn_thread("app", job)
+    });
 }
 
 fn ring(wake: &OwnedFd) {
@@ -206,15 +233,18 @@ fn ring(wake: &OwnedFd) {
 fn connection(
     stream: UnixStream,
     conn: u64,
+    mut permit: Permit,
     events: &Sender<Event>,
     wake: &OwnedFd,
 ) -> io::Result<()> {
     let mut out = &stream;
     let cred = rustix::net::sockopt::socket_peercred(&stream)?;
     if cred.uid != rustix::process::geteuid() && !cred.uid.is_root() {
+        ListenerStats::count(&permit.stats().handshake_failed);
         out.write_all(b"err permission denied: not the controlplane's user or root\n")?;
         return Ok(());
     }
+    permit.authenticated();
     let mut reader = BufReader::new(&stream);
     loop {
         let mut line = Vec::new();
@@ -359,6 +389,57 @@ mod tests {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn over_the_connection_cap_is_closed_at_once_and_counted() {
+        let dir = std::env::temp_dir().join(format!("skywire-appsock-{}", std::process::id()));
+        let path = dir.join("app.sock");
+        let l = bind(&path).unwrap();
+        let (tx, rx) = channel();
+        let stats = Arc::new(ListenerStats::default());
+        let limits = Limits {
+            max_conns: 2,
+            accept_backoff: Duration::from_millis(10),
+            ..APP_LIMITS
+        };
+        let st = stats.clone();
+        let wake = crate::links::wake_fd().unwrap();
+        std::thread::spawn(move || serve_with(l, tx, wake, limits, st));
+        let call = |c: &mut AppClient| {
+            let t = std::thread::scope(|sc| {
+                let h = sc.spawn(|| c.call("whoami"));
+                match rx.recv_timeout(Duration::from_secs(5)) {
+                    Ok(Event::Request { reply, .. }) => reply.send("ok me".into()).unwrap(),
+                    _ => panic!("no request"),
+                }
+                h.join().unwrap()
+            });
+            assert_eq!(t, Ok("me".into()));
+        };
+        let mut a = AppClient::connect(&path).unwrap();
+        let mut b = AppClient::connect(&path).unwrap();
+        call(&mut a);
+        call(&mut b);
+        // The third is closed without a reply, and counted.
+        let mut c = AppClient::connect(&path).unwrap();
+        let e = c.call("whoami").unwrap_err();
+        assert!(
+            ["closed", "Broken pipe", "reset"]
+                .iter()
+                .any(|w| e.contains(w)),
+            "{e}"
+        );
+        assert_eq!(stats.snapshot().refused_total, 1);
+        // With one gone, a new app gets in.
+        drop(a);
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(Event::Closed { .. })
+        ));
+        let mut d = AppClient::connect(&path).unwrap();
+        call(&mut d);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     proptest! {

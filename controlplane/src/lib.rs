@@ -4,6 +4,7 @@
 //! - [`link`]: the Noise handshake that authenticates a neighbour and derives the data keys.
 //! - [`linkcore`]: the link manager's core (sans-IO): control messages, keepalive, RTT and
 //!   cost, dead detection, redial backoff, the duplicate-link tie-break, data-key rotation.
+//! - [`accept`]: bounded accept loops (caps, deadlines, counters) for every listener.
 //! - [`links`]: the link manager's I/O: TCP links, dialling, accepting, the Noise channel.
 //! - [`config`]: the configuration file.
 //! - [`messenger`]: signed records (key -> endpoints, services) with TTL, lookup, service query,
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod appsock;
 pub mod config;
 pub mod dataplane_link;

@@ -4,12 +4,17 @@
 //! drained by a writer thread. Everything that happens is reported to the main loop as a
 //! [`LinkEvent`]; the main loop never blocks on a link.
 //!
+//! The listener admits connections through an [`accept::Gate`] ([`LISTEN_LIMITS`]: caps on
+//! handshaking, per-source and total connections, a whole-handshake deadline); what it refuses
+//! is counted in the [`ListenerStats`] given to [`listen_with`].
+//!
 //! Frames on the wire: `u16 length | Noise message`. Inside the encrypted channel:
 //! `1 | t_us u64` ping, `2 | t_us u64` pong (echo), `3 | bytes` node-manager message.
 
-use crate::frame::{read_frame, write_frame};
+use crate::accept::{self, Gate, Limits, ListenerStats, Permit};
+use crate::frame::{FrameReader, read_frame_by, write_frame, write_frame_by};
 use crate::identity::{Identity, NodeId};
-use crate::link::{Established, Handshake, LinkParams, MAX_MSG, Step};
+use crate::link::{Established, Handshake, LinkError, LinkParams, MAX_MSG, Step};
 use crate::linkcore::{self, Backoff, Control, DeadTimer, Keepalive};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,8 +26,10 @@ use std::time::{Duration, Instant};
 
 /// Control messages queued per link before new ones are dropped (and counted).
 const LINK_QUEUE: usize = 1024;
-/// Longest a handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a whole handshake may take, from connect or accept to the last message: three
+/// small messages and two DH-heavy steps take milliseconds, so 5 s leaves room for a slow or
+/// lossy path and is the longest a stranger holds a handshaking slot.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the larger key waits before dialling a peer that may dial it.
 const HOLD_BACK: Duration = Duration::from_millis(500);
 
@@ -175,13 +182,39 @@ pub fn wake_fd() -> io::Result<Arc<OwnedFd>> {
     )?))
 }
 
+/// Why a link handshake failed.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    /// Not done by the whole-handshake deadline.
+    #[error("handshake not done within {HANDSHAKE_DEADLINE:?}")]
+    TimedOut,
+    /// The socket failed or closed.
+    #[error("handshake: {0}")]
+    Io(io::Error),
+    /// The peer's messages or key were refused.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The handshake state machine asked to send without a next state.
+    #[error("handshake state lost")]
+    StateLost,
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => HandshakeError::TimedOut,
+            _ => HandshakeError::Io(e),
+        }
+    }
+}
+
+/// Runs the Noise handshake, all of it by `deadline` (a peer trickling bytes is cut off there).
 fn handshake(
     ctx: &LinkCtx,
     s: &mut TcpStream,
     dial: Option<NodeId>,
-) -> Result<Established, String> {
-    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    deadline: Instant,
+) -> Result<Established, HandshakeError> {
     let local = LinkParams {
         session_id: ctx.next_session.fetch_add(1, Ordering::Relaxed),
         data_endpoint: SocketAddr::from(([0, 0, 0, 0], ctx.data_port)),
@@ -192,32 +225,35 @@ fn handshake(
     let mut buf = Vec::new();
     let mut hs = match dial {
         Some(peer) => {
-            let (h, m1) = Handshake::initiate(&ctx.id, local, peer).map_err(|e| e.to_string())?;
-            write_frame(s, &m1).map_err(|e| e.to_string())?;
+            let (h, m1) = Handshake::initiate(&ctx.id, local, peer)?;
+            write_frame_by(s, &m1, deadline)?;
             h
         }
-        None => Handshake::respond(&ctx.id, local).map_err(|e| e.to_string())?,
+        None => Handshake::respond(&ctx.id, local)?,
     };
     loop {
-        read_frame(s, &mut buf).map_err(|e| format!("handshake: {e}"))?;
-        match hs.read(&buf, &allow).map_err(|e| e.to_string())? {
+        read_frame_by(s, &mut buf, deadline)?;
+        match hs.read(&buf, &allow)? {
             (Some(next), Step::Send(m)) => {
-                write_frame(s, &m).map_err(|e| e.to_string())?;
+                write_frame_by(s, &m, deadline)?;
                 hs = next;
             }
             (_, Step::Done(last, est)) => {
                 if let Some(m) = last {
-                    write_frame(s, &m).map_err(|e| e.to_string())?;
+                    write_frame_by(s, &m, deadline)?;
                 }
+                // The link's own timeouts from here on.
+                s.set_write_timeout(None)?;
                 return Ok(*est);
             }
-            (None, Step::Send(_)) => return Err("handshake state lost".into()),
+            (None, Step::Send(_)) => return Err(HandshakeError::StateLost),
         }
     }
 }
 
-/// Runs an established link until it fails or is closed; reports Down at the end.
-fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
+/// Runs an established link until it fails or is closed; reports Down at the end. A writer
+/// thread that cannot be made is counted in `stats` (when the link was accepted).
+fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established, stats: Option<&ListenerStats>) {
     let link = ctx.next_link.fetch_add(1, Ordering::Relaxed);
     let peer = est.peer;
     let mut remote = est.peer_params;
@@ -253,83 +289,86 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established) {
         return;
     }
     let keepalive = Keepalive::new(Instant::now(), ctx.keepalive);
-    let Ok(mut ws) = s.try_clone() else {
-        let _ = ctx.emit(LinkEvent::Down {
-            peer,
-            link,
-            why: "cannot clone socket".into(),
+    // A link whose writer cannot start goes down through the same bookkeeping as any other.
+    let writer = s
+        .try_clone()
+        .map_err(|e| format!("cannot clone socket: {e}"))
+        .and_then(|mut ws| {
+            let (wt, wclosed, wstop) = (transport.clone(), closed.clone(), ctx.stop.clone());
+            std::thread::Builder::new()
+                .name("link-tx".into())
+                .spawn(move || writer(&mut ws, &wt, &rx, keepalive, &wclosed, &wstop))
+                .map_err(|e| {
+                    if let Some(st) = stats {
+                        ListenerStats::count(&st.spawn_failed);
+                    }
+                    format!("cannot start the writer thread: {e}")
+                })
         });
-        return;
-    };
-    let wt = transport.clone();
-    let wclosed = closed.clone();
-    let wstop = ctx.stop.clone();
-    let writer = std::thread::spawn(move || writer(&mut ws, &wt, &rx, keepalive, &wclosed, &wstop));
     let _ = s.set_read_timeout(Some(ctx.keepalive));
-    let mut buf = Vec::new();
+    let mut frames = FrameReader::default();
     let mut plain = vec![0u8; MAX_MSG];
     let mut dead = DeadTimer::new(Instant::now(), ctx.keepalive, ctx.dead_after);
-    let why = loop {
-        if closed.load(Ordering::SeqCst) || ctx.stop.load(Ordering::SeqCst) {
-            break "closed".to_string();
-        }
-        if let Some(why) = dead.expired(Instant::now()) {
-            break why;
-        }
-        match read_frame(&mut s, &mut buf) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
+    let why = match &writer {
+        Err(why) => why.clone(),
+        Ok(_) => loop {
+            if closed.load(Ordering::SeqCst) || ctx.stop.load(Ordering::SeqCst) {
+                break "closed".to_string();
+            }
+            if let Some(why) = dead.expired(Instant::now()) {
+                break why;
+            }
+            // A timeout (even mid-frame: the reader keeps what it has) only re-checks the timers.
+            let buf = match frames.read(&mut s) {
+                Ok(Some(f)) => f,
+                Ok(None) => continue,
+                Err(e) => break format!("read: {e}"),
+            };
+            let n = match transport
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .read_message(buf, &mut plain)
             {
-                continue;
+                Ok(n) => n,
+                Err(e) => break format!("decrypt: {e}"),
+            };
+            let now = Instant::now();
+            dead.heard(now);
+            match Control::parse(&plain[..n]) {
+                Some(Control::Ping(t)) => {
+                    let _ = tx.try_send(Control::Pong(t).encode());
+                }
+                Some(Control::Pong(sent)) => {
+                    let _ = ctx.emit(LinkEvent::Rtt {
+                        peer,
+                        link,
+                        rtt_us: keepalive.rtt_us(now, sent),
+                    });
+                }
+                Some(Control::Rekey { generation, ack }) => {
+                    let _ = ctx.emit(LinkEvent::Rekey {
+                        peer,
+                        link,
+                        generation,
+                        ack,
+                    });
+                }
+                Some(Control::Nm(bytes)) => {
+                    let _ = ctx.emit(LinkEvent::Msg {
+                        peer,
+                        link,
+                        bytes: bytes.to_vec(),
+                    });
+                }
+                None => {} // unknown control message: ignored
             }
-            Err(e) => break format!("read: {e}"),
-        }
-        let n = match transport
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .read_message(&buf, &mut plain)
-        {
-            Ok(n) => n,
-            Err(e) => break format!("decrypt: {e}"),
-        };
-        let now = Instant::now();
-        dead.heard(now);
-        match Control::parse(&plain[..n]) {
-            Some(Control::Ping(t)) => {
-                let _ = tx.try_send(Control::Pong(t).encode());
-            }
-            Some(Control::Pong(sent)) => {
-                let _ = ctx.emit(LinkEvent::Rtt {
-                    peer,
-                    link,
-                    rtt_us: keepalive.rtt_us(now, sent),
-                });
-            }
-            Some(Control::Rekey { generation, ack }) => {
-                let _ = ctx.emit(LinkEvent::Rekey {
-                    peer,
-                    link,
-                    generation,
-                    ack,
-                });
-            }
-            Some(Control::Nm(bytes)) => {
-                let _ = ctx.emit(LinkEvent::Msg {
-                    peer,
-                    link,
-                    bytes: bytes.to_vec(),
-                });
-            }
-            None => {} // unknown control message: ignored
-        }
+        },
     };
     closed.store(true, Ordering::SeqCst);
     let _ = s.shutdown(std::net::Shutdown::Both);
-    let _ = writer.join();
+    if let Ok(w) = writer {
+        let _ = w.join();
+    }
     {
         let mut l = ctx.linked.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = l.get_mut(&peer) {
@@ -381,30 +420,75 @@ fn writer(
     }
 }
 
-/// Accepts links on `listener` until stopped.
+/// Most incoming connections handshaking at once. Each costs a thread, a descriptor and a DH
+/// or two; honest callers are configured neighbours that handshake once per (re)connect, and
+/// even a router restarting next to us redials its neighbours one at a time each.
+pub const MAX_HANDSHAKING: usize = 32;
+/// Most incoming connections handshaking at once from one source ([`accept::source_key`]): a
+/// neighbour dials one link at a time, a few may share a NAT address.
+pub const MAX_HANDSHAKING_PER_IP: usize = 4;
+/// Most incoming connections, handshaking or up. An up link holds two descriptors (its writer
+/// clones the socket) and two threads: 128 links are 256 descriptors, well inside the usual
+/// soft `RLIMIT_NOFILE` of 1024 with room for dials, the messengers, apps and the dataplane.
+pub const MAX_INCOMING: usize = 128;
+/// Most incoming connections from one source, handshaking or up: a neighbour needs one link
+/// (two while a duplicate is being replaced), a few neighbours may share a NAT address; with
+/// `allow_any` anyone may make a key and link, and this keeps one address from taking all of
+/// [`MAX_INCOMING`].
+pub const MAX_INCOMING_PER_IP: usize = 16;
+
+/// The link listener's bounds.
+pub const LISTEN_LIMITS: Limits = Limits {
+    max_handshaking: MAX_HANDSHAKING,
+    max_handshaking_per_ip: MAX_HANDSHAKING_PER_IP,
+    max_conns: MAX_INCOMING,
+    max_conns_per_ip: MAX_INCOMING_PER_IP,
+    handshake_deadline: HANDSHAKE_DEADLINE,
+    accept_backoff: accept::ACCEPT_BACKOFF,
+};
+
+/// Accepts links on `listener` until stopped, within [`LISTEN_LIMITS`] (its counters are not
+/// kept: see [`listen_with`]).
 pub fn listen(ctx: LinkCtx, listener: TcpListener) {
-    let _ = listener.set_nonblocking(true);
-    while !ctx.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((mut s, _)) => {
-                let c = ctx.clone();
-                std::thread::spawn(move || {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_nodelay(true);
-                    match handshake(&c, &mut s, None) {
-                        Ok(est) => run_link(&c, s, est),
-                        Err(e) => tracing::warn!("incoming link refused: {e}"),
-                    }
-                });
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
+    listen_with(ctx, listener, LISTEN_LIMITS, Arc::default());
+}
+
+/// Accepts links on `listener` until stopped, within `limits`, counting refusals and failures
+/// in `stats`: over a cap a new connection is closed at once, a handshake not done by
+/// `limits.handshake_deadline` is dropped, accept errors and failed thread creation back off.
+pub fn listen_with(ctx: LinkCtx, listener: TcpListener, limits: Limits, stats: Arc<ListenerStats>) {
+    if let Err(e) = listener.set_nonblocking(true) {
+        // Still accepts; only the stop flag is seen late (at the next connection).
+        tracing::warn!("link listener: cannot make it non-blocking: {e}");
     }
+    let gate = Gate::new(limits, stats);
+    let stop = ctx.stop.clone();
+    let conn = move |mut s: TcpStream, mut permit: Permit| {
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_nodelay(true);
+        match handshake(&ctx, &mut s, None, permit.deadline()) {
+            Ok(est) => {
+                permit.authenticated();
+                run_link(&ctx, s, est, Some(permit.stats()));
+            }
+            Err(e) => {
+                let st = permit.stats();
+                ListenerStats::count(match e {
+                    HandshakeError::TimedOut => &st.handshake_timeout,
+                    _ => &st.handshake_failed,
+                });
+                tracing::warn!("incoming link refused: {e}");
+            }
+        }
+    };
+    accept::run(&listener, &gate, &stop, conn, |job| {
+        accept::spawn_thread("link-in", job)
+    });
 }
 
 /// Keeps a link to `peer` at `addr` up: dials, and re-dials with backoff after every failure.
-/// When both ends know each other's address, the one with the larger key holds back (first by
-/// [`HOLD_BACK`], then whenever a link is already up) so they do not keep replacing each
+/// When both ends know each other's address, the one with the larger key holds back (first for
+/// `HOLD_BACK`, 500 ms, then whenever a link is already up) so they do not keep replacing each
 /// other's link.
 pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
     let mut backoff = Backoff::default();
@@ -425,8 +509,8 @@ pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
         let started = Instant::now();
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             let _ = s.set_nodelay(true);
-            match handshake(&ctx, &mut s, Some(peer)) {
-                Ok(est) => run_link(&ctx, s, est),
+            match handshake(&ctx, &mut s, Some(peer), started + HANDSHAKE_DEADLINE) {
+                Ok(est) => run_link(&ctx, s, est, None),
                 Err(e) => tracing::warn!("link to {peer:?} at {addr}: {e}"),
             }
         }
@@ -445,6 +529,7 @@ fn sleep_unless_stopped(ctx: &LinkCtx, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accept::test_util::{closed_within, connect_from};
     use std::sync::mpsc::channel;
 
     fn ctx(seed: u8, events: Sender<LinkEvent>, stop: Arc<AtomicBool>) -> LinkCtx {
@@ -511,6 +596,92 @@ mod tests {
                 break;
             }
         }
+        stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Small bounds for the tests below.
+    fn test_limits(deadline: Duration) -> Limits {
+        Limits {
+            max_handshaking: 8,
+            max_handshaking_per_ip: 3,
+            max_conns: 16,
+            max_conns_per_ip: 8,
+            handshake_deadline: deadline,
+            accept_backoff: Duration::from_millis(10),
+        }
+    }
+
+    /// A listener of node 2 running with `limits`; its address and counters.
+    fn start_listener(limits: Limits, stop: &Arc<AtomicBool>) -> (SocketAddr, Arc<ListenerStats>) {
+        let (tb, rb) = channel();
+        // Keep the receiver alive for the whole test: events have somewhere to go.
+        std::mem::forget(rb);
+        let b = ctx(2, tb, stop.clone());
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stats = Arc::new(ListenerStats::default());
+        let st = stats.clone();
+        std::thread::spawn(move || listen_with(b, l, limits, st));
+        (addr, stats)
+    }
+
+    #[test]
+    fn a_slowloris_is_dropped_at_the_handshake_deadline() {
+        use std::io::Write;
+        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Duration::from_millis(600);
+        let (addr, stats) = start_listener(test_limits(deadline), &stop);
+        let mut s = connect_from([127, 0, 0, 2], addr);
+        let started = Instant::now();
+        // A 65535-byte first message, one byte every 200 ms: each read alone is quick.
+        s.write_all(&[0xff, 0xff]).unwrap();
+        let mut dropped = false;
+        for _ in 0..20 {
+            if closed_within(&mut s, Duration::from_millis(200)) || s.write_all(&[0]).is_err() {
+                dropped = true;
+                break;
+            }
+        }
+        let took = started.elapsed();
+        assert!(dropped, "still connected after {took:?}");
+        assert!(took < deadline + Duration::from_millis(700), "{took:?}");
+        let t0 = Instant::now();
+        while stats.snapshot().handshake_timeout == 0 && t0.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(stats.snapshot().handshake_timeout, 1);
+        stop.store(true, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn over_the_per_ip_cap_is_closed_at_once_and_a_real_link_still_comes_up() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let limits = test_limits(Duration::from_secs(20));
+        let (addr, stats) = start_listener(limits, &stop);
+        // As many silent connections from 127.0.0.2 as it may hold handshaking ...
+        let mut held: Vec<TcpStream> = (0..limits.max_handshaking_per_ip)
+            .map(|_| connect_from([127, 0, 0, 2], addr))
+            .collect();
+        // ... and one more, which is closed at once and counted.
+        let mut over = connect_from([127, 0, 0, 2], addr);
+        assert!(closed_within(&mut over, Duration::from_secs(2)));
+        assert_eq!(stats.snapshot().refused_per_ip, 1);
+        for h in &mut held {
+            assert!(!closed_within(h, Duration::from_millis(20)));
+        }
+        // A neighbour dialling from 127.0.0.1 gets its link while they are held.
+        let (ta, ra) = channel();
+        let a = ctx(1, ta, stop.clone());
+        let bid = Identity::from_seed([2; 32]).unwrap().id();
+        std::thread::spawn(move || dial(a, bid, addr));
+        match ra.recv_timeout(Duration::from_secs(5)) {
+            Ok(LinkEvent::Up(u)) => assert_eq!(u.peer, bid),
+            _ => panic!("no link while the silent connections were held"),
+        }
+        for h in &mut held {
+            assert!(!closed_within(h, Duration::from_millis(20)));
+        }
+        assert_eq!(stats.snapshot().accepted, 4);
         stop.store(true, Ordering::SeqCst);
     }
 }
