@@ -115,6 +115,28 @@ pub struct StatsSnapshot {
     pub idle_closed: u64,
 }
 
+impl StatsSnapshot {
+    /// The counters as `ru` names them: `PREFIX_accepted`, `PREFIX_refused_per_ip`, ...
+    pub fn named(&self, prefix: &str) -> Vec<(String, u64)> {
+        [
+            ("accepted", self.accepted),
+            ("refused_handshaking", self.refused_handshaking),
+            ("refused_per_ip", self.refused_per_ip),
+            ("refused_total", self.refused_total),
+            ("refused_per_ip_total", self.refused_per_ip_total),
+            ("accept_exhausted", self.accept_exhausted),
+            ("accept_other", self.accept_other),
+            ("spawn_failed", self.spawn_failed),
+            ("handshake_timeout", self.handshake_timeout),
+            ("handshake_failed", self.handshake_failed),
+            ("idle_closed", self.idle_closed),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("{prefix}_{k}"), v))
+        .collect()
+    }
+}
+
 impl ListenerStats {
     /// Adds one to `c` (a field of `self`).
     pub fn count(c: &AtomicU64) {

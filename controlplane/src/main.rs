@@ -87,6 +87,9 @@ fn main() {
                         server.with(|m| (m.len() as u64, m.counters().rejected_total()));
                     s.counter("records").store(records, Ordering::Relaxed);
                     s.counter("rejected").store(rejected, Ordering::Relaxed);
+                    for (k, v) in server.listener_stats().snapshot().named("listener") {
+                        s.counter(&k).store(v, Ordering::Relaxed);
+                    }
                 } else {
                     std::thread::sleep(std::time::Duration::from_millis(250));
                 }

@@ -326,7 +326,11 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let listener =
         TcpListener::bind(cfg.listen).map_err(|e| format!("listen {}: {e}", cfg.listen))?;
     let c = ctx.clone();
-    std::thread::spawn(move || links::listen(c, listener));
+    let link_stats = Arc::new(crate::accept::ListenerStats::default());
+    {
+        let st = link_stats.clone();
+        std::thread::spawn(move || links::listen_with(c, listener, links::LISTEN_LIMITS, st));
+    }
     let mut services_tx = None;
     if !cfg.messengers.is_empty() {
         let (stx, srx) = channel();
@@ -365,11 +369,15 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         services_tx,
     };
     let (app_tx, app_rx) = channel();
+    let app_stats = Arc::new(crate::accept::ListenerStats::default());
     let app_listener = appsock::bind(&app_socket)
         .map_err(|e| format!("app socket {}: {e}", app_socket.display()))?;
     {
         let w = wake.clone();
-        std::thread::spawn(move || appsock::serve(app_listener, app_tx, w));
+        let st = app_stats.clone();
+        std::thread::spawn(move || {
+            appsock::serve_with(app_listener, app_tx, w, appsock::APP_LIMITS, st)
+        });
     }
     let session = match signal::Client::from_env() {
         Ok(Some(c)) => c
@@ -457,7 +465,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             && last_report.elapsed() >= Duration::from_millis(500)
         {
             last_report = Instant::now();
-            for (k, v) in d.router.report() {
+            let listeners = link_stats
+                .snapshot()
+                .named("link_listener")
+                .into_iter()
+                .chain(app_stats.snapshot().named("app_socket"));
+            for (k, v) in d.router.report().into_iter().chain(listeners) {
                 published
                     .entry(k.clone())
                     .or_insert_with(|| s.counter(&k))
