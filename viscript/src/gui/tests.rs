@@ -393,6 +393,9 @@ fn log_lines_are_coloured_and_filtered_by_level() {
     assert_eq!(app.handle_key(key(KeyCode::Enter)), Action::None);
     let s = screen(&app, 80, 24);
     assert!(s.contains("(warn and up)"), "{s}");
+    // The refresh fetches at that level too (300 lines of warn and up, not of everything).
+    let f = app.followed().unwrap();
+    assert_eq!((f.id, f.min), (1, Some(crate::loglevel::Level::Warn)));
     assert!(s.contains("a: down") && s.contains("a: slow"), "{s}");
     assert!(!s.contains("out plain") && !s.contains("a: detail"), "{s}");
     // The filter holds for the next refresh; `logs 1 -f` shows everything again.
@@ -409,4 +412,5 @@ fn log_lines_are_coloured_and_filtered_by_level() {
     app.handle_key(key(KeyCode::Enter));
     let s = screen(&app, 80, 24);
     assert!(s.contains("out later") && !s.contains("and up"), "{s}");
+    assert_eq!(app.followed().unwrap().min, None);
 }

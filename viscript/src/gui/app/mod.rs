@@ -30,6 +30,15 @@ const MAX_HISTORY: usize = 200;
 /// Log lines fetched for the selected component (the pane scrolls through them).
 pub const LOG_FETCH: usize = 300;
 
+/// What the log pane follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Followed {
+    /// The component.
+    pub id: u64,
+    /// `logs --level` of the fetch.
+    pub min: Option<Level>,
+}
+
 /// A line of the log pane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
@@ -137,7 +146,7 @@ pub struct Snapshot {
     pub list: Value,
     /// `ru` replies by component id.
     pub usage: Vec<(u64, Value)>,
-    /// The `logs ID -n N` reply for the followed component.
+    /// The `logs ID -n N [--level L]` reply for the followed component.
     pub logs: Option<(u64, Value)>,
     /// The `apps` reply, when fetched.
     pub apps: Option<Value>,
@@ -581,9 +590,12 @@ impl App {
         self.components.iter().find(|c| c.id == id)
     }
 
-    /// The component whose logs the refresh should fetch.
-    pub fn followed(&self) -> Option<u64> {
-        self.selected
+    /// The component whose logs the refresh should fetch, and the pane's level.
+    pub fn followed(&self) -> Option<Followed> {
+        self.selected.map(|id| Followed {
+            id,
+            min: self.log_min,
+        })
     }
 
     fn move_selection(&mut self, delta: isize) {
