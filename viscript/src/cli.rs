@@ -152,6 +152,11 @@ fn console_subcommand(c: &Spec) -> clap::Command {
     }
     if c.name == "start" {
         cmd = cmd
+            .after_help(
+                "Every word after APP is the app's, even one spelled like a viscript option: \
+                 put --socket and --json before APP (`viscript start --json signal-demo \
+                 --log-every 500`).",
+            )
             .arg(
                 Arg::new("attach")
                     .short('a')
