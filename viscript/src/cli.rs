@@ -269,6 +269,12 @@ where
 {
     let argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let m = command().try_get_matches_from(&argv)?;
+    if m.get_flag("headless") && m.subcommand_name().is_some() {
+        return Err(command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--headless takes no subcommand; type commands at its prompt",
+        ));
+    }
     if let Some((word, sub)) = m.subcommand()
         && let Some(spec) = lookup(word)
     {
@@ -296,14 +302,8 @@ where
     }
     let cli = Cli::from_arg_matches(&m)?;
     let mode = match (cli.headless, cli.mode) {
-        (true, None) => Mode::Headless,
-        (true, Some(_)) => {
-            return Err(command().error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--headless takes no subcommand; type commands at its prompt",
-            ));
-        }
-        (false, Some(ModeCmd::Headless)) => Mode::Headless,
+        // A subcommand with --headless is refused above.
+        (true, _) | (false, Some(ModeCmd::Headless)) => Mode::Headless,
         (false, Some(ModeCmd::Serve)) => Mode::Serve,
         (false, Some(ModeCmd::Gui { refresh_ms })) => Mode::Gui {
             refresh_ms: refresh_ms.or(cli.refresh_ms).unwrap_or(DEFAULT_REFRESH_MS),
@@ -488,6 +488,8 @@ mod tests {
         assert!(fails("serve --refresh-ms 200").contains("--refresh-ms"));
         assert!(fails("--refresh-ms 200 serve").contains("for the GUI"));
         assert!(fails("--headless serve").contains("takes no subcommand"));
+        assert!(fails("--headless list").contains("takes no subcommand"));
+        assert!(fails("--headless headless").contains("takes no subcommand"));
         assert!(fails("gui --refresh-ms 5").contains("100..=60000"));
         for c in COMMANDS {
             let e = fails(&format!("{} --help", c.name));
