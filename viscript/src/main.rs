@@ -8,6 +8,10 @@ use viscript::command::Command;
 use viscript::config::Config;
 use viscript::{control, gui, proc, repl, supervisor};
 
+/// How long the daemon waits, after the supervisor ended, for connections to send their last
+/// answers (the reply to `quit` among them).
+const QUIT_DRAIN: Duration = Duration::from_secs(2);
+
 fn load(path: &Path) -> Config {
     match Config::load(path) {
         Ok(c) => c,
@@ -90,9 +94,13 @@ fn run_supervisor(opts: &Options, serve: bool) -> i32 {
     if let Some(l) = listener {
         eprintln!("viscript: serving on {}", socket.display());
         let h = handle.clone();
-        std::thread::spawn(move || control::serve(l, h));
+        let active = control::Active::default();
+        let a = active.clone();
+        std::thread::spawn(move || control::serve(l, h, a));
         let _ = thread.join();
         let _ = std::fs::remove_file(&socket);
+        // The supervisor answered `quit` as it ended; let the connections write the answers.
+        active.wait_idle(QUIT_DRAIN);
         return 0;
     }
     let code = repl::run(&handle, opts.json);

@@ -586,3 +586,22 @@ fn logs_level_keeps_the_severe_lines() {
     );
     assert!(!seen.iter().any(|l| l.contains("tick at")), "{seen:?}");
 }
+
+#[test]
+fn quit_is_answered_before_the_daemon_exits() {
+    // The supervisor answers quit as its last act; the daemon must not exit before the
+    // connection has written that answer (it used to, now and then, under load).
+    for round in 0..3 {
+        let d = Daemon::start(&format!("quitreply{round}"), &demo_config(""));
+        d.ok(&["start", "-w", "demo"]);
+        let out = d.run(&["quit"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "round {round}: {text} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("stopped; 1 components ended"), "{text}");
+        assert!(d.quit().success());
+    }
+}
