@@ -1,5 +1,6 @@
 //! Operator commands: tokenizing a typed line (quotes and case kept) and parsing it.
 
+use crate::loglevel::Level;
 use std::fmt;
 
 /// A parsed command.
@@ -32,7 +33,7 @@ pub enum Command {
     Kill(u64),
     /// `restart ID`.
     Restart(u64),
-    /// `logs ID [-n N] [-f]`.
+    /// `logs ID [-n N] [-f] [--level L]`.
     Logs {
         /// Component id.
         id: u64,
@@ -40,6 +41,8 @@ pub enum Command {
         n: usize,
         /// Keep streaming.
         follow: bool,
+        /// Only lines of this severity or more (see [`crate::logbuf`]).
+        level: Option<Level>,
     },
     /// `attach ID`: stream output until detached.
     Attach(u64),
@@ -250,8 +253,11 @@ pub const COMMANDS: &[Spec] = &[
         "logs",
         None,
         &["log"],
-        "ID [-n N] [-f]",
-        "last N (50) output lines; -f keeps following",
+        "ID [-n N] [-f] [--level L]",
+        "last N (50) output lines; -f keeps following;\n\
+         --level L keeps lines at L or more severe\n\
+         (error > warn > info > debug > trace; plain stdout\n\
+         counts as info, plain stderr as error)",
     ),
     spec(
         "attach",
@@ -380,27 +386,58 @@ impl Command {
             "restart" => Command::Restart(one_id(cmd, rest)?),
             "attach" => Command::Attach(one_id(cmd, rest)?),
             "logs" => {
-                let id = id(cmd, rest.first())?;
+                // The id and the flags in any order.
+                let mut the_id = None;
                 let mut n = 50;
                 let mut follow = false;
-                let mut it = rest[1..].iter();
+                let mut level = None;
+                let mut it = rest.iter();
                 while let Some(a) = it.next() {
-                    match a.as_str() {
+                    let (flag, inline) = match a.split_once('=') {
+                        Some((f, v)) if f == "--level" => (f, Some(v)),
+                        _ => (a.as_str(), None),
+                    };
+                    match flag {
                         "-f" => follow = true,
+                        "--level" => {
+                            let v = inline.or_else(|| it.next().map(String::as_str));
+                            level = match v.and_then(Level::from_name) {
+                                Some(l) => Some(l),
+                                None => {
+                                    return err(format!(
+                                        "logs: --level needs one of error, warn, info, debug, \
+                                         trace{}",
+                                        v.map(|v| format!(" (not {v:?})")).unwrap_or_default()
+                                    ));
+                                }
+                            }
+                        }
                         "-n" => {
                             n = match it.next().map(|v| v.parse::<usize>()) {
                                 Some(Ok(v)) => v,
                                 _ => return err("logs: -n needs a number of lines"),
                             }
                         }
+                        word if the_id.is_none() && !word.starts_with('-') => {
+                            the_id = Some(id(cmd, Some(a))?);
+                        }
                         other => {
                             return err(format!(
-                                "logs: unexpected argument {other:?}; usage: logs ID [-n N] [-f]"
+                                "logs: unexpected argument {other:?}; usage: logs ID [-n N] [-f] \
+                                 [--level L]"
                             ));
                         }
                     }
                 }
-                Command::Logs { id, n, follow }
+                Command::Logs {
+                    id: match the_id {
+                        Some(i) => i,
+                        None => id(cmd, None)?,
+                    },
+                    n,
+                    follow,
+                    level,
+                }
             }
             "routes" | "peers" => {
                 let id = match rest.first() {
@@ -497,17 +534,51 @@ mod tests {
             Command::Logs {
                 id: 2,
                 n: 5,
-                follow: true
+                follow: true,
+                level: None
             }
         );
+        for line in [
+            "logs 2 --level warn -n 5 -f",
+            "logs 2 -f --level WARN -n 5",
+            "log 2 -n 5 --level=warn -f",
+            "logs --level warn -n 5 -f 2",
+        ] {
+            assert_eq!(
+                p(line).unwrap(),
+                Command::Logs {
+                    id: 2,
+                    n: 5,
+                    follow: true,
+                    level: Some(Level::Warn)
+                },
+                "{line}"
+            );
+        }
+        assert!(
+            p("logs 2 --level loud")
+                .unwrap_err()
+                .0
+                .contains("one of error, warn, info, debug, trace (not \"loud\")")
+        );
+        assert!(p("logs 2 --level").unwrap_err().0.contains("--level needs"));
+        assert!(p("logs -f").unwrap_err().0.contains("needs a component id"));
+        assert!(
+            p("logs 2 3")
+                .unwrap_err()
+                .0
+                .contains("unexpected argument \"3\"")
+        );
+        assert!(p("logs x").unwrap_err().0.contains("not a component id"));
         assert!(p("ping").unwrap_err().0.contains("needs a component id"));
         assert!(p("ping x").unwrap_err().0.contains("not a component id"));
         assert!(p("frobnicate").unwrap_err().0.contains("try `help`"));
         assert!(p("start").unwrap_err().0.contains("see `apps`"));
     }
 
-    /// The help text as it was written by hand before the table existed.
-    const OLD_HELP: &str = "\
+    /// The help text as it was written by hand before the table existed, with `--level` added
+    /// to `logs` since.
+    const HELP: &str = "\
 apps                       list the apps in config.yaml
 help [APP]                 this text, or an app's help
 start|s [-a] [-w] APP [ARGS...]
@@ -519,7 +590,11 @@ ru ID                      resource usage: CPU, RSS, threads, uptime and the com
 sd ID                      graceful shutdown (then SIGTERM, then SIGKILL at the deadlines)
 kill ID                    SIGKILL the component's process group
 restart ID                 stop it and start it again with the same arguments
-logs ID [-n N] [-f]        last N (50) output lines; -f keeps following
+logs ID [-n N] [-f] [--level L]
+                           last N (50) output lines; -f keeps following;
+                           --level L keeps lines at L or more severe
+                           (error > warn > info > debug > trace; plain stdout
+                           counts as info, plain stderr as error)
 attach ID                  follow the component's output (press Enter to detach)
 routes [ID]                the controlplane's routes: destination, path, labels, age
 peers [ID]                 the controlplane's links: key, endpoint, RTT, state, traffic
@@ -527,7 +602,7 @@ quit                       stop every component and exit";
 
     #[test]
     fn help_comes_from_the_table_unchanged() {
-        assert_eq!(help_text(), OLD_HELP);
+        assert_eq!(help_text(), HELP);
         for c in COMMANDS {
             assert_eq!(lookup(c.name), Some(c));
             for a in c.short.iter().chain(c.aliases) {

@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -38,14 +40,56 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     netbase::private_socket::bind(path, "viscript")
 }
 
-/// Serves connections until the listener fails. Each connection gets its own thread.
-pub fn serve(listener: UnixListener, handle: Handle) {
+/// The connections being served. The daemon waits for them before it exits, so the answer to
+/// `quit` (sent by the supervisor as its last act) still reaches the client.
+#[derive(Debug, Clone, Default)]
+pub struct Active(Arc<AtomicUsize>);
+
+/// Counts one connection for as long as it lives.
+struct Counted(Active);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Active {
+    fn enter(&self) -> Counted {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Counted(self.clone())
+    }
+
+    /// Connections being served now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is being served, at most `limit` (a client that connected
+    /// and sends nothing is not waited for). Returns whether they all ended.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        let t = Instant::now();
+        while self.count() > 0 {
+            if t.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+/// Serves connections until the listener fails. Each connection gets its own thread and is
+/// counted in `active` while it runs.
+pub fn serve(listener: UnixListener, handle: Handle, active: Active) {
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         let h = handle.clone();
+        let counted = active.enter();
         let _ = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
+                let _counted = counted;
                 if let Err(e) = connection(stream, &h) {
                     eprintln!("viscript: control connection: {e}");
                 }

@@ -1,3 +1,4 @@
+pub mod cli;
 pub mod command;
 pub mod config;
 pub mod control;

@@ -1,5 +1,9 @@
 //! The per-app output buffer: bounded in lines, rate-limited, with what it had to drop counted
 //! and shown in place.
+//!
+//! Every line has a severity, which `logs --level` filters on: the level of a line in tracing's
+//! fmt shape, the level a ring log message was sent with, else by source: plain stdout and
+//! viscript's own lines count as info, plain stderr lines as error.
 
 use crate::loglevel::{self, Level};
 use std::collections::VecDeque;
@@ -22,6 +26,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// The severity of a line from here that carries no level of its own.
+    pub fn default_level(self) -> Level {
+        match self {
+            Source::Stderr => Level::Error,
+            Source::Stdout | Source::Ring | Source::Viscript => Level::Info,
+        }
+    }
+
     /// Short tag for display.
     pub fn tag(self) -> &'static str {
         match self {
@@ -45,6 +57,9 @@ pub struct Line {
     /// Text, without newline (for a line with a level: the message after it, colours
     /// removed).
     pub text: String,
+    /// What `logs --level` counts it as: `level`, the ring message's level, or the source's
+    /// [`Source::default_level`].
+    pub severity: Level,
 }
 
 impl Line {
@@ -112,6 +127,22 @@ impl LogBuf {
     /// Offers a line. Returns the lines actually stored (0, 1, or 2 when a "suppressed" notice
     /// goes first) so followers see the same thing.
     pub fn push(&mut self, source: Source, text: &str, now: Instant) -> Vec<Line> {
+        self.push_with(source, None, text, now)
+    }
+
+    /// [`push`](Self::push) of a ring log message sent at `level` (shown as the text says; the
+    /// level counts for `logs --level`).
+    pub fn push_ring(&mut self, level: Level, text: &str, now: Instant) -> Vec<Line> {
+        self.push_with(Source::Ring, Some(level), text, now)
+    }
+
+    fn push_with(
+        &mut self,
+        source: Source,
+        ring_level: Option<Level>,
+        text: &str,
+        now: Instant,
+    ) -> Vec<Line> {
         let elapsed = now.saturating_duration_since(self.refilled);
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.rate);
         self.refilled = now;
@@ -129,6 +160,7 @@ impl LogBuf {
                 at: SystemTime::now(),
                 source: Source::Viscript,
                 level: None,
+                severity: Source::Viscript.default_level(),
                 text: format!(
                     "{} lines suppressed (over {} lines/s)",
                     self.suppressed, self.rate
@@ -158,6 +190,9 @@ impl LogBuf {
             source,
             level,
             text,
+            severity: level
+                .or(ring_level)
+                .unwrap_or_else(|| source.default_level()),
         };
         self.store(line.clone());
         out.push(line);
@@ -167,6 +202,19 @@ impl LogBuf {
     /// The last `n` lines.
     pub fn tail(&self, n: usize) -> impl Iterator<Item = &Line> {
         self.lines.iter().skip(self.lines.len().saturating_sub(n))
+    }
+
+    /// The last `n` lines of severity `min` or more, oldest first.
+    pub fn tail_at(&self, n: usize, min: Level) -> Vec<&Line> {
+        let mut out: Vec<&Line> = self
+            .lines
+            .iter()
+            .rev()
+            .filter(|l| l.severity >= min)
+            .take(n)
+            .collect();
+        out.reverse();
+        out
     }
 
     /// Lines dropped by the rate limit so far.
@@ -285,6 +333,50 @@ mod tests {
             tail(&mut b, Source::Viscript, "WARN note"),
             (None, "vis WARN note".to_string())
         );
+    }
+
+    #[test]
+    fn severity_and_tail_at_a_level() {
+        let t0 = Instant::now();
+        let mut b = LogBuf::new(20, 100, t0);
+        b.push(Source::Stdout, "plain out", t0);
+        b.push(Source::Stderr, "plain err", t0);
+        b.push(Source::Stderr, " WARN a: slow", t0);
+        b.push(Source::Stdout, "DEBUG a: detail", t0);
+        b.push(Source::Stdout, "TRACE a: step", t0);
+        b.push_ring(Level::Warn, "[warn] from the ring", t0);
+        b.push(Source::Ring, "event up: 1", t0);
+        b.push(Source::Viscript, "restarting in 200ms", t0);
+        b.push(Source::Stderr, "2026-12-01T18:00:00.1Z ERROR a: down", t0);
+        let at = |min| -> Vec<String> {
+            b.tail_at(50, min)
+                .into_iter()
+                .map(|l| l.text.clone())
+                .collect()
+        };
+        assert_eq!(
+            at(Level::Error),
+            ["plain err", "a: down"],
+            "plain stderr counts as error"
+        );
+        assert_eq!(
+            at(Level::Warn),
+            ["plain err", "a: slow", "[warn] from the ring", "a: down"]
+        );
+        assert_eq!(at(Level::Info).len(), 7);
+        assert_eq!(at(Level::Debug).len(), 8);
+        assert_eq!(at(Level::Trace).len(), 9);
+        // `n` counts the lines that pass, newest kept.
+        let two: Vec<_> = b
+            .tail_at(2, Level::Warn)
+            .iter()
+            .map(|l| l.text.clone())
+            .collect();
+        assert_eq!(two, ["[warn] from the ring", "a: down"]);
+        // A ring line keeps its look; only its severity comes from the message.
+        let ring = b.tail_at(50, Level::Warn)[2].clone();
+        assert_eq!((ring.level, ring.source), (None, Source::Ring));
+        assert!(ring.render().ends_with(" log [warn] from the ring"));
     }
 
     #[test]

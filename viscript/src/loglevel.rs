@@ -32,6 +32,33 @@ impl Level {
         }
     }
 
+    /// The level an operator names (`--level warn`): `error`, `warn`, `info`, `debug` or
+    /// `trace`, in any case.
+    pub fn from_name(name: &str) -> Option<Level> {
+        Level::from_word(&name.to_ascii_uppercase())
+    }
+
+    /// The lowercase name (`warn`), as `--level` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+
+    /// The level of a message that came over the signal ring.
+    pub fn from_ring(l: signal::proto::Level) -> Level {
+        match l {
+            signal::proto::Level::Debug => Level::Debug,
+            signal::proto::Level::Info => Level::Info,
+            signal::proto::Level::Warn => Level::Warn,
+            signal::proto::Level::Error => Level::Error,
+        }
+    }
+
     fn from_word(w: &str) -> Option<Level> {
         Some(match w {
             "TRACE" => Level::Trace,
@@ -148,6 +175,26 @@ mod tests {
             let want = want.map(|(l, m)| (l, m.to_string()));
             assert_eq!(got, want, "{line:?}");
         }
+    }
+
+    #[test]
+    fn names_and_order() {
+        for l in [
+            Level::Trace,
+            Level::Debug,
+            Level::Info,
+            Level::Warn,
+            Level::Error,
+        ] {
+            assert_eq!(Level::from_name(l.name()), Some(l));
+            assert_eq!(Level::from_name(l.as_str()), Some(l));
+        }
+        assert_eq!(Level::from_name("Warn"), Some(Level::Warn));
+        assert_eq!(Level::from_name("warning"), None);
+        assert_eq!(Level::from_name(""), None);
+        assert!(Level::Error > Level::Warn && Level::Warn > Level::Info);
+        assert!(Level::Info > Level::Debug && Level::Debug > Level::Trace);
+        assert_eq!(Level::from_ring(signal::proto::Level::Warn), Level::Warn);
     }
 
     #[test]

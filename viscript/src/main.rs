@@ -1,48 +1,18 @@
 //! viscript: supervisor, signal server and operator console for Skywire routers.
 
-use clap::Parser;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use viscript::cli::{self, Mode, Options};
 use viscript::command::Command;
 use viscript::config::Config;
 use viscript::{control, gui, proc, repl, supervisor};
 
-/// Supervise and operate the components of a Skywire router.
-///
-/// Modes:
-///   viscript --headless [--config F]        line console, supervisor in this process
-///   viscript serve [--config F] [--socket P]  the daemon, with a unix control socket
-///   viscript [--socket P] [--json] COMMAND... one command against the daemon
-///   viscript [gui] [--socket P] [--config F]  the terminal GUI: attaches to the daemon at the
-///                                             socket, else runs the supervisor itself
-///
-/// Commands: apps, help [APP], start|s [-a] [-w] APP [ARGS...], list|la, ping ID, ru ID,
-/// sd ID, kill ID, restart ID, logs ID [-n N] [-f], attach ID, quit.
-#[derive(Parser, Debug)]
-#[command(name = "viscript", version, verbatim_doc_comment)]
-struct Cli {
-    /// Run the line console with the supervisor in this process.
-    #[arg(long)]
-    headless: bool,
-    /// The app catalogue.
-    #[arg(long, short, default_value = "config.yaml")]
-    config: PathBuf,
-    /// Control socket of the daemon (default: settings.socket from the config, else
-    /// /run/viscript/viscript.sock as root, $XDG_RUNTIME_DIR/viscript.sock otherwise).
-    #[arg(long, short)]
-    socket: Option<PathBuf>,
-    /// Print answers as JSON objects, one per line.
-    #[arg(long)]
-    json: bool,
-    /// GUI refresh period in milliseconds (at least 100).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(100..=60_000))]
-    refresh_ms: u64,
-    /// `serve`, `gui`, or a console command and its arguments (passed exactly as typed).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
-}
+/// How long the daemon waits, after the supervisor ended, for connections to send their last
+/// answers (the reply to `quit` among them).
+const QUIT_DRAIN: Duration = Duration::from_secs(2);
 
-fn load(path: &std::path::Path) -> Config {
+fn load(path: &Path) -> Config {
     match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -52,91 +22,101 @@ fn load(path: &std::path::Path) -> Config {
     }
 }
 
+/// The socket: the option, else the config's `settings.socket` (if the config loads), else
+/// the default.
+fn socket_of(opts: &Options, cfg: Option<&Config>) -> PathBuf {
+    opts.socket.clone().unwrap_or_else(|| {
+        let loaded;
+        let cfg = match cfg {
+            Some(c) => Some(c),
+            None => {
+                loaded = Config::load(&opts.config).ok();
+                loaded.as_ref()
+            }
+        };
+        cfg.and_then(|c| c.settings.socket.clone())
+            .unwrap_or_else(control::default_socket)
+    })
+}
+
 /// Termination signals are blocked in every thread (threads inherit the mask) and handled on
 /// one thread: a graceful `quit`, then exit. Children get a clean mask from std's spawn.
 fn main() {
-    let cli = Cli::parse();
-    let first = cli.command.first().map(String::as_str);
-    if cli.headless || first == Some("serve") {
-        if cli.headless && !cli.command.is_empty() {
-            eprintln!("viscript: --headless takes no command; type commands at its prompt");
-            std::process::exit(2);
+    let inv = match cli::parse(std::env::args_os()) {
+        Ok(i) => i,
+        Err(e) => e.exit(),
+    };
+    let opts = inv.options;
+    match inv.mode {
+        Mode::Serve | Mode::Headless => {
+            let serve = inv.mode == Mode::Serve;
+            std::process::exit(run_supervisor(&opts, serve));
         }
-        let cfg = load(&cli.config);
-        let socket = cli
-            .socket
-            .clone()
-            .or_else(|| cfg.settings.socket.clone())
-            .unwrap_or_else(control::default_socket);
-        if let Err(e) = proc::become_subreaper() {
-            eprintln!("viscript: cannot become child subreaper ({e}); orphans go to init");
-        }
-        let listener = if cli.headless {
-            None
-        } else {
-            match control::bind(&socket) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    eprintln!("viscript: {e}");
-                    std::process::exit(2);
-                }
+        Mode::Gui { refresh_ms, bare } => {
+            if bare && !std::io::stdout().is_terminal() {
+                eprintln!("viscript: no command; see `viscript --help` (the GUI needs a terminal)");
+                std::process::exit(2);
             }
-        };
-        let (handle, thread) = match start_blocked(cfg) {
-            Ok(x) => x,
+            std::process::exit(run_gui(&opts, Duration::from_millis(refresh_ms)));
+        }
+        Mode::Console(tokens) => {
+            let socket = socket_of(&opts, None);
+            std::process::exit(control::one_shot(&socket, &tokens, opts.json));
+        }
+    }
+}
+
+/// `serve` (the daemon on its socket) or the headless console: the supervisor in this process.
+fn run_supervisor(opts: &Options, serve: bool) -> i32 {
+    let cfg = load(&opts.config);
+    let socket = socket_of(opts, Some(&cfg));
+    if let Err(e) = proc::become_subreaper() {
+        eprintln!("viscript: cannot become child subreaper ({e}); orphans go to init");
+    }
+    let listener = if serve {
+        match control::bind(&socket) {
+            Ok(l) => Some(l),
             Err(e) => {
-                eprintln!("viscript: cannot start the supervisor: {e}");
-                std::process::exit(1);
+                eprintln!("viscript: {e}");
+                return 2;
             }
-        };
-        if let Some(l) = listener {
-            eprintln!("viscript: serving on {}", socket.display());
-            let h = handle.clone();
-            std::thread::spawn(move || control::serve(l, h));
-            let _ = thread.join();
-            let _ = std::fs::remove_file(&socket);
-            std::process::exit(0);
         }
-        let code = repl::run(&handle, cli.json);
+    } else {
+        None
+    };
+    let (handle, thread) = match start_blocked(cfg) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("viscript: cannot start the supervisor: {e}");
+            return 1;
+        }
+    };
+    if let Some(l) = listener {
+        eprintln!("viscript: serving on {}", socket.display());
+        let h = handle.clone();
+        let active = control::Active::default();
+        let a = active.clone();
+        std::thread::spawn(move || control::serve(l, h, a));
         let _ = thread.join();
-        std::process::exit(code);
+        let _ = std::fs::remove_file(&socket);
+        // The supervisor answered `quit` as it ended; let the connections write the answers.
+        active.wait_idle(QUIT_DRAIN);
+        return 0;
     }
-    if first == Some("gui") || (cli.command.is_empty() && std::io::stdout().is_terminal()) {
-        std::process::exit(run_gui(&cli));
-    }
-    if cli.command.is_empty() {
-        eprintln!("viscript: no command; see `viscript --help`");
-        std::process::exit(2);
-    }
-    let socket = cli.socket.clone().unwrap_or_else(|| {
-        // Use the config's socket if the config is there, else the default.
-        Config::load(&cli.config)
-            .ok()
-            .and_then(|c| c.settings.socket)
-            .unwrap_or_else(control::default_socket)
-    });
-    std::process::exit(control::one_shot(&socket, &cli.command, cli.json));
+    let code = repl::run(&handle, opts.json);
+    let _ = thread.join();
+    code
 }
 
 /// The terminal GUI: against the daemon when one answers on the socket, else with the
 /// supervisor in this process (stopped when the GUI quits).
-fn run_gui(cli: &Cli) -> i32 {
-    if cli.command.len() > 1 {
-        eprintln!("viscript: gui takes no arguments; type commands after `:` in the GUI");
-        return 2;
-    }
+fn run_gui(opts: &Options, refresh: Duration) -> i32 {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         eprintln!("viscript: the GUI needs a terminal; use `viscript COMMAND` or --headless");
         return 2;
     }
-    let refresh = std::time::Duration::from_millis(cli.refresh_ms);
-    let cfg = Config::load(&cli.config);
-    let socket = cli.socket.clone().unwrap_or_else(|| {
-        cfg.as_ref()
-            .ok()
-            .and_then(|c| c.settings.socket.clone())
-            .unwrap_or_else(control::default_socket)
-    });
+    let cfg = Config::load(&opts.config);
+    let socket = socket_of(opts, cfg.as_ref().ok());
     let remote = gui::Remote::new(socket);
     if remote.reachable() {
         // Signals only restore the terminal; the daemon keeps running.

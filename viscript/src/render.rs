@@ -4,6 +4,7 @@
 
 use crate::command::help_text;
 use crate::config::App;
+use crate::logbuf::Line;
 use crate::reply::{self, AppEntry, AppHelp, Component, Started};
 use crate::units::{fmt_bytes, fmt_dur, shell_join};
 use serde::Serialize;
@@ -272,9 +273,14 @@ pub fn stopped(id: u64, app: &str, exit: &str) -> Reply {
     )
 }
 
-/// `logs`: rendered lines, oldest first.
-pub fn logs(id: u64, lines: Vec<String>) -> Reply {
-    Reply::ok(lines.join("\n"), data(&reply::Logs { id, lines }))
+/// `logs`: lines, oldest first.
+pub fn logs(id: u64, lines: &[&Line]) -> Reply {
+    let levels = lines
+        .iter()
+        .map(|l| l.severity.name().to_string())
+        .collect();
+    let lines: Vec<String> = lines.iter().map(|l| l.render()).collect();
+    Reply::ok(lines.join("\n"), data(&reply::Logs { id, lines, levels }))
 }
 
 /// `attach`.
@@ -305,6 +311,8 @@ pub fn quit(all_down: bool, n: usize) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logbuf::Source;
+    use crate::loglevel::Level;
 
     /// The data objects are exactly what the supervisor sent before the typed replies: these
     /// are the `json!` literals it used.
@@ -364,9 +372,16 @@ mod tests {
             stopped(3, "demo", "exit 0").data,
             json!({"id": 3, "exit": "exit 0"})
         );
+        let line = Line {
+            at: std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(3_723_004),
+            source: Source::Stderr,
+            level: None,
+            text: "x".into(),
+            severity: Level::Error,
+        };
         assert_eq!(
-            logs(3, vec!["x".into()]).data,
-            json!({"id": 3, "lines": ["x"]})
+            logs(3, &[&line]).data,
+            json!({"id": 3, "lines": ["01:02:03.004 err x"], "levels": ["error"]})
         );
         assert_eq!(attached(3, "demo").data, json!({"id": 3}));
         assert_eq!(inspect(3, "t".into()).data, json!({"id": 3, "text": "t"}));

@@ -189,6 +189,9 @@ pub struct Logs {
     pub id: u64,
     /// Rendered lines, oldest first.
     pub lines: Vec<String>,
+    /// The severity of each line as `--level` counts it (`error` ... `trace`), in step with
+    /// `lines`; empty from a daemon older than `--level`.
+    pub levels: Vec<String>,
 }
 
 /// `attach`.

@@ -481,3 +481,127 @@ fn the_repository_config_yaml_is_valid() {
         assert!(cfg.app(app).is_some(), "{app} missing from config.yaml");
     }
 }
+
+#[test]
+fn logs_level_keeps_the_severe_lines() {
+    let d = Daemon::start(
+        "level",
+        &demo_config("    default_args: [\"--crash-after\", \"0.3\", \"--log-every\", \"50\"]\n"),
+    );
+    let id = id_of(&d.ok(&["start", "-w", "demo"]));
+    let sid = id.to_string();
+    d.wait_for(id, "a restart", Duration::from_secs(10), |c| {
+        c["restarts"].as_u64() >= Some(1)
+    });
+    let lines = |level: &str| -> (Vec<String>, Vec<String>) {
+        let v = d.ok(&["logs", &sid, "-n", "500", "--level", level]);
+        let get = |k: &str| -> Vec<String> {
+            v["data"][k]
+                .as_array()
+                .unwrap_or_else(|| panic!("no {k} in {v}"))
+                .iter()
+                .map(|l| l.as_str().unwrap().to_string())
+                .collect()
+        };
+        (get("lines"), get("levels"))
+    };
+    // The panic goes to stderr as plain lines: error. Ring ticks and stdout are info.
+    let (errors, levels) = lines("error");
+    assert!(
+        errors.iter().any(|l| l.contains("crashing as asked")),
+        "{errors:?}"
+    );
+    assert!(!errors.iter().any(|l| l.contains("tick at")), "{errors:?}");
+    assert!(
+        !errors.iter().any(|l| l.contains("registered")),
+        "{errors:?}"
+    );
+    assert!(levels.iter().all(|l| l == "error"), "{levels:?}");
+    assert_eq!(errors.len(), levels.len());
+    let (warn, _) = lines("WARN");
+    assert!(!warn.iter().any(|l| l.contains("tick at")), "{warn:?}");
+    let (info, levels) = lines("info");
+    assert!(info.iter().any(|l| l.contains("tick at")), "{info:?}");
+    assert!(
+        info.iter().any(|l| l.contains("signal-demo: registered")),
+        "{info:?}"
+    );
+    assert!(
+        info.iter().any(|l| l.contains("crashing as asked")),
+        "{info:?}"
+    );
+    assert!(levels.iter().any(|l| l == "info") && levels.iter().any(|l| l == "error"));
+    let all = d.logs(id);
+    assert!(all.lines().count() >= info.len());
+    // The option's place does not matter, and -n counts the lines that pass.
+    let v = d.ok(&["logs", "--level", "error", &sid, "-n", "1"]);
+    assert_eq!(v["data"]["lines"].as_array().unwrap().len(), 1, "{v}");
+    let (ok, v) = d.json(&["logs", &sid, "--level", "loud"]);
+    assert!(!ok);
+    assert!(
+        v["text"].as_str().unwrap().contains("error, warn, info"),
+        "{v}"
+    );
+
+    // Following at a level streams only those lines.
+    let mut child = std::process::Command::new(viscript_bin())
+        .args(["logs", &sid, "-f", "--socket", path_str(&d.socket)])
+        .args(["-n", "0", "--level", "error"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            seen.push(l);
+            if seen
+                .iter()
+                .filter(|l| l.contains("crashing as asked"))
+                .count()
+                >= 2
+            {
+                break;
+            }
+        }
+        seen
+    });
+    let t = Instant::now();
+    while !reader.is_finished() && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = reader.join().unwrap();
+    assert!(
+        seen.iter()
+            .filter(|l| l.contains("crashing as asked"))
+            .count()
+            >= 2,
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|l| l.contains("tick at")), "{seen:?}");
+}
+
+#[test]
+fn quit_is_answered_before_the_daemon_exits() {
+    // The supervisor answers quit as its last act; the daemon must not exit before the
+    // connection has written that answer (it used to, now and then, under load).
+    for round in 0..3 {
+        let d = Daemon::start(&format!("quitreply{round}"), &demo_config(""));
+        d.ok(&["start", "-w", "demo"]);
+        let out = d.run(&["quit"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "round {round}: {text} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("stopped; 1 components ended"), "{text}");
+        assert!(d.quit().success());
+    }
+}

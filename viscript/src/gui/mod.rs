@@ -58,7 +58,7 @@ impl Drop for TerminalGuard {
 fn refresher(
     source: Arc<dyn Source>,
     period: Duration,
-    followed: Arc<Mutex<Option<u64>>>,
+    followed: Arc<Mutex<Option<app::Followed>>>,
     nudge: Receiver<()>,
     tx: Sender<Msg>,
 ) {
@@ -109,16 +109,17 @@ fn refresher(
             }
         }
         let sel = followed.lock().map(|g| *g).unwrap_or(None);
-        let logs = sel.map(|id| {
-            (
-                id,
-                source.call(&[
-                    "logs".to_string(),
-                    id.to_string(),
-                    "-n".to_string(),
-                    app::LOG_FETCH.to_string(),
-                ]),
-            )
+        let logs = sel.map(|f| {
+            let mut tokens = vec![
+                "logs".to_string(),
+                f.id.to_string(),
+                "-n".to_string(),
+                app::LOG_FETCH.to_string(),
+            ];
+            if let Some(min) = f.min {
+                tokens.extend(["--level".to_string(), min.name().to_string()]);
+            }
+            (f.id, source.call(&tokens))
         });
         let snap = Snapshot {
             at,
@@ -154,7 +155,7 @@ fn reader(tx: Sender<Msg>) {
 pub fn run(source: Arc<dyn Source>, refresh: Duration) -> io::Result<()> {
     let (tx, rx) = mpsc::channel::<Msg>();
     let (nudge_tx, nudge_rx) = mpsc::channel::<()>();
-    let followed = Arc::new(Mutex::new(None::<u64>));
+    let followed = Arc::new(Mutex::new(None::<app::Followed>));
     {
         let (s, f, t) = (source.clone(), followed.clone(), tx.clone());
         std::thread::Builder::new()

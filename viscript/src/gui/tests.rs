@@ -355,3 +355,62 @@ fn unreachable_daemon_is_shown() {
     let s = screen(&app, 80, 24);
     assert!(s.contains("cannot reach the daemon"), "{s}");
 }
+
+#[test]
+fn log_lines_are_coloured_and_filtered_by_level() {
+    use ratatui::style::Color;
+    let mut app = sample(false);
+    app.apply_logs(
+        1,
+        &json!({"ok": true, "text": "", "data": {"id": 1, "lines": [
+            "12:00:00.000 ERROR a: down",
+            "12:00:00.100  WARN a: slow",
+            "12:00:00.200 out plain",
+            "12:00:00.300 DEBUG a: detail",
+        ], "levels": ["error", "warn", "info", "debug"]}}),
+    );
+    let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    t.draw(|f| app.render(f)).unwrap();
+    let b = t.backend().buffer().clone();
+    let colour_of = |text: &str| {
+        for y in 0..24 {
+            let row: String = (0..80).map(|x| b[(x, y)].symbol()).collect::<String>();
+            if let Some(i) = row.find(text) {
+                let x = row[..i].chars().count() as u16;
+                return b[(x, y)].fg;
+            }
+        }
+        panic!("{text:?} not on screen");
+    };
+    assert_eq!(colour_of("a: down"), Color::Red);
+    assert_eq!(colour_of("a: slow"), Color::Yellow);
+    assert_eq!(colour_of("out plain"), Color::Reset);
+    assert_eq!(colour_of("a: detail"), Color::DarkGray);
+
+    // `logs 1 -f --level warn` on the command line: the pane keeps warn and up.
+    app.handle_key(key(KeyCode::Char(':')));
+    typ(&mut app, "logs 1 --level warn -f");
+    assert_eq!(app.handle_key(key(KeyCode::Enter)), Action::None);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("(warn and up)"), "{s}");
+    // The refresh fetches at that level too (300 lines of warn and up, not of everything).
+    let f = app.followed().unwrap();
+    assert_eq!((f.id, f.min), (1, Some(crate::loglevel::Level::Warn)));
+    assert!(s.contains("a: down") && s.contains("a: slow"), "{s}");
+    assert!(!s.contains("out plain") && !s.contains("a: detail"), "{s}");
+    // The filter holds for the next refresh; `logs 1 -f` shows everything again.
+    app.apply_logs(
+        1,
+        &json!({"ok": true, "text": "", "data": {"id": 1, "lines": [
+            "12:00:01.000 out later", "12:00:01.100 err oops",
+        ], "levels": ["info", "error"]}}),
+    );
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("err oops") && !s.contains("out later"), "{s}");
+    app.handle_key(key(KeyCode::Char(':')));
+    typ(&mut app, "logs 1 -f");
+    app.handle_key(key(KeyCode::Enter));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("out later") && !s.contains("and up"), "{s}");
+    assert_eq!(app.followed().unwrap().min, None);
+}

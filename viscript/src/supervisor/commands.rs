@@ -148,13 +148,18 @@ impl Supervisor {
                     return;
                 }
             },
-            Command::Logs { id, n, follow } => match self.procs.get(&id) {
+            Command::Logs {
+                id,
+                n,
+                follow,
+                level,
+            } => match self.procs.get(&id) {
                 None => Reply::err(self.unknown_id(id)),
                 Some(p) => {
-                    let lines: Vec<String> = p.logs.tail(n).map(|l| l.render()).collect();
-                    let mut r = render::logs(id, lines);
+                    let min = level.unwrap_or(Level::Trace);
+                    let mut r = render::logs(id, &p.logs.tail_at(n, min));
                     if follow {
-                        r.follow = Some(self.follow(id, 0));
+                        r.follow = Some(self.follow_at(id, 0, min));
                     }
                     r
                 }

@@ -313,7 +313,9 @@ impl Supervisor {
                 }
             }
             Msg::ShutdownAck => self.note(id, "acknowledged shutdown"),
-            Msg::Log { level, line } => self.log(id, Source::Ring, &format!("[{level}] {line}")),
+            Msg::Log { level, line } => {
+                self.log_ring(id, Level::from_ring(level), &format!("[{level}] {line}"))
+            }
             Msg::Event { name, data } => {
                 self.log(id, Source::Ring, &format!("event {name}: {data}"))
             }

@@ -21,7 +21,8 @@ pub use crate::units::shell_join;
 use crate::command::Command;
 use crate::config::Config;
 use crate::lifecycle::{self, Effect, Event, Life, Policy, Sig, State, Target};
-use crate::logbuf::{LineSplitter, LogBuf, Source};
+use crate::logbuf::{Line, LineSplitter, LogBuf, Source};
+use crate::loglevel::Level;
 use crate::proc::{self, Exit};
 use crate::render;
 use crate::reply::Started;
@@ -129,7 +130,14 @@ struct Proc {
     last_rtt: Option<Duration>,
     last_exit: Option<Exit>,
     logs: LogBuf,
-    followers: Vec<SyncSender<String>>,
+    followers: Vec<Follower>,
+}
+
+/// Someone streaming a component's output (`logs -f`, `attach`, `start -a`).
+struct Follower {
+    tx: SyncSender<String>,
+    /// Only lines of this severity or more.
+    min: Level,
 }
 
 impl Proc {
@@ -426,17 +434,30 @@ impl Supervisor {
     }
 
     fn log(&mut self, id: u64, source: Source, text: &str) {
+        self.publish(id, |b| b.push(source, text, Instant::now()));
+    }
+
+    /// A log message from the component's ring, sent at `level`.
+    fn log_ring(&mut self, id: u64, level: Level, text: &str) {
+        self.publish(id, |b| b.push_ring(level, text, Instant::now()));
+    }
+
+    /// Stores lines in the component's buffer (`push`) and hands what was stored to its
+    /// followers.
+    fn publish(&mut self, id: u64, push: impl FnOnce(&mut LogBuf) -> Vec<Line>) {
         let Some(p) = self.procs.get_mut(&id) else {
             return;
         };
-        let lines = p.logs.push(source, text, Instant::now());
+        let lines = push(&mut p.logs);
         if p.followers.is_empty() {
             return;
         }
         for l in lines {
             let r = l.render();
-            p.followers
-                .retain(|f| !matches!(f.try_send(r.clone()), Err(TrySendError::Disconnected(_))));
+            p.followers.retain(|f| {
+                l.severity < f.min
+                    || !matches!(f.tx.try_send(r.clone()), Err(TrySendError::Disconnected(_)))
+            });
         }
     }
 
@@ -447,12 +468,17 @@ impl Supervisor {
     }
 
     fn follow(&mut self, id: u64, history: usize) -> Receiver<String> {
+        self.follow_at(id, history, Level::Trace)
+    }
+
+    /// Streams the last `history` lines of severity `min` or more, then every new one.
+    fn follow_at(&mut self, id: u64, history: usize, min: Level) -> Receiver<String> {
         let (tx, rx) = sync_channel(FOLLOW_QUEUE);
         if let Some(p) = self.procs.get_mut(&id) {
-            for l in p.logs.tail(history) {
+            for l in p.logs.tail_at(history, min) {
                 let _ = tx.try_send(l.render());
             }
-            p.followers.push(tx);
+            p.followers.push(Follower { tx, min });
         }
         rx
     }

@@ -320,6 +320,11 @@ impl App {
                 id, follow: true, ..
             } => {
                 if self.components.iter().any(|c| c.id == id) {
+                    let min = match cmd {
+                        C::Logs { level, .. } => level,
+                        _ => None,
+                    };
+                    self.set_log_min(min);
                     self.selected = Some(id);
                     self.filter.clear();
                     self.focus = Pane::Logs;

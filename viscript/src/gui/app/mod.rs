@@ -3,6 +3,7 @@
 //! so both are tested with plain values and ratatui's `TestBackend`. Keys are in `keys.rs`, the
 //! drawing in `view.rs`.
 
+use crate::loglevel::Level;
 use crate::reply::{self, Envelope};
 use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -28,6 +29,24 @@ const HISTORY: usize = 64;
 const MAX_HISTORY: usize = 200;
 /// Log lines fetched for the selected component (the pane scrolls through them).
 pub const LOG_FETCH: usize = 300;
+
+/// What the log pane follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Followed {
+    /// The component.
+    pub id: u64,
+    /// `logs --level` of the fetch.
+    pub min: Option<Level>,
+}
+
+/// A line of the log pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// As the daemon rendered it (control characters replaced).
+    pub text: String,
+    /// Its severity, when the daemon says (it colours the line).
+    pub level: Option<Level>,
+}
 
 /// An app from config.yaml.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -127,7 +146,7 @@ pub struct Snapshot {
     pub list: Value,
     /// `ru` replies by component id.
     pub usage: Vec<(u64, Value)>,
-    /// The `logs ID -n N` reply for the followed component.
+    /// The `logs ID -n N [--level L]` reply for the followed component.
     pub logs: Option<(u64, Value)>,
     /// The `apps` reply, when fetched.
     pub apps: Option<Value>,
@@ -235,8 +254,12 @@ pub struct App {
     pub focus: Pane,
     /// Key mode.
     pub mode: Mode,
-    /// Log lines of `log_id`.
-    pub log_lines: Vec<String>,
+    /// Log lines of `log_id` that pass `log_min`.
+    pub log_lines: Vec<LogLine>,
+    /// Every log line fetched.
+    log_all: Vec<LogLine>,
+    /// The log pane shows lines of this severity or more (`logs ID -f --level L`).
+    pub log_min: Option<Level>,
     /// Whose lines `log_lines` are.
     pub log_id: Option<u64>,
     /// Lines scrolled up from the end of the log.
@@ -317,6 +340,8 @@ impl App {
             focus: Pane::Components,
             mode: Mode::Normal,
             log_lines: Vec::new(),
+            log_all: Vec::new(),
+            log_min: None,
             log_id: None,
             log_scroll: 0,
             input: String::new(),
@@ -422,11 +447,41 @@ impl App {
         }
         self.log_id = Some(id);
         let e = envelope(reply);
-        self.log_lines = if e.ok {
+        self.log_all = if e.ok {
             let logs: reply::Logs = e.data().unwrap_or_default();
-            logs.lines.iter().map(|l| clean(l)).collect()
+            let mut levels = logs.levels.iter().map(|l| Level::from_name(l));
+            logs.lines
+                .iter()
+                .map(|l| LogLine {
+                    text: clean(l),
+                    level: levels.next().flatten(),
+                })
+                .collect()
         } else {
-            vec![format!("(no logs: {})", clean(&e.text))]
+            vec![LogLine {
+                text: format!("(no logs: {})", clean(&e.text)),
+                level: None,
+            }]
+        };
+        self.refilter();
+    }
+
+    /// Shows only lines of severity `min` or more in the log pane (`None`: all).
+    pub fn set_log_min(&mut self, min: Option<Level>) {
+        self.log_min = min;
+        self.refilter();
+    }
+
+    fn refilter(&mut self) {
+        self.log_lines = match self.log_min {
+            // Lines without a level (an older daemon, an error) stay.
+            Some(min) => self
+                .log_all
+                .iter()
+                .filter(|l| l.level.is_none_or(|l| l >= min))
+                .cloned()
+                .collect(),
+            None => self.log_all.clone(),
         };
     }
 
@@ -452,6 +507,7 @@ impl App {
             Some((id, r)) => self.apply_logs(*id, r),
             None if self.selected.is_none() => {
                 self.log_id = None;
+                self.log_all.clear();
                 self.log_lines.clear();
             }
             None => {}
@@ -534,9 +590,12 @@ impl App {
         self.components.iter().find(|c| c.id == id)
     }
 
-    /// The component whose logs the refresh should fetch.
-    pub fn followed(&self) -> Option<u64> {
-        self.selected
+    /// The component whose logs the refresh should fetch, and the pane's level.
+    pub fn followed(&self) -> Option<Followed> {
+        self.selected.map(|id| Followed {
+            id,
+            min: self.log_min,
+        })
     }
 
     fn move_selection(&mut self, delta: isize) {

@@ -241,6 +241,9 @@ impl App {
             None => " logs ".to_string(),
         };
         let mut title = title;
+        if let Some(min) = self.log_min {
+            title.push_str(&format!("({} and up) ", min.name()));
+        }
         if self.log_scroll > 0 {
             title.push_str(&format!("(scrolled {} up; End follows) ", self.log_scroll));
         }
@@ -252,7 +255,7 @@ impl App {
             let start = end.saturating_sub(h);
             self.log_lines[start..end]
                 .iter()
-                .map(|l| Line::raw(l.clone()))
+                .map(|l| Line::styled(l.text.clone(), level_style(l.level)))
                 .collect()
         } else if self.selected.is_some() {
             vec![Line::styled("loading...", Style::new().fg(Color::DarkGray))]
@@ -352,7 +355,9 @@ impl App {
             "l          focus the log pane (End follows, Home goes to the top)".into(),
             "/          filter components by name (Enter keeps, Esc clears)".into(),
             ":          command line: every console command; Tab completes".into(),
-            "           commands, app names and ids; ↑ ↓ history".into(),
+            "           commands, app names and ids; ↑ ↓ history;".into(),
+            "           logs ID -f --level L: only L and up in the log pane".into(),
+            "log pane   errors red, warnings yellow, debug and trace dim".into(),
             "Ctrl-L     redraw the screen".into(),
             "?          this help".into(),
             String::new(),
@@ -466,4 +471,14 @@ fn render_popup(frame: &mut Frame, area: Rect, title: &str, lines: &[String], sc
         .collect();
     frame.render_widget(Clear, rect);
     frame.render_widget(Paragraph::new(text).block(block), rect);
+}
+
+/// A log line's colour: errors red, warnings yellow, info plain, debug and trace dim.
+pub fn level_style(level: Option<Level>) -> Style {
+    match level {
+        Some(Level::Error) => Style::new().fg(Color::Red),
+        Some(Level::Warn) => Style::new().fg(Color::Yellow),
+        Some(Level::Debug | Level::Trace) => Style::new().fg(Color::DarkGray),
+        Some(Level::Info) | None => Style::new(),
+    }
 }
