@@ -10,11 +10,14 @@
 pub mod advert;
 mod codec;
 pub mod flood;
+#[cfg(test)]
+mod hostile_tests;
 pub mod labels;
 pub mod lsdb;
 pub mod node;
 pub mod paths;
 mod routing;
+pub mod session;
 pub mod types;
 pub mod wire;
 

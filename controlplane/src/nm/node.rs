@@ -12,6 +12,7 @@ use super::advert::{Advert, AdvertFlags, keypair_from_seed};
 use super::flood::FloodState;
 use super::labels::LabelAllocator;
 use super::lsdb::{Lsdb, Reject, RejectCounts};
+use super::session::{Initiator, RouteKeys, SetupWindow, x25519_private};
 use super::types::{Action, NodeId, RouteId};
 use super::wire::Msg;
 
@@ -125,6 +126,15 @@ pub struct Counters {
     pub flood_superseded: u64,
     pub setups_started: u64,
     pub setups_refused: u64,
+    /// Setups refused at the egress: the handshake did not prove the claimed origin (forged,
+    /// modified, bound to another route or path).
+    pub setups_unauthenticated: u64,
+    /// Setups refused at the egress: a route id of the origin seen before (a replay).
+    pub setups_replayed: u64,
+    /// SetupAcks whose handshake answer did not open at the origin.
+    pub setup_acks_unauthenticated: u64,
+    /// Keepalives the egress did not take: wrong MAC, or a sequence number not newer.
+    pub keepalives_unauthenticated: u64,
     pub setup_failures: u64,
     pub route_failures: u64,
     pub failovers: u64,
@@ -206,6 +216,10 @@ pub(super) struct OwnRoute {
     pub(super) state: OwnState,
     pub(super) created: u64,
     pub(super) next_keepalive: u64,
+    /// The route's end-to-end keys, once the egress answered the handshake.
+    pub(super) keys: Option<RouteKeys>,
+    /// Keepalives sent (their sequence numbers).
+    pub(super) ka_seq: u64,
 }
 
 impl OwnRoute {
@@ -238,12 +252,31 @@ pub(super) struct Hop {
     pub(super) fwd_out: Option<u32>,
     pub(super) expires: u64,
     pub(super) created: u64,
+    /// Egress: the route's end-to-end keys.
+    pub(super) keys: Option<RouteKeys>,
+    /// Egress: the last keepalive sequence number taken.
+    pub(super) ka_seq: u64,
+    /// The handshake answer passed upstream (repeated for a duplicate setup or ack).
+    pub(super) ack_hs: Vec<u8>,
 }
+
+/// Origins whose route-id windows an egress keeps: one per origin that proved its key with a
+/// route to this node (a window exists only after a handshake succeeded). At the bound the
+/// least recently used window goes, and with it the memory of that origin's old route ids:
+/// large enough for every origin a router really serves, small enough (16 Ki x 56 bytes)
+/// that keys made for the purpose cannot grow it.
+pub const MAX_SETUP_ORIGINS: usize = 16_384;
 
 /// The routing state machine of one node.
 pub struct NodeManager {
     pub(super) cfg: Config,
     key: Ed25519KeyPair,
+    /// X25519 private key of the route handshakes.
+    pub(super) noise: [u8; 32],
+    /// Origin: handshakes waiting for their SetupAck.
+    pub(super) pending_hs: BTreeMap<RouteId, Initiator>,
+    /// Egress: per-origin windows of route ids taken (replays refused), with last use.
+    pub(super) setup_windows: BTreeMap<NodeId, (SetupWindow, u64)>,
     pub(super) id: NodeId,
     pub(super) lsdb: Lsdb,
     pub(super) nbs: BTreeMap<NodeId, Neighbour>,
@@ -273,6 +306,9 @@ impl NodeManager {
         let nm = Self {
             cfg,
             key,
+            noise: x25519_private(&seed),
+            pending_hs: BTreeMap::new(),
+            setup_windows: BTreeMap::new(),
             id,
             lsdb,
             nbs: BTreeMap::new(),
@@ -423,9 +459,10 @@ impl NodeManager {
                 rid,
                 path,
                 rev_label,
-            }) => self.on_setup(now_ms, from, rid, path, rev_label),
-            Ok(Msg::SetupAck { rid, label }) => self.on_setup_ack(now_ms, from, rid, label),
-            Ok(Msg::Keepalive { rid }) => self.on_keepalive(now_ms, from, rid),
+                hs,
+            }) => self.on_setup(now_ms, from, rid, path, rev_label, hs),
+            Ok(Msg::SetupAck { rid, label, hs }) => self.on_setup_ack(now_ms, from, rid, label, hs),
+            Ok(Msg::Keepalive { rid, seq, mac }) => self.on_keepalive(now_ms, from, rid, seq, mac),
             Ok(Msg::Teardown { rid, upstream }) => self.on_teardown(now_ms, from, rid, upstream),
         }
         self.finish(now_ms);

@@ -17,8 +17,9 @@
 
 use super::node::{Hop, NodeManager, OwnRoute, OwnState};
 use super::paths::{self, Constraints, PathStatus};
+use super::session::{self, SetupWindow};
 use super::types::{Action, NodeId, RouteId, RuleThen};
-use super::wire::Msg;
+use super::wire::{Msg, T_KEEPALIVE};
 
 impl NodeManager {
     fn install(&mut self, in_from: NodeId, in_label: u32, then: RuleThen) {
@@ -102,6 +103,12 @@ impl NodeManager {
             origin: self.id,
             counter: self.next_route,
         };
+        let Ok((init, hs)) = session::initiate(&self.noise, &dst, &rid, &path) else {
+            // Not a valid key: no route can prove itself to it.
+            self.labels.free(&first, rev_label);
+            return None;
+        };
+        self.pending_hs.insert(rid, init);
         self.install(first, rev_label, RuleThen::Deliver { origin: dst });
         self.send(
             first,
@@ -109,6 +116,7 @@ impl NodeManager {
                 rid,
                 path: path.clone(),
                 rev_label,
+                hs,
             },
         );
         self.own.insert(
@@ -122,6 +130,8 @@ impl NodeManager {
                 },
                 created: now_ms,
                 next_keepalive: now_ms.saturating_add(self.cfg.route_keepalive_ms),
+                keys: None,
+                ka_seq: 0,
             },
         );
         self.c.setups_started += 1;
@@ -130,6 +140,7 @@ impl NodeManager {
 
     /// Remove an own route's local state; optionally tell the path.
     fn teardown_own(&mut self, rid: &RouteId, notify: bool) -> Option<OwnRoute> {
+        self.pending_hs.remove(rid);
         let r = self.own.remove(rid)?;
         let first = r.first_hop();
         self.uninstall(first, r.rev_label);
@@ -387,6 +398,27 @@ impl NodeManager {
         );
     }
 
+    /// Whether route id `rid` is new for its origin (authenticated setups only), keeping the
+    /// origin's window (bounded: [`super::node::MAX_SETUP_ORIGINS`]).
+    fn setup_is_new(&mut self, now_ms: u64, rid: &RouteId) -> bool {
+        if !self.setup_windows.contains_key(&rid.origin)
+            && self.setup_windows.len() >= super::node::MAX_SETUP_ORIGINS
+            && let Some(oldest) = self
+                .setup_windows
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k)
+        {
+            self.setup_windows.remove(&oldest);
+        }
+        let (w, used) = self
+            .setup_windows
+            .entry(rid.origin)
+            .or_insert((SetupWindow::default(), now_ms));
+        *used = now_ms;
+        w.accept(rid.counter)
+    }
+
     pub(super) fn on_setup(
         &mut self,
         now_ms: u64,
@@ -394,6 +426,7 @@ impl NodeManager {
         rid: RouteId,
         path: Vec<NodeId>,
         rev_label: u32,
+        hs: Vec<u8>,
     ) {
         let Some(i) = path.iter().position(|n| *n == self.id) else {
             return self.refuse(from, rid);
@@ -408,14 +441,27 @@ impl NodeManager {
                 if h.next.is_none()
                     && let Some(l) = h.fwd_in
                 {
-                    self.send(from, &Msg::SetupAck { rid, label: l });
+                    let hs = h.ack_hs.clone();
+                    self.send(from, &Msg::SetupAck { rid, label: l, hs });
                 }
             }
             return;
         }
         let expires = now_ms.saturating_add(self.cfg.route_timeout_ms);
         if i == path.len() - 1 {
-            // Egress.
+            // Egress: nothing is installed for a setup whose handshake does not prove that
+            // its sender holds the origin's key, nor for a replay of one that did.
+            let (keys, ack_hs) = match session::respond(&self.noise, &rid, &path, &hs) {
+                Ok(k) => k,
+                Err(_) => {
+                    self.c.setups_unauthenticated += 1;
+                    return self.refuse(from, rid);
+                }
+            };
+            if !self.setup_is_new(now_ms, &rid) {
+                self.c.setups_replayed += 1;
+                return self.refuse(from, rid);
+            }
             let Some(fwd_in) = self.labels.alloc(&from) else {
                 return self.refuse(from, rid);
             };
@@ -431,9 +477,19 @@ impl NodeManager {
                     fwd_out: None,
                     expires,
                     created: now_ms,
+                    keys: Some(keys),
+                    ka_seq: 0,
+                    ack_hs: ack_hs.clone(),
                 },
             );
-            self.send(from, &Msg::SetupAck { rid, label: fwd_in });
+            self.send(
+                from,
+                &Msg::SetupAck {
+                    rid,
+                    label: fwd_in,
+                    hs: ack_hs,
+                },
+            );
             self.reselect(&rid.origin);
             return;
         }
@@ -467,6 +523,9 @@ impl NodeManager {
                 fwd_out: None,
                 expires,
                 created: now_ms,
+                keys: None,
+                ka_seq: 0,
+                ack_hs: Vec::new(),
             },
         );
         self.send(
@@ -475,14 +534,39 @@ impl NodeManager {
                 rid,
                 path,
                 rev_label: rev_in,
+                hs,
             },
         );
     }
 
-    pub(super) fn on_setup_ack(&mut self, now_ms: u64, from: NodeId, rid: RouteId, label: u32) {
+    pub(super) fn on_setup_ack(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        rid: RouteId,
+        label: u32,
+        hs: Vec<u8>,
+    ) {
         if let Some(r) = self.own.get(&rid) {
             if r.first_hop() == from && !r.is_up() {
-                self.on_own_up(now_ms, rid, label);
+                let path = r.path.clone();
+                let keys = self
+                    .pending_hs
+                    .remove(&rid)
+                    .and_then(|init| session::finish(init, &rid, &path, &hs).ok());
+                match keys {
+                    Some(k) => {
+                        if let Some(r) = self.own.get_mut(&rid) {
+                            r.keys = Some(k);
+                        }
+                        self.on_own_up(now_ms, rid, label);
+                    }
+                    None => {
+                        // Not the egress's answer: the route cannot be trusted; build another.
+                        self.c.setup_acks_unauthenticated += 1;
+                        self.fail_own(now_ms, &rid, true);
+                    }
+                }
             }
             return;
         }
@@ -504,7 +588,15 @@ impl NodeManager {
         if let (Some(out), Some(fin)) = (h.fwd_out, h.fwd_in) {
             if out == label {
                 // Duplicate ack: repeat ours.
-                self.send(prev, &Msg::SetupAck { rid, label: fin });
+                let hs = h.ack_hs.clone();
+                self.send(
+                    prev,
+                    &Msg::SetupAck {
+                        rid,
+                        label: fin,
+                        hs,
+                    },
+                );
             }
             return;
         }
@@ -516,16 +608,40 @@ impl NodeManager {
         if let Some(h) = self.hops.get_mut(&rid) {
             h.fwd_in = Some(fwd_in);
             h.fwd_out = Some(label);
+            h.ack_hs = hs.clone();
         }
-        self.send(prev, &Msg::SetupAck { rid, label: fwd_in });
+        self.send(
+            prev,
+            &Msg::SetupAck {
+                rid,
+                label: fwd_in,
+                hs,
+            },
+        );
     }
 
-    pub(super) fn on_keepalive(&mut self, now_ms: u64, from: NodeId, rid: RouteId) {
+    pub(super) fn on_keepalive(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        rid: RouteId,
+        seq: u64,
+        mac: [u8; session::MAC_LEN],
+    ) {
         match self.hops.get_mut(&rid) {
             Some(h) if h.prev == from => {
-                h.expires = now_ms.saturating_add(self.cfg.route_timeout_ms);
                 if let Some(n) = h.next {
-                    self.send(n, &Msg::Keepalive { rid });
+                    // Transit: cannot check the MAC (no route key here); passes it on.
+                    h.expires = now_ms.saturating_add(self.cfg.route_timeout_ms);
+                    self.send(n, &Msg::Keepalive { rid, seq, mac });
+                } else if h.keys.as_ref().is_some_and(|k| {
+                    seq > h.ka_seq && session::check_mac(&k.ctrl, T_KEEPALIVE, &rid, seq, &mac)
+                }) {
+                    // Egress: only the origin's own keepalives keep its route here.
+                    h.expires = now_ms.saturating_add(self.cfg.route_timeout_ms);
+                    h.ka_seq = seq;
+                } else {
+                    self.c.keepalives_unauthenticated += 1;
                 }
             }
             _ => self.send(
@@ -616,13 +732,19 @@ impl NodeManager {
                 OwnState::Pending { deadline } if deadline <= now_ms => failed.push(*rid),
                 OwnState::Up { .. } if r.next_keepalive <= now_ms => {
                     r.next_keepalive = now_ms.saturating_add(self.cfg.route_keepalive_ms.max(1));
-                    ka.push((r.first_hop(), *rid));
+                    r.ka_seq += 1;
+                    let mac = r
+                        .keys
+                        .as_ref()
+                        .map(|k| session::control_mac(&k.ctrl, T_KEEPALIVE, rid, r.ka_seq))
+                        .unwrap_or_default();
+                    ka.push((r.first_hop(), *rid, r.ka_seq, mac));
                 }
                 _ => {}
             }
         }
-        for (to, rid) in ka {
-            self.send(to, &Msg::Keepalive { rid });
+        for (to, rid, seq, mac) in ka {
+            self.send(to, &Msg::Keepalive { rid, seq, mac });
         }
         for rid in failed {
             self.fail_own(now_ms, &rid, true);

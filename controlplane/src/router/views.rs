@@ -102,6 +102,20 @@ impl Router {
             ("failovers".to_string(), c.failovers),
             ("rebuilds".to_string(), c.rebuilds),
             ("setups_started".to_string(), c.setups_started),
+            ("setups_refused".to_string(), c.setups_refused),
+            (
+                "setups_unauthenticated".to_string(),
+                c.setups_unauthenticated,
+            ),
+            ("setups_replayed".to_string(), c.setups_replayed),
+            (
+                "setup_acks_unauthenticated".to_string(),
+                c.setup_acks_unauthenticated,
+            ),
+            (
+                "keepalives_unauthenticated".to_string(),
+                c.keepalives_unauthenticated,
+            ),
         ];
         v
     }

@@ -1,0 +1,221 @@
+//! A hostile neighbour against an egress, message by message: forged origins, replays and
+//! forged keepalives are refused and counted; the genuine origin's route works beside them.
+
+use super::advert::keypair_from_seed;
+use super::node::{Config, NodeManager};
+use super::session::{self, RouteKeys, x25519_private};
+use super::types::{Action, NodeId, RouteId, RuleThen};
+use super::wire::{Msg, T_KEEPALIVE};
+
+struct Peer {
+    seed: [u8; 32],
+    id: NodeId,
+}
+
+fn peer(n: u8) -> Peer {
+    let seed = [n; 32];
+    Peer {
+        seed,
+        id: keypair_from_seed(&seed).1,
+    }
+}
+
+/// The egress `e`, linked to `m` (the neighbour every message comes through).
+fn egress(e: &Peer, m: &Peer) -> NodeManager {
+    let mut nm = NodeManager::new(e.seed, Config::default(), 0);
+    nm.link_up(0, m.id, 100);
+    while nm.poll_action().is_some() {}
+    nm
+}
+
+fn actions(nm: &mut NodeManager) -> Vec<Action> {
+    std::iter::from_fn(|| nm.poll_action()).collect()
+}
+
+fn delivers_for(acts: &[Action], origin: NodeId) -> bool {
+    acts.iter().any(|a| {
+        matches!(a, Action::InstallRule { then: RuleThen::Deliver { origin: o }, .. } if *o == origin)
+    })
+}
+
+fn refused(acts: &[Action], to: NodeId, rid: RouteId) -> bool {
+    acts.iter().any(|a| match a {
+        Action::Send { to: t, bytes } => {
+            *t == to
+                && Msg::decode(bytes)
+                    == Ok(Msg::Teardown {
+                        rid,
+                        upstream: true,
+                    })
+        }
+        _ => false,
+    })
+}
+
+/// The origin `a`'s genuine Setup of route `counter` along a -> m -> e, as m passes it on, and
+/// the origin's half of the handshake.
+fn genuine(a: &Peer, m: &Peer, e: &Peer, counter: u64) -> (Vec<u8>, session::Initiator, RouteId) {
+    let rid = RouteId {
+        origin: a.id,
+        counter,
+    };
+    let path = vec![a.id, m.id, e.id];
+    let (init, hs) = session::initiate(&x25519_private(&a.seed), &e.id, &rid, &path).unwrap();
+    let m = Msg::Setup {
+        rid,
+        path,
+        rev_label: 9,
+        hs,
+    };
+    (m.encode(), init, rid)
+}
+
+/// The keys the origin ends up with, from the SetupAck the egress sent.
+fn origin_keys(
+    acts: &[Action],
+    init: session::Initiator,
+    rid: RouteId,
+    path: &[NodeId],
+) -> RouteKeys {
+    let hs = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { bytes, .. } => match Msg::decode(bytes) {
+                Ok(Msg::SetupAck { hs, .. }) => Some(hs),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("a SetupAck");
+    session::finish(init, &rid, path, &hs).unwrap()
+}
+
+#[test]
+fn a_setup_claiming_another_nodes_origin_is_refused_and_the_real_one_accepted() {
+    let (a, m, e) = (peer(1), peer(2), peer(3));
+    let mut nm = egress(&e, &m);
+    // m makes a Setup in a's name, with a handshake under its own key.
+    let rid = RouteId {
+        origin: a.id,
+        counter: 100,
+    };
+    let path = vec![a.id, m.id, e.id];
+    let (_, hs) = session::initiate(&x25519_private(&m.seed), &e.id, &rid, &path).unwrap();
+    let forged = Msg::Setup {
+        rid,
+        path: path.clone(),
+        rev_label: 9,
+        hs,
+    };
+    nm.handle(10, m.id, &forged.encode());
+    let acts = actions(&mut nm);
+    assert!(
+        !delivers_for(&acts, a.id),
+        "no deliver rule for a forged origin"
+    );
+    assert!(refused(&acts, m.id, rid));
+    assert_eq!(nm.counters().setups_unauthenticated, 1);
+    assert_eq!(nm.counters().transit_states, 0, "no state for it");
+    // Without any handshake, or with a's genuine one moved to another route id: refused.
+    let bare = Msg::Setup {
+        rid,
+        path: path.clone(),
+        rev_label: 9,
+        hs: Vec::new(),
+    };
+    nm.handle(11, m.id, &bare.encode());
+    let (bytes, _, _) = genuine(&a, &m, &e, 101);
+    let Ok(Msg::Setup { hs, .. }) = Msg::decode(&bytes) else {
+        panic!()
+    };
+    let moved = Msg::Setup {
+        rid: RouteId {
+            origin: a.id,
+            counter: 102,
+        },
+        path: path.clone(),
+        rev_label: 9,
+        hs,
+    };
+    nm.handle(12, m.id, &moved.encode());
+    assert!(!delivers_for(&actions(&mut nm), a.id));
+    assert_eq!(nm.counters().setups_unauthenticated, 3);
+    // a's own Setup, relayed by the same neighbour: accepted, and a can finish the handshake.
+    let (bytes, init, rid) = genuine(&a, &m, &e, 103);
+    nm.handle(13, m.id, &bytes);
+    let acts = actions(&mut nm);
+    assert!(delivers_for(&acts, a.id));
+    let ka = origin_keys(&acts, init, rid, &path);
+    assert_ne!(ka.ctrl, [0; 32]);
+}
+
+#[test]
+fn a_replayed_setup_is_refused_after_its_route_ended() {
+    let (a, m, e) = (peer(1), peer(2), peer(3));
+    let mut nm = egress(&e, &m);
+    let (bytes, _, rid) = genuine(&a, &m, &e, 500);
+    nm.handle(10, m.id, &bytes);
+    assert!(delivers_for(&actions(&mut nm), a.id));
+    // The route ends (a teardown from upstream), then m replays the captured Setup.
+    let td = Msg::Teardown {
+        rid,
+        upstream: false,
+    };
+    nm.handle(20, m.id, &td.encode());
+    let _ = actions(&mut nm);
+    assert_eq!(nm.counters().transit_states, 0);
+    nm.handle(30, m.id, &bytes);
+    let acts = actions(&mut nm);
+    assert!(!delivers_for(&acts, a.id), "a replay gets no deliver rule");
+    assert!(refused(&acts, m.id, rid));
+    assert_eq!(nm.counters().setups_replayed, 1);
+    // Setups of a arriving out of order (a backup over another path) are still taken once.
+    let (b1, _, _) = genuine(&a, &m, &e, 502);
+    let (b0, _, _) = genuine(&a, &m, &e, 501);
+    nm.handle(40, m.id, &b1);
+    nm.handle(41, m.id, &b0);
+    assert_eq!(nm.counters().transit_states, 2);
+}
+
+#[test]
+fn only_the_origins_keepalives_keep_its_route_at_the_egress() {
+    let (a, m, e) = (peer(1), peer(2), peer(3));
+    let mut nm = egress(&e, &m);
+    let path = vec![a.id, m.id, e.id];
+    let (bytes, init, rid) = genuine(&a, &m, &e, 900);
+    nm.handle(0, m.id, &bytes);
+    let keys = origin_keys(&actions(&mut nm), init, rid, &path);
+    let ka = |seq: u64, mac: [u8; session::MAC_LEN]| Msg::Keepalive { rid, seq, mac }.encode();
+    let good = |seq: u64| {
+        ka(
+            seq,
+            session::control_mac(&keys.ctrl, T_KEEPALIVE, &rid, seq),
+        )
+    };
+    // The genuine keepalives every second keep it well past the route timeout...
+    let timeout = Config::default().route_timeout_ms;
+    let mut t = 0;
+    for seq in 1..=6 {
+        t += 1000;
+        nm.handle(t, m.id, &good(seq));
+        nm.tick(t);
+    }
+    assert!(t > timeout);
+    assert_eq!(nm.counters().transit_states, 1);
+    assert_eq!(nm.counters().keepalives_unauthenticated, 0);
+    // ...forged ones (wrong MAC, or a genuine one replayed) do not.
+    let replayed = good(6);
+    for i in 0..5u8 {
+        t += 1000;
+        nm.handle(t, m.id, &ka(100 + u64::from(i), [i; session::MAC_LEN]));
+        nm.handle(t, m.id, &replayed);
+        nm.tick(t);
+    }
+    // Counted while the route was there (after it expired they meet no state at all).
+    assert!(nm.counters().keepalives_unauthenticated >= 6);
+    assert_eq!(
+        nm.counters().transit_states,
+        0,
+        "the route expired at the egress despite the forged keepalives"
+    );
+}
