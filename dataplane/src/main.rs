@@ -172,7 +172,7 @@ fn main() {
             .queue(i)
             .try_clone_to_owned()
             .unwrap_or_else(|e| fail(e));
-        let shard = Shard::new(i as u8, cell.clone(), stats.clone());
+        let shard = Shard::new(i as u8, cell.clone(), stats.clone()).receiving_one_of(shards as u8);
         let io = ShardIo {
             shard,
             tun: tunq,

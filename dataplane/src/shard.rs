@@ -91,6 +91,15 @@ impl Sess {
     }
 }
 
+/// Whether `counter` of `stream` is new, without making a window for a stream not seen yet
+/// (windows are made only by [`window_in`], after a frame authenticated).
+fn fresh_in(windows: &[(u8, ReplayWindow)], stream: u8, counter: u64) -> bool {
+    match windows.iter().find(|(s, _)| *s == stream) {
+        Some((_, w)) => w.check(counter),
+        None => ReplayWindow::new().check(counter),
+    }
+}
+
 fn window_in(windows: &mut Vec<(u8, ReplayWindow)>, stream: u8) -> &mut ReplayWindow {
     let i = match windows.iter().position(|(s, _)| *s == stream) {
         Some(i) => i,
@@ -113,6 +122,9 @@ pub struct Shard {
     generation: u64,
     sessions: IntMap<SessionId, Sess>,
     stats: Arc<NodeStats>,
+    /// How many shards receive frames on this node (ports base .. base + n): a frame's
+    /// sending shard `s` arrives only at shard `s % n`. `None`: any (tests, the fib thread).
+    receivers: Option<u8>,
 }
 
 impl Shard {
@@ -127,9 +139,18 @@ impl Shard {
             generation: 0,
             sessions: IntMap::default(),
             stats,
+            receivers: None,
         };
         s.install(fib, generation);
         s
+    }
+
+    /// One of `n` receiving shards: frames whose counter names a sending shard that does not
+    /// send to this one are dropped ([`DropReason::WrongShard`]), so a frame captured on one
+    /// port and replayed to the others opens at most once.
+    pub fn receiving_one_of(mut self, n: u8) -> Shard {
+        self.receivers = Some(n.max(1));
+        self
     }
 
     /// This shard's index.
@@ -253,7 +274,14 @@ impl Shard {
             return self.discard(DropReason::UnknownSession);
         };
         let stream = (hdr.counter >> SEQ_BITS) as u8;
-        let current_ok = s.window(stream).check(hdr.counter);
+        // The peer has `peer_shards` sending shards plus its fib thread (stream `peer_shards`,
+        // injecting punted packets), and shard s sends to our port s % ours.
+        if u16::from(stream) > s.cfg.peer_shards.max(1)
+            || self.receivers.is_some_and(|n| stream % n != self.id)
+        {
+            return self.discard(DropReason::WrongShard);
+        }
+        let current_ok = fresh_in(&s.windows, stream, hdr.counter);
         let keep = s.open_prev.is_some() && current_ok;
         if keep {
             self.scratch[..len].copy_from_slice(frame);
@@ -277,7 +305,7 @@ impl Shard {
             // previous key (checked against that key's own windows).
             None => match s.open_prev.as_mut() {
                 Some((prev, windows)) => {
-                    if !window_in(windows, stream).check(hdr.counter) {
+                    if !fresh_in(windows, stream, hdr.counter) {
                         return self.discard(DropReason::Replay);
                     }
                     let x = match prev.open(frame) {
@@ -418,6 +446,71 @@ mod tests {
         assert_eq!(a.from_tun(&mut buf, n), Verdict::Punt { len: n });
         assert_eq!(a.stats().drops.sum(DropReason::NoRule as usize), before + 1);
         assert_eq!(&buf[HEADROOM..HEADROOM + n], &pkt[..]);
+    }
+
+    /// b has two receiving shards; a (one sending shard, stream 0) sends to b's port 0 only.
+    #[test]
+    fn a_frame_replayed_to_another_receiving_shard_or_naming_a_stream_the_peer_lacks_is_dropped() {
+        use crate::config::Static;
+        let k = crate::fixtures::key_hex;
+        let y = format!(
+            "node:\n  listen: 127.0.0.1:7000\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", peer_shards: 1, tx_key: {}, rx_key: {}}}\nrules:\n  - {{session: 1, label: 100, deliver: [fd00::1/128]}}\nroutes: []\n",
+            k(2),
+            k(1)
+        );
+        let st = Static::parse(&y, std::path::Path::new("b.yaml"), 2).unwrap();
+        let cell = Arc::new(FibCell::new(st.fib));
+        let stats = Arc::new(NodeStats::new(3));
+        let mut b0 = Shard::new(0, cell.clone(), stats.clone()).receiving_one_of(2);
+        let mut b1 = Shard::new(1, cell, stats).receiving_one_of(2);
+        let (mut a, _) = pair();
+        let mut buf = vec![0u8; BUF_SIZE];
+        let n = v6_packet(&mut buf, 1, 2, 100);
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
+            panic!("not sent")
+        };
+        let frame = buf[..len].to_vec();
+        // Captured and replayed to b's other port: refused before any decryption.
+        let mut copy = frame.clone();
+        assert_eq!(
+            b1.from_udp(&mut copy, len),
+            Verdict::Drop(DropReason::WrongShard)
+        );
+        let mut copy = frame.clone();
+        assert_eq!(b0.from_udp(&mut copy, len), Verdict::Deliver { len: n });
+        // A counter naming a sending shard a does not have (a has one, plus its fib thread).
+        let mut forged = frame.clone();
+        forged[15] = 7; // the counter (little endian, bytes 8..16): its top byte
+        assert_eq!(
+            crate::wire::parse_header(&forged).unwrap().counter >> SEQ_BITS,
+            7,
+            "the byte is the stream"
+        );
+        assert_eq!(
+            b1.from_udp(&mut forged, len),
+            Verdict::Drop(DropReason::WrongShard)
+        );
+        assert_eq!(b0.stats().drops.sum(DropReason::WrongShard as usize), 2);
+    }
+
+    /// Frames that fail to open make no replay windows: only authenticated streams have state.
+    #[test]
+    fn forged_frames_make_no_replay_windows() {
+        let (mut a, mut b) = pair();
+        let mut buf = vec![0u8; BUF_SIZE];
+        let n = v6_packet(&mut buf, 1, 2, 100);
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
+            panic!()
+        };
+        let mut bad = buf[..len].to_vec();
+        bad[len - 1] ^= 1;
+        assert_eq!(b.from_udp(&mut bad, len), Verdict::Drop(DropReason::BadTag));
+        assert!(
+            b.sessions[&1].windows.is_empty(),
+            "a forged frame made a window"
+        );
+        assert_eq!(b.from_udp(&mut buf, len), Verdict::Deliver { len: n });
+        assert_eq!(b.sessions[&1].windows.len(), 1);
     }
 
     #[test]

@@ -28,11 +28,14 @@ pub enum DropReason {
     NotIp,
     /// Sending failed for another reason (no route to the peer, ...).
     SendError,
+    /// A frame whose counter names a sending shard that does not send to this receiving
+    /// shard (or that the peer does not have): a replay to another port, or forged.
+    WrongShard,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
@@ -45,6 +48,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::NotIp,
         DropReason::SendError,
+        DropReason::WrongShard,
     ];
 
     /// Counter name.
@@ -60,6 +64,7 @@ impl DropReason {
             DropReason::QueueFull => "drop_queue_full",
             DropReason::NotIp => "drop_not_ip",
             DropReason::SendError => "drop_send_error",
+            DropReason::WrongShard => "drop_wrong_shard",
         }
     }
 }
