@@ -192,12 +192,12 @@ impl Lsdb {
         gone
     }
 
-    /// Cost of the link u -> v if BOTH ends report it (two-way check).
-    /// The cost is u's advertised cost towards v.
+    /// Cost of the link u -> v if BOTH ends report it (two-way check): the larger of the two
+    /// ends' claims, so neither end alone can make the link look cheaper than the other says.
     pub fn two_way_cost(&self, u: &NodeId, v: &NodeId) -> Option<u32> {
         let cu = self.advert(u)?.cost_to(v)?;
-        self.advert(v)?.cost_to(u)?;
-        Some(cu)
+        let cv = self.advert(v)?.cost_to(u)?;
+        Some(cu.max(cv))
     }
 }
 
@@ -281,7 +281,8 @@ mod tests {
         assert_eq!(db.two_way_cost(&a, &b), None);
         let bb = Advert::new_signed(&kb, b, 1, 1000, vec![(a, 30)], AdvertFlags::default(), &[]);
         offer(&mut db, 0, bb).unwrap();
-        assert_eq!(db.two_way_cost(&a, &b), Some(10));
+        // a claims 10, b claims 30: the link costs 30 both ways.
+        assert_eq!(db.two_way_cost(&a, &b), Some(30));
         assert_eq!(db.two_way_cost(&b, &a), Some(30));
     }
 }

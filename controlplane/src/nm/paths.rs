@@ -1,7 +1,9 @@
 //! Latency-weighted shortest paths over the LSDB.
 //!
 //! * Two-way check: the link u->v is used only if u's advert lists v AND
-//!   v's advert lists u; the cost is u's advertised cost towards v.
+//!   v's advert lists u; the cost is the larger of the two claims (u's cost
+//!   towards v, v's towards u), so one end cannot make a link look cheap
+//!   (a cost-0 advert attracted routes before).
 //! * Policy: a node whose advert has `no_transit` or `drain` is never
 //!   expanded, i.e. it can be the source or destination but never an
 //!   intermediate hop.
@@ -71,11 +73,11 @@ pub fn shortest_path(
             {
                 continue;
             }
-            // Two-way check: v must list u too.
-            if db.advert(v).and_then(|a| a.cost_to(&u)).is_none() {
+            // Two-way check: v must list u too; both ends' claims count.
+            let Some(back) = db.advert(v).and_then(|a| a.cost_to(&u)) else {
                 continue;
-            }
-            let nd = d + u64::from(*cost);
+            };
+            let nd = d + u64::from((*cost).max(back));
             if dist.get(v).is_none_or(|&old| nd < old) {
                 dist.insert(*v, nd);
                 prev.insert(*v, u);
@@ -198,6 +200,29 @@ mod tests {
     //   |           |
     //   5 --- 3 --- 5(cost)   (0-3 cost 5, 3-2 cost 5)
     const SQUARE: &[(u8, u8, u32)] = &[(0, 1, 1), (1, 2, 1), (0, 3, 5), (3, 2, 5)];
+
+    /// 0 -35- 1 -35- 2, and 0 -50- 3 -50- 2 as 0 and 2 measure it; 3 claims 0 both ways.
+    #[test]
+    fn a_node_claiming_cost_zero_does_not_attract_routes() {
+        let (mut db, ids) = db(4, &[(0, 1, 35), (1, 2, 35), (0, 3, 50), (3, 2, 50)], &[]);
+        let k = keypair_from_seed(&[4; 32]);
+        let liar = Advert::new_signed(
+            &k.0,
+            k.1,
+            2,
+            1_000_000,
+            vec![(ids[0], 0), (ids[2], 0)],
+            AdvertFlags::default(),
+            &[],
+        );
+        let m = Msg::Advert(liar.clone()).encode();
+        db.offer(0, liar, m).unwrap();
+        let (p, c) = shortest_path(&db, &ids[0], &ids[2], &Constraints::default()).unwrap();
+        // Through 3 it would cost 50 + 0 by the liar's word; both ends' claims make it 100.
+        assert_eq!(idx(&ids, &p), vec![0, 1, 2]);
+        assert_eq!(c, 70);
+        assert_eq!(db.two_way_cost(&ids[3], &ids[2]), Some(50));
+    }
 
     #[test]
     fn shortest_and_backup() {
