@@ -219,3 +219,48 @@ fn only_the_origins_keepalives_keep_its_route_at_the_egress() {
         "the route expired at the egress despite the forged keepalives"
     );
 }
+
+#[test]
+fn a_setup_flood_from_one_neighbour_is_rate_limited_before_any_cryptography() {
+    let (a, m, e) = (peer(1), peer(2), peer(3));
+    let mut nm = egress(&e, &m);
+    let cfg = Config::default();
+    let path = vec![a.id, m.id, e.id];
+    for i in 0..1000u64 {
+        let s = Msg::Setup {
+            rid: RouteId {
+                origin: a.id,
+                counter: i + 1,
+            },
+            path: path.clone(),
+            rev_label: 9,
+            hs: vec![0; 96],
+        };
+        nm.handle(5, m.id, &s.encode());
+    }
+    let c = nm.counters();
+    assert_eq!(c.setups_rate_limited, 1000 - u64::from(cfg.setup_burst));
+    assert_eq!(c.setups_unauthenticated, u64::from(cfg.setup_burst));
+    // A second later the neighbour has its rate again: a genuine setup is taken.
+    let (bytes, _, _) = genuine(&a, &m, &e, 5000);
+    nm.handle(1005, m.id, &bytes);
+    assert!(delivers_for(&actions(&mut nm), a.id));
+}
+
+#[test]
+fn one_neighbour_cannot_make_the_egress_hold_more_than_its_quota() {
+    let (a, m, e) = (peer(1), peer(2), peer(3));
+    let cfg = Config {
+        max_routes_per_neighbour: 10,
+        ..Config::default()
+    };
+    let mut nm = NodeManager::new(e.seed, cfg, 0);
+    nm.link_up(0, m.id, 100);
+    let _ = actions(&mut nm);
+    for i in 0..20 {
+        let (bytes, _, _) = genuine(&a, &m, &e, 100 + i);
+        nm.handle(1, m.id, &bytes);
+    }
+    assert_eq!(nm.counters().transit_states, 10);
+    assert_eq!(nm.counters().setups_over_quota, 10);
+}

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use ring::signature::Ed25519KeyPair;
 
 use super::advert::{Advert, AdvertFlags, keypair_from_seed};
-use super::flood::FloodState;
+use super::flood::{FloodState, TokenBucket};
 use super::labels::LabelAllocator;
 use super::lsdb::{Lsdb, Reject, RejectCounts};
 use super::session::{Initiator, RouteKeys, SetupWindow, x25519_private};
@@ -41,6 +41,14 @@ pub struct Config {
     pub route_keepalive_ms: u64,
     /// Hops drop route state not refreshed for this long.
     pub route_timeout_ms: u64,
+    /// Route setups a neighbour may pass us per second (transit and egress alike), and the
+    /// burst: each costs labels, rules, a fib commit and at the egress a handshake. Over the
+    /// rate a Setup is dropped (counted); its origin's setup times out and is retried.
+    pub setup_rate_per_s: u32,
+    pub setup_burst: u32,
+    /// Routes (transit or egress state) held for one neighbour at most: what one neighbour
+    /// can make this node keep, whatever it claims; beyond it Setups are refused.
+    pub max_routes_per_neighbour: usize,
     /// Ingress gives up on a setup without ack after this long.
     pub setup_timeout_ms: u64,
     /// Retry interval when no path to a requested destination exists.
@@ -80,6 +88,9 @@ impl Default for Config {
             flood_burst: 200,
             route_keepalive_ms: 1_000,
             route_timeout_ms: 3_500,
+            setup_rate_per_s: 200,
+            setup_burst: 400,
+            max_routes_per_neighbour: 4096,
             setup_timeout_ms: 1_000,
             setup_retry_ms: 1_000,
             route_idle_ms: 0,
@@ -135,6 +146,10 @@ pub struct Counters {
     pub setup_acks_unauthenticated: u64,
     /// Keepalives the egress did not take: wrong MAC, or a sequence number not newer.
     pub keepalives_unauthenticated: u64,
+    /// Setups dropped: the neighbour was over its setup rate.
+    pub setups_rate_limited: u64,
+    /// Setups refused: the neighbour already has `max_routes_per_neighbour` routes here.
+    pub setups_over_quota: u64,
     pub setup_failures: u64,
     pub route_failures: u64,
     pub failovers: u64,
@@ -200,6 +215,8 @@ pub struct HopInfo {
 pub(super) struct Neighbour {
     pub(super) advertised: u32,
     pub(super) flood: FloodState,
+    /// The neighbour's Setup rate.
+    pub(super) setups: TokenBucket,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -393,7 +410,15 @@ impl NodeManager {
             let burst = self.cfg.flood_burst.max(1) as usize;
             self.c.flood_rate_limited += self.lsdb.len().saturating_sub(burst) as u64;
         }
-        self.nbs.insert(nb, Neighbour { advertised, flood });
+        let setups = TokenBucket::new(self.cfg.setup_rate_per_s, self.cfg.setup_burst, now_ms);
+        self.nbs.insert(
+            nb,
+            Neighbour {
+                advertised,
+                flood,
+                setups,
+            },
+        );
         self.originate_pending = true;
         self.topo_dirty = true;
         self.finish(now_ms);

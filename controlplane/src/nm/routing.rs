@@ -447,6 +447,21 @@ impl NodeManager {
             }
             return;
         }
+        // Bounded work and state per neighbour, before any cryptography.
+        if !self
+            .nbs
+            .get_mut(&from)
+            .is_some_and(|n| n.setups.try_take(now_ms))
+        {
+            self.c.setups_rate_limited += 1;
+            return;
+        }
+        if self.hops.values().filter(|h| h.prev == from).count()
+            >= self.cfg.max_routes_per_neighbour
+        {
+            self.c.setups_over_quota += 1;
+            return self.refuse(from, rid);
+        }
         let expires = now_ms.saturating_add(self.cfg.route_timeout_ms);
         if i == path.len() - 1 {
             // Egress: nothing is installed for a setup whose handshake does not prove that

@@ -108,6 +108,8 @@ impl Router {
                 c.setups_unauthenticated,
             ),
             ("setups_replayed".to_string(), c.setups_replayed),
+            ("setups_rate_limited".to_string(), c.setups_rate_limited),
+            ("setups_over_quota".to_string(), c.setups_over_quota),
             (
                 "setup_acks_unauthenticated".to_string(),
                 c.setup_acks_unauthenticated,
