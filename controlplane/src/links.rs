@@ -20,7 +20,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,11 @@ const LINK_QUEUE: usize = 1024;
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the larger key waits before dialling a peer that may dial it.
 const HOLD_BACK: Duration = Duration::from_millis(500);
+
+/// Link events queued for the main loop at most: a link thread that finds the queue full
+/// waits (its TCP reads stop, so a flooding neighbour is slowed by its own connection), and
+/// the queue's memory is bounded whatever the neighbours send.
+pub const LINK_EVENTS: usize = 4096;
 
 /// What a link reports.
 pub enum LinkEvent {
@@ -151,7 +156,7 @@ pub struct LinkCtx {
     /// Who may call us.
     pub allowed: Arc<dyn Fn(&NodeId) -> bool + Send + Sync>,
     /// Where events go.
-    pub events: Sender<LinkEvent>,
+    pub events: SyncSender<LinkEvent>,
     /// Rung after every event, so the main loop can sleep on it with other descriptors.
     pub wake: Arc<OwnedFd>,
     /// Session index allocator (shared by all links).
@@ -530,9 +535,8 @@ fn sleep_unless_stopped(ctx: &LinkCtx, d: Duration) {
 mod tests {
     use super::*;
     use crate::accept::test_util::{closed_within, connect_from};
-    use std::sync::mpsc::channel;
 
-    fn ctx(seed: u8, events: Sender<LinkEvent>, stop: Arc<AtomicBool>) -> LinkCtx {
+    fn ctx(seed: u8, events: SyncSender<LinkEvent>, stop: Arc<AtomicBool>) -> LinkCtx {
         LinkCtx {
             id: Arc::new(Identity::from_seed([seed; 32]).unwrap()),
             data_port: 7000,
@@ -552,8 +556,8 @@ mod tests {
     #[test]
     fn link_comes_up_measures_rtt_carries_messages_and_goes_down() {
         let stop = Arc::new(AtomicBool::new(false));
-        let (ta, ra) = channel();
-        let (tb, rb) = channel();
+        let (ta, ra) = sync_channel(LINK_EVENTS);
+        let (tb, rb) = sync_channel(LINK_EVENTS);
         let a = ctx(1, ta, stop.clone());
         let b = ctx(2, tb, stop.clone());
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -613,7 +617,7 @@ mod tests {
 
     /// A listener of node 2 running with `limits`; its address and counters.
     fn start_listener(limits: Limits, stop: &Arc<AtomicBool>) -> (SocketAddr, Arc<ListenerStats>) {
-        let (tb, rb) = channel();
+        let (tb, rb) = sync_channel(LINK_EVENTS);
         // Keep the receiver alive for the whole test: events have somewhere to go.
         std::mem::forget(rb);
         let b = ctx(2, tb, stop.clone());
@@ -670,7 +674,7 @@ mod tests {
             assert!(!closed_within(h, Duration::from_millis(20)));
         }
         // A neighbour dialling from 127.0.0.1 gets its link while they are held.
-        let (ta, ra) = channel();
+        let (ta, ra) = sync_channel(LINK_EVENTS);
         let a = ctx(1, ta, stop.clone());
         let bid = Identity::from_seed([2; 32]).unwrap().id();
         std::thread::spawn(move || dial(a, bid, addr));

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 /// Longest sleep of the loop.
 const TURN: Duration = Duration::from_millis(100);
+/// Link events and app requests handled per turn at most, so that a burst of them (a flood
+/// from neighbours, or many apps) cannot starve the timers, the punts and the dataplane.
+const EVENTS_PER_TURN: usize = 1024;
 
 /// The driver's I/O handles around the router core.
 struct Driver {
@@ -305,7 +308,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let epoch = Instant::now();
     let seed = ident.seed();
     let nm = NodeManager::new(seed, nm_cfg, 0);
-    let (etx, erx) = channel();
+    let (etx, erx) = std::sync::mpsc::sync_channel(links::LINK_EVENTS);
     let wake = links::wake_fd().map_err(|e| format!("eventfd: {e}"))?;
     let allowed_keys: Vec<NodeId> = cfg.neighbours.iter().map(|n| n.pk).collect();
     let allow_any = cfg.allow_any;
@@ -423,11 +426,20 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 }
             }
         }
-        while let Ok(ev) = erx.try_recv() {
+        let mut busy = false;
+        for (i, ev) in erx.try_iter().enumerate() {
             d.link_event(now, ev);
+            if i + 1 >= EVENTS_PER_TURN {
+                busy = true;
+                break;
+            }
         }
-        while let Ok(ev) = app_rx.try_recv() {
+        for (i, ev) in app_rx.try_iter().enumerate() {
             d.app_event(now, ev);
+            if i + 1 >= EVENTS_PER_TURN {
+                busy = true;
+                break;
+            }
         }
         d.router.handle_timeout(now);
         d.outputs();
@@ -453,7 +465,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or(TURN)
             .min(TURN);
-        let wait = if d.dp.fib().is_some() {
+        let wait = if busy {
+            // Events are still queued: no sleep.
+            Duration::ZERO
+        } else if d.dp.fib().is_some() {
             wait
         } else {
             wait.min(crate::dataplane_link::RETRY)

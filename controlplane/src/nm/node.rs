@@ -364,6 +364,11 @@ impl NodeManager {
     }
 
     /// (origin, seq) of every LSDB entry, own included.
+    /// Changes whenever the LSDB's set of adverts changes (for caches derived from it).
+    pub fn lsdb_version(&self) -> u64 {
+        self.lsdb.version
+    }
+
     pub fn lsdb_summary(&self) -> Vec<(NodeId, u64)> {
         self.lsdb.iter().map(|(o, e)| (*o, e.advert.seq)).collect()
     }

@@ -35,6 +35,11 @@ pub const QUEUE_PER_DST: usize = 32;
 pub const QUEUE_TTL: Duration = Duration::from_secs(3);
 /// An unconfirmed rekey request is repeated after this long.
 const REKEY_RETRY: Duration = Duration::from_secs(2);
+/// Punts the router takes per second from its dataplane (all shards), and the burst: each
+/// may start a route setup. The dataplane already limits each shard (`PUNTS_PER_SEC`); this
+/// bounds the router's own work whatever the shard count.
+pub const PUNTS_PER_SEC: u32 = 2000;
+const PUNT_BURST: u32 = 500;
 
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +121,8 @@ pub struct Stats {
     pub links_down: u64,
     /// Fib commits refused by the dataplane.
     pub fib_errors: u64,
+    /// Punts dropped over the router's punt budget ([`PUNTS_PER_SEC`]).
+    pub punts_over_budget: u64,
     /// Data-key rotations completed.
     pub rekeys: u64,
     /// App socket requests refused.
@@ -149,6 +156,9 @@ pub struct Router {
     route_tx: HashMap<Prefix, u64>,
     /// What the dataplane was told (to program a restarted one again).
     mirror: Mirror,
+    /// The LSDB version `by_addr` was last rebuilt for.
+    indexed: Option<u64>,
+    punt_budget: crate::nm::flood::TokenBucket,
     dirty: bool,
     out: VecDeque<Output>,
     /// Counters for `ru`.
@@ -179,6 +189,8 @@ impl Router {
             traffic: HashMap::new(),
             route_tx: HashMap::new(),
             mirror: Mirror::default(),
+            indexed: None,
+            punt_budget: crate::nm::flood::TokenBucket::new(PUNTS_PER_SEC, PUNT_BURST, 0),
             dirty: false,
             out: VecDeque::new(),
             stats: Stats::default(),
@@ -558,6 +570,11 @@ impl Router {
     /// set up, dropped when no node is known for `dst`.
     pub fn handle_punt(&mut self, now: Instant, dst: IpAddr, packet: Vec<u8>) {
         self.stats.punts += 1;
+        if !self.punt_budget.try_take(self.ms(now)) {
+            self.stats.punts_over_budget += 1;
+            self.stats.punt_drops += 1;
+            return;
+        }
         let Some(node) = self
             .by_addr
             .get(&dst)
@@ -594,9 +611,23 @@ impl Router {
         self.stats.punt_drops += expired;
     }
 
+    /// `dst` after rebuilding the address index, if the LSDB changed since it was built: a
+    /// miss costs a hash lookup, and the SHA-256 of every known node only once per LSDB change
+    /// (not once per punt, as a local process sending to random overlay addresses could make
+    /// it). The rebuild also drops addresses of nodes no longer known.
     fn lookup_addr(&mut self, dst: &IpAddr) -> Option<NodeId> {
-        for (n, _) in self.nm.lsdb_summary() {
-            self.remember(n);
+        let v = self.nm.lsdb_version();
+        if self.indexed != Some(v) {
+            self.indexed = Some(v);
+            self.by_addr.clear();
+            let mut nodes: Vec<NodeId> = vec![self.me];
+            nodes.extend(self.nm.lsdb_summary().into_iter().map(|(n, _)| n));
+            nodes.extend(self.links.keys().copied());
+            nodes.extend(self.delivers.values().copied());
+            nodes.extend(self.attached.values().flat_map(|m| m.keys().copied()));
+            for n in nodes {
+                self.remember(n);
+            }
         }
         self.by_addr.get(dst).copied()
     }

@@ -645,3 +645,38 @@ fn a_lost_dataplane_closes_every_link_and_the_mesh_heals_around_and_back() {
         "the relay forwards again"
     );
 }
+
+#[test]
+fn a_punt_flood_to_random_addresses_is_bounded_and_grows_no_table() {
+    let mut m = Mesh::new(3);
+    m.link(0, 1);
+    m.link(1, 2);
+    m.advance(300);
+    let now = m.now;
+    for i in 0..3000u32 {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&crate::identity::OVERLAY_PREFIX);
+        a[12..].copy_from_slice(&i.to_be_bytes());
+        m.nodes[0]
+            .r
+            .handle_punt(now, IpAddr::V6(a.into()), vec![0; 64]);
+    }
+    m.run();
+    let s = m.nodes[0].r.stats.clone();
+    assert_eq!(s.punts, 3000);
+    assert_eq!(s.punts_over_budget, 3000 - u64::from(PUNT_BURST));
+    assert_eq!(s.punt_drops, 3000, "no random address is a node");
+    // The address index holds the known nodes only.
+    assert_eq!(m.nodes[0].r.by_addr.len(), 3);
+    assert!(m.nodes[0].r.queued.is_empty());
+    // The budget refills: a punt for a real node a second later still sets its route up.
+    m.advance(1000);
+    let now = m.now;
+    let dst = m.addr(2);
+    m.nodes[0].r.handle_punt(now, dst, b"real".to_vec());
+    m.advance(500);
+    assert_eq!(
+        m.nodes[0].injected.last().map(|p| &p[..]),
+        Some(&b"real"[..])
+    );
+}

@@ -76,6 +76,11 @@ impl Router {
             ("punts".to_string(), self.stats.punts),
             ("injected".to_string(), self.stats.injected),
             ("punt_drops".to_string(), self.stats.punt_drops),
+            (
+                "punts_over_budget".to_string(),
+                self.stats.punts_over_budget,
+            ),
+            ("known_addresses".to_string(), self.by_addr.len() as u64),
             ("fib_errors".to_string(), self.stats.fib_errors),
             ("rekeys".to_string(), self.stats.rekeys),
             (
