@@ -210,6 +210,21 @@ impl Backoff {
     }
 }
 
+/// Where a neighbour's data frames go: the address its control connection comes from, with
+/// the data port it claims. A peer may not choose another IP (a DNS resolver's, say: a VPN
+/// client would pin it outside its tunnel, and frames would be reflected to it); a claim of
+/// another address is replaced (the `bool`) and the caller counts it.
+pub fn data_endpoint(
+    claimed: std::net::SocketAddr,
+    observed: Option<std::net::IpAddr>,
+) -> (std::net::SocketAddr, bool) {
+    let Some(ip) = observed else {
+        return (claimed, false);
+    };
+    let replaced = !claimed.ip().is_unspecified() && claimed.ip() != ip;
+    (std::net::SocketAddr::new(ip, claimed.port()), replaced)
+}
+
 /// The tie-break between two routers that may dial each other: the smaller key dials first
 /// and its link is the one kept; the larger holds back.
 pub fn smaller_dials(me: &NodeId, peer: &NodeId) -> bool {
@@ -473,6 +488,29 @@ mod tests {
         assert_eq!(
             d.expired(ms(551)).as_deref(),
             Some("no keepalive for 300 ms")
+        );
+    }
+
+    #[test]
+    fn a_peer_cannot_choose_another_address_for_its_data() {
+        let seen: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let p = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            data_endpoint(p("0.0.0.0:7000"), Some(seen)),
+            (p("10.0.0.2:7000"), false)
+        );
+        assert_eq!(
+            data_endpoint(p("10.0.0.2:7005"), Some(seen)),
+            (p("10.0.0.2:7005"), false)
+        );
+        assert_eq!(
+            data_endpoint(p("9.9.9.9:53"), Some(seen)),
+            (p("10.0.0.2:53"), true),
+            "a resolver's address is not taken"
+        );
+        assert_eq!(
+            data_endpoint(p("0.0.0.0:7000"), None),
+            (p("0.0.0.0:7000"), false)
         );
     }
 

@@ -98,6 +98,8 @@ pub struct UpInfo {
     pub data_tx: [u8; 32],
     /// Data keys.
     pub data_rx: [u8; 32],
+    /// The peer claimed another IP for its data than the one it links from (replaced).
+    pub endpoint_replaced: bool,
     /// For sending and closing.
     pub handle: LinkHandle,
 }
@@ -262,11 +264,15 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established, stats: Option<&Li
     let link = ctx.next_link.fetch_add(1, Ordering::Relaxed);
     let peer = est.peer;
     let mut remote = est.peer_params;
-    if remote.data_endpoint.ip().is_unspecified()
-        && let Ok(a) = s.peer_addr()
-    {
-        remote.data_endpoint.set_ip(a.ip());
+    let (endpoint, endpoint_replaced) =
+        linkcore::data_endpoint(remote.data_endpoint, s.peer_addr().ok().map(|a| a.ip()));
+    if endpoint_replaced {
+        tracing::warn!(
+            "{peer:?} claimed data endpoint {}; using {endpoint} (the address it links from)",
+            remote.data_endpoint
+        );
     }
+    remote.data_endpoint = endpoint;
     let (tx, rx) = sync_channel::<Vec<u8>>(LINK_QUEUE);
     let closed = Arc::new(AtomicBool::new(false));
     let handle = LinkHandle {
@@ -283,6 +289,7 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established, stats: Option<&Li
         remote,
         data_tx: est.data_tx,
         data_rx: est.data_rx,
+        endpoint_replaced,
         handle,
     };
     *ctx.linked

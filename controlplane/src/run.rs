@@ -52,6 +52,7 @@ impl Driver {
                         remote: up.remote,
                         data_tx: up.data_tx,
                         data_rx: up.data_rx,
+                        endpoint_replaced: up.endpoint_replaced,
                     },
                 );
             }

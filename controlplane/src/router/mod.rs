@@ -92,6 +92,8 @@ pub struct LinkUp {
     pub data_tx: [u8; 32],
     /// Data receive key (generation 0).
     pub data_rx: [u8; 32],
+    /// The peer claimed another data address than the one it links from (it was replaced).
+    pub endpoint_replaced: bool,
 }
 
 struct Link {
@@ -123,6 +125,8 @@ pub struct Stats {
     pub fib_errors: u64,
     /// Punts dropped over the router's punt budget ([`PUNTS_PER_SEC`]).
     pub punts_over_budget: u64,
+    /// Neighbours that claimed a data address other than the one they link from.
+    pub endpoint_claims_replaced: u64,
     /// Data-key rotations completed.
     pub rekeys: u64,
     /// App socket requests refused.
@@ -329,6 +333,9 @@ impl Router {
             let (old_link, old_session) = (old.id, old.session);
             self.out.push_back(Output::Close { link: old_link });
             self.fib(FibMsg::RemoveSession { id: old_session });
+        }
+        if up.endpoint_replaced {
+            self.stats.endpoint_claims_replaced += 1;
         }
         let cipher = up.local.cipher_with(&up.remote);
         self.fib(FibMsg::AddSession {

@@ -157,6 +157,7 @@ impl Mesh {
                 remote: pb,
                 data_tx: k1,
                 data_rx: k2,
+                endpoint_replaced: false,
             },
         );
         self.nodes[b].r.handle_link_up(
@@ -169,6 +170,7 @@ impl Mesh {
                 remote: pa,
                 data_tx: k2,
                 data_rx: k1,
+                endpoint_replaced: false,
             },
         );
         (la, lb)

@@ -81,6 +81,10 @@ impl Router {
                 self.stats.punts_over_budget,
             ),
             ("known_addresses".to_string(), self.by_addr.len() as u64),
+            (
+                "endpoint_claims_replaced".to_string(),
+                self.stats.endpoint_claims_replaced,
+            ),
             ("fib_errors".to_string(), self.stats.fib_errors),
             ("rekeys".to_string(), self.stats.rekeys),
             (
