@@ -343,6 +343,7 @@ fn run_conn(
         }
     };
     permit.authenticated();
+    let s_peer_ip = s.peer_addr().ok().map(|a| a.ip());
     let Ok(conn) = Connection::new(s, est) else {
         return;
     };
@@ -370,7 +371,10 @@ fn run_conn(
         let n = sh.next_conn;
         sh.next_conn += 1;
         sh.conns.insert(peer, (n, tx));
-        sh.server.connect(peer);
+        match s_peer_ip {
+            Some(ip) => sh.server.connect_from(peer, ip),
+            None => sh.server.connect(peer),
+        }
         n
     };
     loop {

@@ -10,6 +10,7 @@ use super::record::Record;
 use super::wire::{MAX_QUERY_RESULTS, MAX_RELAY, Msg, Reject};
 use crate::identity::NodeId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 /// Server limits.
 #[derive(Debug, Clone)]
@@ -29,6 +30,10 @@ pub struct ServerConfig {
     /// How long the last seq of a key is remembered after its record expires (so an old
     /// record cannot be re-registered after expiry).
     pub seq_memory_ms: u64,
+    /// Records one client address (an IPv4 address, an IPv6 /64) may hold: keys cost nothing
+    /// to make, addresses do, so one host cannot fill the server (or a service's answers)
+    /// with keys of its own. Routers behind one NAT share an address: keep it well above one.
+    pub max_records_per_source: usize,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +46,7 @@ impl Default for ServerConfig {
             max_ttl_ms: 3_600_000,
             max_records: 100_000,
             seq_memory_ms: 24 * 3_600_000,
+            max_records_per_source: 64,
         }
     }
 }
@@ -80,6 +86,23 @@ impl ServerCounters {
 struct Entry {
     record: Record,
     expires_at: u64,
+    /// The address it was registered from (`None`: unknown, not capped).
+    source: Option<IpAddr>,
+}
+
+/// What a source address counts as: IPv4 addresses one by one, IPv6 by /64 (one host usually
+/// has a whole /64).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = a.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// A token bucket in thousandths of a token.
@@ -128,6 +151,10 @@ pub struct MessengerServer {
     connected: HashMap<NodeId, u32>,
     reg_buckets: HashMap<NodeId, Bucket>,
     req_buckets: HashMap<NodeId, Bucket>,
+    /// Where each connected client comes from (as [`source_key`]).
+    sources: HashMap<NodeId, IpAddr>,
+    /// Records held per source.
+    per_source: HashMap<IpAddr, usize>,
     counters: ServerCounters,
 }
 
@@ -142,6 +169,8 @@ impl MessengerServer {
             connected: HashMap::new(),
             reg_buckets: HashMap::new(),
             req_buckets: HashMap::new(),
+            sources: HashMap::new(),
+            per_source: HashMap::new(),
             counters: ServerCounters::default(),
         }
     }
@@ -169,9 +198,16 @@ impl MessengerServer {
         self.records.is_empty()
     }
 
-    /// An authenticated client connected.
+    /// An authenticated client connected (from an address the caller does not know).
     pub fn connect(&mut self, pk: NodeId) {
         *self.connected.entry(pk).or_insert(0) += 1;
+    }
+
+    /// An authenticated client connected from `ip`: its records count against that address's
+    /// [`ServerConfig::max_records_per_source`].
+    pub fn connect_from(&mut self, pk: NodeId, ip: IpAddr) {
+        self.connect(pk);
+        self.sources.insert(pk, source_key(ip));
     }
 
     /// One of a client's connections closed.
@@ -180,6 +216,7 @@ impl MessengerServer {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.connected.remove(&pk);
+                self.sources.remove(&pk);
             }
         }
     }
@@ -238,8 +275,16 @@ impl MessengerServer {
                 self.counters.queries += 1;
                 let mut records = Vec::new();
                 let mut truncated = false;
-                for pk in self.by_kind.get(&kind).into_iter().flatten() {
-                    if let Some(e) = self.records.get(pk).filter(|e| e.expires_at > now_ms) {
+                // A fair sample: each answer starts at another place of the key-ordered set
+                // (a key ground to sort low gets no head start), wrapping around.
+                let set: Vec<&NodeId> = self.by_kind.get(&kind).into_iter().flatten().collect();
+                let start = if set.is_empty() {
+                    0
+                } else {
+                    (self.counters.queries as usize) % set.len()
+                };
+                for pk in set[start..].iter().chain(set[..start].iter()) {
+                    if let Some(e) = self.records.get(*pk).filter(|e| e.expires_at > now_ms) {
                         if records.len() == MAX_QUERY_RESULTS {
                             truncated = true;
                             break;
@@ -298,23 +343,49 @@ impl MessengerServer {
         {
             return self.reject(from, Reject::Full, Some(pk));
         }
+        let source = self.sources.get(&from).copied();
+        let same_source = self.records.get(&pk).is_some_and(|e| e.source == source);
+        if let Some(ip) = source
+            && !same_source
+            && self.per_source.get(&ip).copied().unwrap_or(0) >= self.cfg.max_records_per_source
+        {
+            return self.reject(from, Reject::SourceFull, Some(pk));
+        }
         let expires_at = now.saturating_add(u64::from(rec.ttl_ms));
         let seq = rec.seq;
-        self.unindex(&pk);
+        self.remove_record(&pk);
         for s in &rec.services {
             self.by_kind.entry(s.kind.clone()).or_default().insert(pk);
+        }
+        if let Some(ip) = source {
+            *self.per_source.entry(ip).or_insert(0) += 1;
         }
         self.records.insert(
             pk,
             Entry {
                 record: rec,
                 expires_at,
+                source,
             },
         );
         self.seqs
             .insert(pk, (seq, expires_at.saturating_add(self.cfg.seq_memory_ms)));
         self.counters.registered += 1;
         vec![(from, Msg::Registered { pk, seq }.encode())]
+    }
+
+    /// Drops `pk`'s record with its indexes and its source's count.
+    fn remove_record(&mut self, pk: &NodeId) {
+        self.unindex(pk);
+        if let Some(e) = self.records.remove(pk)
+            && let Some(ip) = e.source
+            && let Some(n) = self.per_source.get_mut(&ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_source.remove(&ip);
+            }
+        }
     }
 
     fn unindex(&mut self, pk: &NodeId) {
@@ -339,8 +410,7 @@ impl MessengerServer {
             .map(|(pk, _)| *pk)
             .collect();
         for pk in dead {
-            self.unindex(&pk);
-            self.records.remove(&pk);
+            self.remove_record(&pk);
             self.counters.expired += 1;
         }
         let records = &self.records;

@@ -226,7 +226,12 @@ fn register_lookup_query_relay_between_three_clients() {
     net.clients[2].query(now, "vpn");
     let mut want = vec![a, b];
     want.sort();
-    assert_eq!(services(&net.take_events(2)), vec![(want, false)]);
+    // Both, in the order of the server's fair sample (it starts at another record each time).
+    let mut got = services(&net.take_events(2));
+    for (list, _) in got.iter_mut() {
+        list.sort();
+    }
+    assert_eq!(got, vec![(want, false)]);
     net.clients[2].query(now, "chat");
     assert_eq!(services(&net.take_events(2)), vec![(vec![b], false)]);
     net.clients[2].query(now, "nothing");
@@ -710,4 +715,71 @@ proptest! {
             while c.poll_transmit().is_some() {}
         }
     }
+}
+
+#[test]
+fn one_address_holds_a_bounded_number_of_records_and_queries_answer_a_fair_sample() {
+    let cfg = ServerConfig {
+        max_records_per_source: 4,
+        ..ServerConfig::default()
+    };
+    let mut s = MessengerServer::new(cfg);
+    let eps = vec!["1.1.1.1:1".parse().unwrap()];
+    let sybil: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    // Keys made for the purpose, all from one host.
+    for n in 10..16u8 {
+        let id = ident(n);
+        s.connect_from(id.id(), sybil);
+        let r = Record::sign(&id, 1, 10_000, eps.clone(), vec![svc("vpn", 1)]).unwrap();
+        let got = register(&mut s, 0, id.id(), &r);
+        if n < 14 {
+            assert_eq!(
+                got,
+                Msg::Registered {
+                    pk: id.id(),
+                    seq: 1
+                },
+                "key {n}"
+            );
+        } else {
+            assert_eq!(got, err(Reject::SourceFull, id.id()), "key {n}");
+        }
+    }
+    // Re-registering one of its records is fine; another host is not affected.
+    let first = ident(10);
+    let again = Record::sign(&first, 2, 10_000, eps.clone(), vec![svc("vpn", 1)]).unwrap();
+    assert_eq!(
+        register(&mut s, 1, first.id(), &again),
+        Msg::Registered {
+            pk: first.id(),
+            seq: 2
+        }
+    );
+    let honest = ident(40);
+    s.connect_from(honest.id(), "198.51.100.1".parse().unwrap());
+    let r = Record::sign(&honest, 1, 10_000, eps.clone(), vec![svc("vpn", 1)]).unwrap();
+    assert!(matches!(
+        register(&mut s, 1, honest.id(), &r),
+        Msg::Registered { .. }
+    ));
+    assert_eq!(s.counters().rejected(Reject::SourceFull), 2);
+    // Answers start at different records: no key is always first.
+    let mut firsts = std::collections::BTreeSet::new();
+    for t in 0..5 {
+        let out = s.handle(
+            2 + t,
+            honest.id(),
+            &Msg::Query { kind: "vpn".into() }.encode(),
+        );
+        let Ok(Msg::Services { records, .. }) = Msg::decode(&out[0].1) else {
+            panic!("no answer")
+        };
+        assert_eq!(records.len(), 5);
+        firsts.insert(records[0].pk);
+    }
+    assert_eq!(
+        firsts.len(),
+        5,
+        "every record comes first once in five queries"
+    );
 }

@@ -65,11 +65,13 @@ pub enum Reject {
     Unreachable = 11,
     /// The relayed payload is too large.
     TooLarge = 12,
+    /// The client's address already holds as many records as one address may.
+    SourceFull = 13,
 }
 
 impl Reject {
     /// All reasons, in code order.
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 13] = [
         Reject::Malformed,
         Reject::Unexpected,
         Reject::BadSignature,
@@ -82,6 +84,7 @@ impl Reject {
         Reject::Full,
         Reject::Unreachable,
         Reject::TooLarge,
+        Reject::SourceFull,
     ];
 
     /// From its wire code.
@@ -356,7 +359,7 @@ mod tests {
             assert_eq!(r.index(), i);
         }
         assert_eq!(Reject::from_code(0), None);
-        assert_eq!(Reject::from_code(13), None);
+        assert_eq!(Reject::from_code(Reject::ALL.len() as u8 + 1), None);
     }
 
     #[test]
