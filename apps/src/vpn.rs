@@ -579,8 +579,9 @@ pub struct HostArgs {
     /// The dataplane's TUN device.
     #[arg(long, default_value = "sky0")]
     pub tun: String,
-    /// Where the journal of host changes lives.
-    #[arg(long, default_value = "/run/skywire")]
+    /// Where the journal of host changes lives: a directory only its owner (root or this
+    /// user) can use, mode 0700; created so when missing.
+    #[arg(long, default_value = "/run/skywire/vpn")]
     pub state_dir: PathBuf,
     /// Undo what a crashed previous run left, then exit.
     #[arg(long)]
@@ -608,7 +609,6 @@ pub fn open_journal(
         return Err("NAME must be 1-32 of [A-Za-z0-9_-]".into());
     }
     let path = state_dir.join(format!("{role}-{name}.journal"));
-    let _ = std::fs::create_dir_all(state_dir);
     let (journal, undone) = crate::hostnet::Journal::open(&path)?;
     if !undone.is_empty() {
         crate::common::say(&format!(
