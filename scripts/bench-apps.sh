@@ -130,13 +130,13 @@ ip -n ba_r1 route del 10.87.9.0/24 via 10.87.1.2
 for n in ba_r2 ba_r3; do ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=0; done
 
 # 2. SOCKS across the mesh.
-bg ba_r3 "$W/socks-server.log" "$B/skywire-socks-server" sockssrv0 "$W/r3.ctl" 8001 --allow "${PK[r1]}"
+bg ba_r3 "$W/socks-server.log" "$B/skywire-socks-server" sockssrv0 "$W/r3.ctl" 8001 --allow "${PK[r1]}" --allow-dst 10.87.9.2/32
 bg ba_r1 "$W/socks-client.log" "$B/skywire-socks-client" sockscli0 "$W/r1.ctl" 9001 --server-pk "${PK[r3]}" --server-port 8001
 for _ in $(seq 50); do ip netns exec ba_r1 curl -s --max-time 2 -o /dev/null --socks5-hostname 127.0.0.1:9001 http://10.87.9.2:8080/serve.py && break; sleep 0.2; done
 measure socks-curl curl_gbits --socks5-hostname 127.0.0.1:9001
 
 # 3. The VPN across the mesh.
-bg ba_r3 "$W/vpn-server.log" "$B/skywire-vpn-server" vpnsrv0 "$W/r3.ctl" 8100 --allow "${PK[r1]}" --uplink r3inet --state-dir "$W/r3-state"
+bg ba_r3 "$W/vpn-server.log" "$B/skywire-vpn-server" vpnsrv0 "$W/r3.ctl" 8100 --allow "${PK[r1]}" --uplink r3inet --state-dir "$W/r3-state" --allow-dst 10.87.9.2/32
 bg ba_r1 "$W/vpn-client.log" "$B/skywire-vpn-client" vpncli0 "$W/r1.ctl" --server-pk "${PK[r3]}" --state-dir "$W/r1-state"
 for _ in $(seq 50); do ip netns exec ba_r1 curl -s --max-time 2 -o /dev/null http://10.87.9.2:8080/serve.py && break; sleep 0.2; done
 measure vpn-curl curl_gbits

@@ -83,8 +83,8 @@ ${NB[$n]}
 Y
     extra=""
     if [ $n = r4 ]; then
-        extra="  socks-server: {path: $B/skywire-socks-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockssrv0\", \"$W/r4.ctl\", \"8001\", \"--allow\", \"${PK[r1]}\"]}
-  vpn-server: {path: $B/skywire-vpn-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"vpnsrv0\", \"$W/r4.ctl\", \"8100\", \"--allow\", \"${PK[r1]}\", \"--uplink\", \"r4inet\", \"--state-dir\", \"$W/r4-state\"]}"
+        extra="  socks-server: {path: $B/skywire-socks-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockssrv0\", \"$W/r4.ctl\", \"8001\", \"--allow\", \"${PK[r1]}\", \"--allow-dst\", \"10.86.9.2/32\"]}
+  vpn-server: {path: $B/skywire-vpn-server, daemon: true, autostart: true, after: [skywire-control], default_args: [\"vpnsrv0\", \"$W/r4.ctl\", \"8100\", \"--allow\", \"${PK[r1]}\", \"--uplink\", \"r4inet\", \"--state-dir\", \"$W/r4-state\", \"--allow-dst\", \"10.86.9.2/32\"]}"
     elif [ $n = r1 ]; then
         extra="  socks-client: {path: $B/skywire-socks-client, daemon: true, autostart: true, after: [skywire-control], default_args: [\"sockscli0\", \"$W/r1.ctl\", \"9001\"]}
   vpn-client: {path: $B/skywire-vpn-client, daemon: true, autostart: true, after: [skywire-control], default_args: [\"vpncli0\", \"$W/r1.ctl\", \"--state-dir\", \"$W/r1-state\"]}"
@@ -106,6 +106,12 @@ ip netns exec dm_inet iperf3 -s -B 10.86.9.2 -p 5201 >"$W/iperf3.log" 2>&1 &
 
 V() { "$B/viscript" --socket "$W/$1.sock" "${@:2}"; }
 step() { echo; echo "== $*"; }
+# The last lines of router $1's component named $2 (logs takes an id: look it up in `list`).
+logs_of() {
+    local id
+    id=$(V "$1" --json list | python3 -c 'import json,sys; print(next((c["id"] for c in json.load(sys.stdin)["data"] if c.get("app")==sys.argv[1]), ""))' "$2" 2>/dev/null)
+    [ -n "$id" ] && V "$1" logs "$id" -n 10
+}
 
 step "waiting for r1 to reach r4 (${ADDR[r4]})"
 ok=0
@@ -120,7 +126,7 @@ for _ in $(seq 30); do
     page=$(ip netns exec dm_r1 curl -sS --max-time 5 --socks5-hostname 127.0.0.1:9001 http://10.86.9.2:8080/ 2>/dev/null) && break
     sleep 1
 done
-grep -q "fetched through the Skywire mesh" <<<"$page" || { echo "FAILED: curl through socks"; (V r1 logs socks-client -n 10 || true); exit 1; }
+grep -q "fetched through the Skywire mesh" <<<"$page" || { echo "FAILED: curl through socks"; (logs_of r1 socks-client || true); exit 1; }
 echo "$page"
 
 step "curl through the VPN: r1 (100.64.x.x) -> (r2|r3) -> r4 (NAT) -> internet"
@@ -129,7 +135,7 @@ for _ in $(seq 30); do
     page=$(ip netns exec dm_r1 curl -sS --max-time 3 http://10.86.9.2:8080/ 2>/dev/null) && break
     sleep 1
 done
-grep -q "fetched through the Skywire mesh" <<<"$page" || { echo "FAILED: curl through the vpn"; (V r1 logs vpn-client -n 10 || true); exit 1; }
+grep -q "fetched through the Skywire mesh" <<<"$page" || { echo "FAILED: curl through the vpn"; (logs_of r1 vpn-client || true); exit 1; }
 echo "$page"
 echo "r1's routes now:"; ip -n dm_r1 -4 route | sed 's/^/  /'
 

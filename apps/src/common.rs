@@ -26,6 +26,9 @@ pub struct Stats {
     pub refused: Arc<AtomicU64>,
     /// Connections that failed (upstream unreachable, handshake errors).
     pub failed: Arc<AtomicU64>,
+    /// Destinations the server's filter refused (CONNECT requests and UDP datagrams; the
+    /// socks client never counts any).
+    pub refused_dst: Arc<AtomicU64>,
     /// Bytes from the local client towards the remote side.
     pub bytes_up: Arc<AtomicU64>,
     /// Bytes from the remote side towards the local client.
@@ -41,6 +44,7 @@ impl Stats {
             active: c("active"),
             refused: c("refused"),
             failed: c("failed"),
+            refused_dst: c("refused_dst"),
             bytes_up: c("bytes_up"),
             bytes_down: c("bytes_down"),
         }

@@ -4,7 +4,8 @@
 //! IPv4 traffic through a server).
 //!
 //! [`socks`] is the sans-IO protocol code; [`relay`] copies bytes both ways with half-close;
-//! [`server`] is the SOCKS5 handshake, access control and connect; [`common`] holds the accept
+//! [`server`] is the SOCKS5 handshake, access control and connect, [`dest`] the filter of
+//! the destinations it connects to; [`common`] holds the accept
 //! loop, the counters and the viscript lifecycle the socks binaries share. [`vpn`] is the lease
 //! protocol, the address pool and the controlplane connection; [`hostnet`] journals every change
 //! to the host's network state so it can be undone on exit or after a crash.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod common;
+pub mod dest;
 pub mod hostnet;
 pub mod lookup;
 pub mod relay;

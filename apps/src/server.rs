@@ -8,8 +8,14 @@
 //! greeting and the request the server replies 0x02 ("connection not allowed by ruleset") and
 //! closes. When username/password is configured a refused client's credentials are not checked
 //! at all: the sub-negotiation answers failure (0x01) and the connection closes.
+//!
+//! Destinations: the server connects (and sends datagrams) only to addresses its
+//! [`DstFilter`] allows, judged after name resolution (a name that resolves to 127.0.0.1 is
+//! refused like 127.0.0.1). A refused CONNECT is answered 0x02; a datagram to a refused
+//! destination is dropped. Both are counted in `refused_dst`.
 
 use crate::common::Stats;
+use crate::dest::DstFilter;
 use crate::socks::{self, Command, Parsed, Target, method, reply};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -40,6 +46,8 @@ pub struct Policy {
     pub allowed: HashSet<Ipv6Addr>,
     /// Required credentials, if any.
     pub credentials: Option<Credentials>,
+    /// Which destinations the server connects to.
+    pub dst: DstFilter,
 }
 
 impl Policy {
@@ -127,15 +135,27 @@ fn connect_error_code(e: &io::Error) -> u8 {
     }
 }
 
-/// Resolves `t` and connects to the first address that answers.
-fn connect(t: &Target) -> Result<TcpStream, u8> {
-    let addrs: Vec<SocketAddr> = match t {
+/// Resolves `t` and connects to the first address the filter allows that answers. When the
+/// name resolves only to refused addresses the answer is 0x02 (not allowed by ruleset).
+fn connect(t: &Target, dst: &DstFilter) -> Result<TcpStream, u8> {
+    let mut addrs: Vec<SocketAddr> = match t {
         Target::Ip(a) => vec![*a],
         Target::Domain(d, p) => match (d.as_str(), *p).to_socket_addrs() {
             Ok(it) => it.collect(),
             Err(_) => return Err(reply::HOST_UNREACHABLE),
         },
     };
+    let resolved = addrs.len();
+    addrs.retain(|a| match dst.check(a.ip()) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::info!("{t}: refused destination {}: {why}", a.ip());
+            false
+        }
+    });
+    if resolved > 0 && addrs.is_empty() {
+        return Err(reply::NOT_ALLOWED);
+    }
     let mut code = reply::HOST_UNREACHABLE;
     for a in addrs {
         match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
@@ -260,7 +280,7 @@ fn handshake(
         return Ok(None);
     }
     if req.command == Command::UdpAssociate {
-        return match UdpAssociation::new(s, peer, &req.target) {
+        return match UdpAssociation::new(s, peer, &req.target, policy.dst.clone()) {
             Ok(a) => {
                 s.write_all(&socks::build_reply(reply::SUCCEEDED, Some(a.bound)))
                     .map_err(HsError::Io)?;
@@ -278,13 +298,19 @@ fn handshake(
         tracing::info!("{peer}: command {:?} not supported", req.command);
         return Ok(None);
     }
-    match connect(&req.target) {
+    match connect(&req.target, &policy.dst) {
         Ok(up) => {
             let bound = up.local_addr().ok();
             let _ = up.set_nodelay(true);
             s.write_all(&socks::build_reply(reply::SUCCEEDED, bound))
                 .map_err(HsError::Io)?;
             Ok(Some(Next::Tcp(up, buf)))
+        }
+        Err(reply::NOT_ALLOWED) => {
+            let _ = s.write_all(&socks::build_reply(reply::NOT_ALLOWED, None));
+            stats.refused_dst.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("{peer}: refused: destination {} not allowed", req.target);
+            Ok(None)
         }
         Err(code) => {
             let _ = s.write_all(&socks::build_reply(code, None));
@@ -310,10 +336,16 @@ struct UdpAssociation {
     bound: SocketAddr,
     client_ip: IpAddr,
     client_port: Option<u16>,
+    dst: DstFilter,
 }
 
 impl UdpAssociation {
-    fn new(s: &TcpStream, peer: SocketAddr, wanted: &Target) -> io::Result<UdpAssociation> {
+    fn new(
+        s: &TcpStream,
+        peer: SocketAddr,
+        wanted: &Target,
+        dst: DstFilter,
+    ) -> io::Result<UdpAssociation> {
         let local = s.local_addr()?;
         let down = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
         let up = UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0))
@@ -328,6 +360,7 @@ impl UdpAssociation {
             up,
             client_ip: peer.ip().to_canonical(),
             client_port,
+            dst,
         })
     }
 
@@ -366,6 +399,11 @@ impl UdpAssociation {
                 let Some(to) = resolve_udp(&target, dual_stack) else {
                     continue;
                 };
+                if let Err(why) = self.dst.check(to.ip()) {
+                    stats.refused_dst.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("datagram to {target} ({}) dropped: {why}", to.ip());
+                    continue;
+                }
                 if self.up.send_to(&buf[at..n], to).is_ok() {
                     stats.bytes_up.fetch_add((n - at) as u64, Ordering::Relaxed);
                 }

@@ -138,6 +138,87 @@ pub fn parse_pool(s: &str) -> Result<Prefix, String> {
     Ok(p)
 }
 
+/// The ranges an offered pool must lie in: RFC 1918 and the RFC 6598 shared space (CGNAT).
+const PRIVATE_POOLS: [([u8; 4], u8); 4] = [
+    ([10, 0, 0, 0], 8),
+    ([172, 16, 0, 0], 12),
+    ([192, 168, 0, 0], 16),
+    ([100, 64, 0, 0], 10),
+];
+
+/// The narrowest pool a client accepts: a /30 holds two client addresses; a /31 or /32 has no
+/// room for a network beside the client's address.
+pub const MAX_OFFER_POOL_LEN: u8 = 30;
+
+/// Checks a server's OFFER before the client puts its address on the tunnel: the pool must be
+/// an IPv4 prefix of /30 or wider inside a private range (RFC 1918 or 100.64.0.0/10), the
+/// address one of its hosts (not its first or last address), and no address in `underlay`
+/// (the mesh's underlay endpoints and this host's addresses towards them) may be inside it: a
+/// server offering 0.0.0.0/0, a public range or the client's own LAN is refused.
+pub fn check_offer(addr: Ipv4Addr, pool: Prefix, underlay: &[IpAddr]) -> Result<(), String> {
+    let bad = |why: String| Err(format!("server offered {addr} in pool {pool}: {why}"));
+    if !pool.addr().is_ipv4() {
+        return bad("not an IPv4 pool".into());
+    }
+    if pool.len() > MAX_OFFER_POOL_LEN {
+        return bad(format!(
+            "a /{} is too narrow (/{MAX_OFFER_POOL_LEN} or wider needed)",
+            pool.len()
+        ));
+    }
+    let private = PRIVATE_POOLS.iter().any(|&(a, len)| {
+        Prefix::new(IpAddr::V4(Ipv4Addr::from(a)), len)
+            .is_some_and(|r| r.len() <= pool.len() && r.contains(pool.addr()))
+    });
+    if !private {
+        return bad(
+            "not inside a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10)"
+                .into(),
+        );
+    }
+    if !pool.contains(IpAddr::V4(addr)) {
+        return bad("the address is not in the pool".into());
+    }
+    let net = match pool.addr() {
+        IpAddr::V4(n) => u32::from(n),
+        IpAddr::V6(_) => return bad("not an IPv4 pool".into()),
+    };
+    let last = net | (u32::MAX >> pool.len());
+    if u32::from(addr) == net || u32::from(addr) == last {
+        return bad("the address is the pool's network or broadcast address".into());
+    }
+    if let Some(u) = underlay.iter().find(|u| pool.contains(u.to_canonical())) {
+        return bad(format!(
+            "the pool holds underlay address {u}, which the mesh itself uses"
+        ));
+    }
+    Ok(())
+}
+
+/// Why the server's answer to HELLO gave no lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseError {
+    /// Worth asking again (refused, silent, unexpected message).
+    Retry(String),
+    /// The server offered a pool the client must not use ([`check_offer`]): asking again would
+    /// get the same offer.
+    BadOffer(String),
+}
+
+/// The client's handling of the server's answer to HELLO (`None`: no answer in time): the
+/// leased address, or why there is none.
+pub fn take_offer(answer: Option<Msg>, underlay: &[IpAddr]) -> Result<Ipv4Addr, LeaseError> {
+    match answer {
+        Some(Msg::Offer { addr, pool }) => {
+            check_offer(addr, pool, underlay).map_err(LeaseError::BadOffer)?;
+            Ok(addr)
+        }
+        Some(Msg::Refused(why)) => Err(LeaseError::Retry(format!("server refused: {why}"))),
+        Some(m) => Err(LeaseError::Retry(format!("unexpected {m:?}"))),
+        None => Err(LeaseError::Retry("no answer within 10 s".into())),
+    }
+}
+
 struct Lease {
     addr: Ipv4Addr,
     conns: u32,
@@ -498,8 +579,9 @@ pub struct HostArgs {
     /// The dataplane's TUN device.
     #[arg(long, default_value = "sky0")]
     pub tun: String,
-    /// Where the journal of host changes lives.
-    #[arg(long, default_value = "/run/skywire")]
+    /// Where the journal of host changes lives: a directory only its owner (root or this
+    /// user) can use, mode 0700; created so when missing.
+    #[arg(long, default_value = "/run/skywire/vpn")]
     pub state_dir: PathBuf,
     /// Undo what a crashed previous run left, then exit.
     #[arg(long)]
@@ -527,7 +609,6 @@ pub fn open_journal(
         return Err("NAME must be 1-32 of [A-Za-z0-9_-]".into());
     }
     let path = state_dir.join(format!("{role}-{name}.journal"));
-    let _ = std::fs::create_dir_all(state_dir);
     let (journal, undone) = crate::hostnet::Journal::open(&path)?;
     if !undone.is_empty() {
         crate::common::say(&format!(
@@ -606,6 +687,74 @@ mod tests {
 
     fn pk(b: u8) -> NodeId {
         NodeId([b; 32])
+    }
+
+    #[test]
+    fn the_client_refuses_offers_of_improper_pools() {
+        let underlay: Vec<IpAddr> = vec!["10.9.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let line = |l: &str| take_offer(Some(Msg::parse(l).unwrap()), &underlay);
+        assert_eq!(
+            line("SKYVPN1 OFFER 100.64.0.2 100.64.0.0/10"),
+            Ok(Ipv4Addr::new(100, 64, 0, 2))
+        );
+        assert_eq!(
+            line("SKYVPN1 OFFER 192.168.7.2 192.168.7.0/30"),
+            Ok(Ipv4Addr::new(192, 168, 7, 2))
+        );
+        assert_eq!(
+            line("SKYVPN1 OFFER 172.20.0.9 172.16.0.0/12"),
+            Ok(Ipv4Addr::new(172, 20, 0, 9))
+        );
+        for (bad, why) in [
+            (
+                "SKYVPN1 OFFER 1.2.3.4 0.0.0.0/0",
+                "not inside a private range",
+            ),
+            (
+                "SKYVPN1 OFFER 8.8.8.9 8.8.8.0/24",
+                "not inside a private range",
+            ),
+            (
+                "SKYVPN1 OFFER 10.0.0.1 0.0.0.0/1",
+                "not inside a private range",
+            ),
+            (
+                "SKYVPN1 OFFER 10.0.0.5 8.0.0.0/6",
+                "not inside a private range",
+            ),
+            (
+                "SKYVPN1 OFFER 100.64.0.2 100.0.0.0/8",
+                "not inside a private range",
+            ),
+            ("SKYVPN1 OFFER 10.0.0.1 10.0.0.0/31", "too narrow"),
+            ("SKYVPN1 OFFER 10.0.0.1 10.0.0.1/32", "too narrow"),
+            ("SKYVPN1 OFFER 10.0.0.0 10.0.0.0/24", "network or broadcast"),
+            (
+                "SKYVPN1 OFFER 10.0.0.255 10.0.0.0/24",
+                "network or broadcast",
+            ),
+            (
+                "SKYVPN1 OFFER 10.9.0.7 10.9.0.0/24",
+                "underlay address 10.9.0.1",
+            ),
+            (
+                "SKYVPN1 OFFER 10.0.0.7 10.0.0.0/8",
+                "underlay address 10.9.0.1",
+            ),
+        ] {
+            match line(bad) {
+                Err(LeaseError::BadOffer(e)) => assert!(e.contains(why), "{bad}: {e}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            take_offer(Some(Msg::Refused("no".into())), &underlay),
+            Err(LeaseError::Retry(_))
+        ));
+        assert!(matches!(
+            take_offer(None, &underlay),
+            Err(LeaseError::Retry(_))
+        ));
     }
 
     #[test]

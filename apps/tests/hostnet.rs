@@ -42,6 +42,13 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A directory only its owner may use, as the journal requires.
+fn private_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 fn setup() -> Option<Env> {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipping: needs root (network namespaces, routes, nftables)");
@@ -236,7 +243,7 @@ fn never_applied_changes_undo_harmlessly() {
     let Some(env) = setup() else { return };
     let before = snapshot(&env.ns);
     let path = env.journal();
-    fs::create_dir_all(&env.dir).unwrap();
+    private_dir(&env.dir);
     fs::write(
         &path,
         format!(
@@ -329,7 +336,7 @@ fn preexisting_state_is_refused_and_kept() {
 #[test]
 fn unparseable_journal_is_refused() {
     let dir = std::env::temp_dir().join(format!("skynode-hostnet-{}", tag()));
-    fs::create_dir_all(&dir).unwrap();
+    private_dir(&dir);
     let path = dir.join("bad.journal");
     let text =
         "# skywire hostnet journal v1\naddr sky0 100.64.0.2/32\nroute 10.0.0.0/8 dev eth0 via\n";
@@ -354,4 +361,112 @@ fn journal_is_exclusive() {
     assert!(undone.is_empty());
     drop(second);
     let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn symlinked_journal_files_are_refused() {
+    use std::os::unix::fs::symlink;
+    let dir = std::env::temp_dir().join(format!("skynode-hostnet-{}", tag()));
+    private_dir(&dir);
+    let victim = dir.join("victim");
+    fs::write(&victim, "untouched").unwrap();
+    // The journal itself: a planted journal elsewhere is not read (nor undone).
+    let path = dir.join("x.journal");
+    fs::write(
+        &victim,
+        format!("{}\nnft ip skyvictim\n", apps::hostnet::HEADER),
+    )
+    .unwrap();
+    symlink(&victim, &path).unwrap();
+    let e = Journal::open(&path).unwrap_err();
+    assert!(e.contains("symlink"), "{e}");
+    fs::remove_file(&path).unwrap();
+    // The lock file.
+    let lock = dir.join("x.journal.lock");
+    let _ = fs::remove_file(&lock); // made by the open above
+    symlink(&victim, &lock).unwrap();
+    let e = Journal::open(&path).unwrap_err();
+    assert!(e.contains("symlink"), "{e}");
+    fs::remove_file(&lock).unwrap();
+    // A temporary file planted as a symlink is removed, not written through.
+    let before = fs::read_to_string(&victim).unwrap();
+    symlink(&victim, dir.join("x.journal.tmp")).unwrap();
+    let (j, _) = Journal::open(&path).unwrap();
+    assert!(fs::symlink_metadata(dir.join("x.journal.tmp")).is_err());
+    drop(j);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), before);
+    // A symlinked state directory.
+    let link = dir.join("linked");
+    let real = dir.join("real");
+    private_dir(&real);
+    symlink(&real, &link).unwrap();
+    let e = Journal::open(&link.join("y.journal")).unwrap_err();
+    assert!(e.contains("symlink"), "{e}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_state_directory_others_can_use_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("skynode-hostnet-{}", tag()));
+    let state = dir.join("state");
+    fs::create_dir_all(&state).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = state.join("x.journal");
+    let e = Journal::open(&path).unwrap_err();
+    assert!(e.contains("mode 0755") && e.contains("chmod 0700"), "{e}");
+    assert!(!state.join("x.journal.lock").exists(), "a file was made");
+    // Created when missing: 0700.
+    let fresh = dir.join("fresh");
+    let (j, _) = Journal::open(&fresh.join("x.journal")).unwrap();
+    drop(j);
+    assert_eq!(fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+    // Owned by someone else (root can hand it over to test this).
+    if rustix::process::geteuid().is_root() {
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&state, Some(54321), None).unwrap();
+        let e = Journal::open(&path).unwrap_err();
+        assert!(
+            e.contains("owned by uid 54321") && e.contains("chown"),
+            "{e}"
+        );
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A journal line naming a sysctl the VPN apps do not set is refused before anything is
+/// undone, and `set_sysctl` refuses such a sysctl too. In a namespace: the old code wrote it.
+#[test]
+fn a_journal_names_only_the_sysctls_the_vpn_sets() {
+    let Some(env) = setup() else { return };
+    let range = "net/ipv4/ip_local_port_range";
+    let read = || {
+        let out = env
+            .ns
+            .exec(&["sysctl", "-n", "net.ipv4.ip_local_port_range"]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let before = read();
+    private_dir(&env.dir);
+    let path = env.journal();
+    let text = format!(
+        "# skywire hostnet journal v1\nnft ip {}\nsysctl {range} 1024\t1025\n",
+        env.table
+    );
+    fs::write(&path, &text).unwrap();
+    let e = in_ns(&env.ns.name, || Journal::open(&path).unwrap_err());
+    assert!(e.contains(range) && e.contains("nothing was undone"), "{e}");
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        text,
+        "journal rewritten"
+    );
+    assert_eq!(read(), before, "the sysctl was written");
+    fs::remove_file(&path).unwrap();
+    let e = in_ns(&env.ns.name, || {
+        let (mut j, _) = Journal::open(&path).unwrap();
+        j.set_sysctl(range, "1024 1025").unwrap_err()
+    });
+    assert!(e.contains("not one the VPN apps set"), "{e}");
+    assert_eq!(read(), before, "the sysctl was written");
 }

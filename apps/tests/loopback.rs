@@ -43,7 +43,15 @@ fn start(bin: &str, args: &[&str]) -> App {
     App { child, addr }
 }
 
+/// A server on 127.0.0.1 whose destination filter lets it reach the test's targets there.
 fn server(extra: &[&str]) -> App {
+    let mut args = vec!["--allow-dst", "127.0.0.0/8", "--allow-dst", "::1"];
+    args.extend_from_slice(extra);
+    server_default_dst(&args)
+}
+
+/// A server on 127.0.0.1 with the default destination filter.
+fn server_default_dst(extra: &[&str]) -> App {
     let mut args = vec![
         "sockssrv0",
         "127.0.0.1:7100",
@@ -251,6 +259,72 @@ fn udp_associate_relays_datagrams_for_the_control_connection_only() {
     std::thread::sleep(Duration::from_millis(300));
     me.send_to(&datagram(b"after"), relay).unwrap();
     assert!(me.recv_from(&mut got).is_err(), "relayed after the end");
+}
+
+#[test]
+fn local_destinations_are_refused_by_default() {
+    use std::net::UdpSocket;
+    let e = echo();
+    let srv = server_default_dst(&["--allow-all", "--allow-private"]);
+    // By address, by a name that resolves to loopback, and the metadata address: 0x02.
+    for t in [
+        ip(e),
+        apps::socks::Target::Domain("localhost".into(), e.port()),
+        ip(SocketAddr::new("::1".parse().unwrap(), e.port())),
+        ip("169.254.169.254:80".parse().unwrap()),
+        ip(format!("[::ffff:127.0.0.1]:{}", e.port()).parse().unwrap()),
+        ip("[fd73:6b79::1]:80".parse().unwrap()),
+    ] {
+        let mut s = connect(srv.addr);
+        assert_eq!(greet(&mut s, &[0]), 0);
+        assert_eq!(request(&mut s, 1, t.clone()), 0x02, "{t}");
+    }
+    // A datagram to a loopback target is dropped.
+    let uecho = UdpSocket::bind("127.0.0.1:0").unwrap();
+    uecho
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let me = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut ctl = connect(srv.addr);
+    assert_eq!(greet(&mut ctl, &[0]), 0);
+    let r = apps::socks::Request {
+        command: apps::socks::Command::UdpAssociate,
+        target: ip(me.local_addr().unwrap()),
+    };
+    ctl.write_all(&r.encode()).unwrap();
+    let mut got = [0u8; 64];
+    let mut n = 0;
+    let relay = loop {
+        if let Some(((code, apps::socks::Target::Ip(a)), _)) =
+            apps::socks::parse_reply(&got[..n]).unwrap()
+        {
+            assert_eq!(code, 0);
+            break a;
+        }
+        assert!(n < got.len(), "no UDP ASSOCIATE reply");
+        let m = ctl.read(&mut got[n..]).unwrap();
+        assert!(m > 0, "closed before the reply");
+        n += m;
+    };
+    let mut d = Vec::new();
+    apps::socks::udp_header_into(uecho.local_addr().unwrap(), &mut d);
+    d.extend_from_slice(b"to loopback");
+    me.send_to(&d, relay).unwrap();
+    let mut b = [0u8; 64];
+    assert!(
+        uecho.recv_from(&mut b).is_err(),
+        "a datagram reached a loopback target"
+    );
+    // --allow-dst opens exactly its prefix.
+    let srv = server_default_dst(&["--allow-all", "--allow-dst", "127.0.0.1/32"]);
+    let mut s = connect(srv.addr);
+    assert_eq!(greet(&mut s, &[0]), 0);
+    assert_eq!(request(&mut s, 1, ip(e)), 0);
+    check_echo(s, b"allowed by --allow-dst");
+    let other = SocketAddr::new("127.0.0.2".parse().unwrap(), e.port());
+    let mut s = connect(srv.addr);
+    assert_eq!(greet(&mut s, &[0]), 0);
+    assert_eq!(request(&mut s, 1, ip(other)), 0x02);
 }
 
 #[test]

@@ -98,6 +98,9 @@ fn curl_through_socks_across_two_hops() {
                 key_c.to_str().unwrap(),
                 "--allow",
                 &keys[0].0,
+                // The test's page and UDP echo listen on c's loopback.
+                "--allow-dst",
+                "127.0.0.0/8",
             ],
             &dir.join("socks.log"),
         )

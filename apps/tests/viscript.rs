@@ -42,7 +42,7 @@ fn registers_counts_and_shuts_down_under_viscript() {
         &cfg,
         format!(
             "apps:\n  socks:\n    daemon: true\n    desc: socks\n    path: {}\n    \
-             default_args: [\"s0\", \"x\", \"0\", \"--listen\", \"127.0.0.1:{port}\", \"--allow-all\"]\n",
+             default_args: [\"s0\", \"x\", \"0\", \"--listen\", \"127.0.0.1:{port}\", \"--allow-all\", \"--allow-dst\", \"127.0.0.1\"]\n",
             server.display()
         ),
     )
@@ -75,6 +75,18 @@ fn registers_counts_and_shuts_down_under_viscript() {
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
     assert!(got.ends_with(b"hello"), "{got:?}");
+    // A refused destination (the metadata address) is counted.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let req = apps::socks::Request {
+        command: apps::socks::Command::Connect,
+        target: apps::socks::Target::Ip("169.254.169.254:80".parse().unwrap()),
+    };
+    s.write_all(&req.encode()).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got.get(..4), Some(&[5, 0, 5, 2][..]), "{got:?}");
     std::thread::sleep(Duration::from_millis(200));
 
     writeln!(stdin, "ru 1\nsd 1").unwrap();
@@ -85,7 +97,8 @@ fn registers_counts_and_shuts_down_under_viscript() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.success());
     for want in [
-        "connections_total 1",
+        "connections_total 2",
+        "refused_dst 1",
         "active 0",
         "bytes_up 5",
         "bytes_down 5",

@@ -140,6 +140,9 @@ fn vpn_across_two_hops_and_clean_teardown() {
             &keys[0].0,
             "--uplink",
             &uplink,
+            // The internet host is on a private address here: open it (only it).
+            "--allow-dst",
+            &format!("{INET}/32"),
             "--state-dir",
             dir.join("c-state").to_str().unwrap(),
         ],
@@ -208,6 +211,55 @@ fn vpn_across_two_hops_and_clean_teardown() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(received > 100_000.0, "iperf3 moved {received} bytes");
+    // Clients reach the uplink only: no service of the exit's host (on its uplink address or
+    // its address towards the mesh), no metadata address, no private LAN behind the uplink;
+    // each of those answers the exit itself.
+    ns[2].spawn(
+        &["python3", "-m", "http.server", "9099", "--bind", "0.0.0.0"],
+        &dir.join("c-http.log"),
+    );
+    for extra in ["169.254.169.254", "192.168.85.7"] {
+        inet.must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{extra}/32"),
+            "dev",
+            &format!("{t}ic"),
+        ]);
+        ns[2].must(&["ip", "route", "add", &format!("{extra}/32"), "dev", &uplink]);
+        inet.spawn(
+            &["python3", "-m", "http.server", "9099", "--bind", extra],
+            &dir.join(format!("http-{extra}.log")),
+        );
+    }
+    let get = |ns: &Ns, ip: &str| {
+        ns.exec(&[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "3",
+            &format!("http://{ip}:9099/"),
+        ])
+    };
+    for ip in ["10.85.9.1", "10.85.2.2", "169.254.169.254", "192.168.85.7"] {
+        wait_until(
+            &format!("the exit reaches {ip}:9099"),
+            Duration::from_secs(10),
+            || get(&ns[2], ip).status.success(),
+        );
+        let out = get(&ns[0], ip);
+        assert!(
+            !out.status.success(),
+            "a client reached {ip}:9099 through the exit"
+        );
+    }
+    assert!(
+        curl(&ns[0]).status.success(),
+        "the internet is still reachable"
+    );
     let during = routing_state(&ns[0]);
     assert_ne!(during, before, "the client changed nothing");
     assert!(

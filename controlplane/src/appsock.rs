@@ -19,6 +19,13 @@
 //!
 //! Attachments live exactly as long as the connection that made them: an app that exits or
 //! crashes takes its routes with it.
+//!
+//! Scope: an attachment may not overlap the overlay network nor any other attachment (of
+//! another connection, or of this connection to another node), so no app can shadow another's
+//! routes (a 0.0.0.0/1 beside a VPN's 0.0.0.0/0); a connection's `attach` to a node replaces
+//! its own earlier one to that node. A connection publishes at most
+//! [`MAX_SERVICES_PER_CONN`] services (the node's record holds
+//! [`MAX_SERVICES`](crate::messenger::record::MAX_SERVICES) in all), each on a port 1-65535.
 
 use crate::accept::{self, Gate, Limits, ListenerStats, Permit};
 use crate::identity::{NodeId, OVERLAY_PREFIX};
@@ -37,6 +44,9 @@ use std::time::Duration;
 const MAX_LINE: u64 = 4096;
 /// Most prefixes in one `attach`.
 pub const MAX_PREFIXES: usize = 64;
+/// Most services one app connection publishes (an app publishes one; all are carried in this
+/// node's messenger record, which holds `messenger::record::MAX_SERVICES`).
+pub const MAX_SERVICES_PER_CONN: usize = 8;
 
 /// One parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]

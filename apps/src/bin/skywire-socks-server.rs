@@ -1,11 +1,15 @@
 //! `skywire-socks-server NAME CONTROL_ENDPOINT PORT [--listen ADDR] [--allow PK]... [--allow-all]
-//! [--key FILE] [--user NAME --pass PASS] [--max-conns N]`
+//! [--allow-private] [--allow-dst CIDR]... [--key FILE] [--user NAME --pass PASS] [--max-conns N]`
 //!
 //! A SOCKS5 server (CONNECT to IPv4, IPv6 and domain targets) for mesh peers. It listens on
 //! this node's overlay address (from skywire-control's key file) at PORT unless `--listen`
 //! says otherwise, and serves only the nodes whose public keys are `--allow`ed (a peer's TCP
 //! source address is its overlay address, which the dataplane authenticates), or every node
 //! with `--allow-all`. See `apps::server` for how refusals are answered.
+//!
+//! Destinations: loopback, link-local, unspecified, multicast and broadcast addresses, the
+//! host's own addresses, the private ranges and the overlay are refused (reply 0x02) unless
+//! `--allow-private` or `--allow-dst` opens them; see `apps::dest`.
 //!
 //! When CONTROL_ENDPOINT is a path (skywire-control's app socket), the overlay address comes
 //! from the controlplane and the server publishes itself as service `socks` with the
@@ -23,7 +27,17 @@ use std::sync::Arc;
 const KIND: &str = "skywire-socks-server";
 
 #[derive(Parser)]
-#[command(name = KIND, version, about = "SOCKS5 server for Skywire mesh peers")]
+#[command(
+    name = KIND,
+    version,
+    about = "SOCKS5 server for Skywire mesh peers",
+    after_help = "Destinations (checked after name resolution): loopback (127.0.0.0/8, ::1), \
+link-local (169.254.0.0/16, fe80::/10), unspecified, multicast and broadcast addresses, this \
+host's own addresses, the private ranges (10/8, 172.16/12, 192.168/16, 100.64.0.0/10, \
+fc00::/7) and the Skywire overlay (fd73:6b79::/32) are refused with reply 0x02 (connection \
+not allowed by ruleset), and counted in refused_dst, unless --allow-private (the private \
+ranges, not the overlay) or --allow-dst CIDR opens them."
+)]
 struct Cli {
     /// Text name of this app instance (a label in logs).
     name: String,
@@ -40,6 +54,14 @@ struct Cli {
     /// Serve every client that can reach the listening address.
     #[arg(long)]
     allow_all: bool,
+    /// Connect to private destinations too: 10/8, 172.16/12, 192.168/16, 100.64.0.0/10 and
+    /// fc00::/7 (not the overlay fd73:6b79::/32, not loopback or link-local).
+    #[arg(long)]
+    allow_private: bool,
+    /// Connect to destinations in this prefix (CIDR or an address) whatever their kind, e.g.
+    /// 127.0.0.0/8 or fd73:6b79::/32; repeatable.
+    #[arg(long = "allow-dst", value_name = "CIDR")]
+    allow_dst: Vec<String>,
     /// skywire-control's key file (gives the overlay address to listen on).
     #[arg(long, default_value = "/var/lib/skywire/node.key")]
     key: PathBuf,
@@ -66,6 +88,13 @@ fn main() {
         allow_all: cli.allow_all,
         ..Policy::default()
     };
+    policy.dst.allow_private = cli.allow_private;
+    for d in &cli.allow_dst {
+        match apps::dest::DstFilter::parse_allow(d) {
+            Ok(p) => policy.dst.allow.push(p),
+            Err(e) => fail(&format!("--allow-dst: {e}")),
+        }
+    }
     for pk in &cli.allow {
         match common::overlay_of_pk(pk) {
             Ok(a) => {

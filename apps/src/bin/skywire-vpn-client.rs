@@ -13,7 +13,7 @@
 
 use apps::common;
 use apps::hostnet::Journal;
-use apps::vpn::{self, Control, LineConn, Msg};
+use apps::vpn::{self, Control, LeaseError, LineConn, Msg};
 use clap::Parser;
 use controlplane::identity::NodeId;
 use netbase::Prefix;
@@ -135,7 +135,10 @@ fn main() {
     let tun_index =
         vpn::wait_link(&cli.host.tun, Duration::from_secs(30)).unwrap_or_else(|e| fail(&e));
     let target = SocketAddr::new(IpAddr::V6(server.overlay_addr()), port);
-    let Some((mut conn, addr)) = lease(&stop, target, me, None) else {
+    let underlay = underlay_and_sources(&ctl.underlay().unwrap_or_else(|e| fail(&e)));
+    let Some((mut conn, addr)) =
+        lease(&stop, target, me, None, &underlay).unwrap_or_else(|e| fail(&e))
+    else {
         std::process::exit(0);
     };
     let mut pinned = HashSet::new();
@@ -201,10 +204,14 @@ fn main() {
         if let Err(why) = alive {
             tracing::warn!("lease connection lost ({why}); reconnecting (routes stay: no leak)");
             counters.reconnects.fetch_add(1, Ordering::Relaxed);
-            match lease(&stop, target, me, Some(addr)) {
-                None => break 0,
-                Some((c, a)) if a == addr => conn = c,
-                Some((_, a)) => {
+            match lease(&stop, target, me, Some(addr), &underlay) {
+                Ok(None) => break 0,
+                Err(e) => {
+                    tracing::error!("{e}; stopping");
+                    break 1;
+                }
+                Ok(Some((c, a))) if a == addr => conn = c,
+                Ok(Some((_, a))) => {
                     tracing::warn!("the server moved us from {addr} to {a}; restarting");
                     break 1;
                 }
@@ -243,31 +250,31 @@ fn undo(journal: &mut Journal) {
     vpn::undo(KIND, journal);
 }
 
-/// Connects to the server and takes a lease; retries (with backoff) until it has one or `stop`.
+/// Connects to the server and takes a lease; retries (with backoff) until it has one or `stop`
+/// (`Ok(None)`). An offer the client must not use ([`vpn::check_offer`]) is an error.
 fn lease(
     stop: &AtomicBool,
     target: SocketAddr,
     me: NodeId,
     want: Option<Ipv4Addr>,
-) -> Option<(LineConn, Ipv4Addr)> {
+    underlay: &[IpAddr],
+) -> Result<Option<(LineConn, Ipv4Addr)>, String> {
     let mut backoff = Duration::from_millis(200);
     let mut said = String::new();
     while !stop.load(Ordering::SeqCst) {
         let r = TcpStream::connect_timeout(&target, Duration::from_secs(3))
-            .map_err(|e| format!("connect {target}: {e}"))
+            .map_err(|e| LeaseError::Retry(format!("connect {target}: {e}")))
             .and_then(|s| {
                 let mut c = LineConn::new(s);
-                c.send(&Msg::Hello { pk: me, want })?;
-                match c.recv(Duration::from_secs(10))? {
-                    Some(Msg::Offer { addr, .. }) => Ok((c, addr)),
-                    Some(Msg::Refused(why)) => Err(format!("server refused: {why}")),
-                    Some(m) => Err(format!("unexpected {m:?}")),
-                    None => Err("no answer within 10 s".into()),
-                }
+                c.send(&Msg::Hello { pk: me, want })
+                    .map_err(LeaseError::Retry)?;
+                let answer = c.recv(Duration::from_secs(10)).map_err(LeaseError::Retry)?;
+                vpn::take_offer(answer, underlay).map(|a| (c, a))
             });
         match r {
-            Ok(x) => return Some(x),
-            Err(e) => {
+            Ok(x) => return Ok(Some(x)),
+            Err(LeaseError::BadOffer(e)) => return Err(e),
+            Err(LeaseError::Retry(e)) => {
                 if e != said {
                     tracing::warn!("{e}; retrying");
                     said = e;
@@ -280,7 +287,28 @@ fn lease(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-    None
+    Ok(None)
+}
+
+/// The underlay addresses an offered pool must not hold: the mesh's endpoints and this host's
+/// source address towards each (asked of the kernel by connecting a UDP socket: no packet).
+fn underlay_and_sources(ips: &[IpAddr]) -> Vec<IpAddr> {
+    let mut all = ips.to_vec();
+    for ip in ips {
+        let any: IpAddr = if ip.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let src = std::net::UdpSocket::bind((any, 0))
+            .and_then(|u| u.connect((*ip, 9)).and_then(|()| u.local_addr()));
+        if let Ok(a) = src
+            && !all.contains(&a.ip())
+        {
+            all.push(a.ip());
+        }
+    }
+    all
 }
 
 #[allow(clippy::too_many_arguments)]

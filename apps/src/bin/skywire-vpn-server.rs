@@ -1,11 +1,18 @@
 //! `skywire-vpn-server NAME CONTROL PORT (--allow PK... | --allow-all) [--pool PREFIX]
-//! [--uplink DEV] [--tun DEV] [--state-dir DIR] [--max-conns N] [--cleanup]`
+//! [--uplink DEV] [--allow-private] [--allow-dst CIDR]... [--tun DEV] [--state-dir DIR]
+//! [--max-conns N] [--cleanup]`
 //!
 //! An IPv4 exit for mesh nodes. Clients connect to PORT on this node's overlay address (the
 //! dataplane has authenticated them by then), get an address from the pool (stable per client
 //! key), and their packets are forwarded and NATed (nftables masquerade) out of the uplink.
 //! Every host change (ip_forward, the nftables table, the pool route) is journaled before it is
 //! made and undone on exit, or at the next start after a crash.
+//!
+//! Clients reach the uplink only: the nftables table drops their packets to this host (any of
+//! its addresses), to other clients, out of any other interface, to loopback, link-local
+//! (169.254.0.0/16, the metadata address), multicast and reserved destinations, and, unless
+//! `--allow-private` or `--allow-dst` opens them, to the private ranges (RFC 1918, CGNAT) on
+//! the uplink's side. See `apps::hostnet::exit_ruleset`.
 
 #![forbid(unsafe_code)]
 
@@ -47,6 +54,14 @@ struct Cli {
     /// Interface to NAT through (default: the one the default route uses).
     #[arg(long)]
     uplink: Option<String>,
+    /// Let clients reach private destinations (10/8, 172.16/12, 192.168/16, 100.64/10) on the
+    /// uplink's side, e.g. the uplink's LAN; denied by default.
+    #[arg(long)]
+    allow_private: bool,
+    /// Let clients reach this IPv4 prefix on the uplink's side even if private; repeatable.
+    /// Loopback, 169.254.0.0/16 (link-local, metadata), multicast and reserved stay denied.
+    #[arg(long = "allow-dst", value_name = "CIDR")]
+    allow_dst: Vec<String>,
     #[command(flatten)]
     host: vpn::HostArgs,
     /// Most client connections at once (more are closed at once and counted as refused).
@@ -93,6 +108,14 @@ fn main() {
         Some(set)
     };
     let pool = vpn::parse_pool(&cli.pool).unwrap_or_else(|e| fail(&e));
+    let filter = hostnet::ExitFilter {
+        allow_private: cli.allow_private,
+        allow: cli
+            .allow_dst
+            .iter()
+            .map(|d| parse_allow_dst(d).unwrap_or_else(|e| fail(&format!("--allow-dst: {e}"))))
+            .collect(),
+    };
     if cli.port == 0 {
         fail("PORT must be 1-65535");
     }
@@ -104,7 +127,7 @@ fn main() {
         Some(u) => u.clone(),
         None => default_uplink().unwrap_or_else(|e| fail(&e)),
     };
-    if let Err(e) = setup(&mut journal, &cli, pool, &uplink) {
+    if let Err(e) = setup(&mut journal, &cli, pool, &uplink, &filter) {
         undo(&mut journal);
         fail(&e);
     }
@@ -240,7 +263,28 @@ fn default_uplink() -> Result<String, String> {
     vpn::ifname(hop.oif).ok_or_else(|| format!("no interface with index {}", hop.oif))
 }
 
-fn setup(journal: &mut Journal, cli: &Cli, pool: Prefix, uplink: &str) -> Result<(), String> {
+/// An `--allow-dst` prefix: IPv4, outside what is always denied.
+fn parse_allow_dst(s: &str) -> Result<Prefix, String> {
+    let p: Prefix = s.parse()?;
+    if !p.addr().is_ipv4() {
+        return Err(format!("{s}: only IPv4 goes through the VPN"));
+    }
+    for d in hostnet::EXIT_ALWAYS_DENIED.split(", ") {
+        let d: Prefix = d.parse()?;
+        if d.overlaps(&p) {
+            return Err(format!("{s} overlaps {d}, which clients may never reach"));
+        }
+    }
+    Ok(p)
+}
+
+fn setup(
+    journal: &mut Journal,
+    cli: &Cli,
+    pool: Prefix,
+    uplink: &str,
+    filter: &hostnet::ExitFilter,
+) -> Result<(), String> {
     if !std::path::Path::new("/sys/class/net").join(uplink).exists() {
         return Err(format!("uplink {uplink}: no such interface"));
     }
@@ -248,7 +292,7 @@ fn setup(journal: &mut Journal, cli: &Cli, pool: Prefix, uplink: &str) -> Result
     journal.nft_table(
         "ip",
         &format!("skywire_vpn_{}", cli.name),
-        &hostnet::nat_ruleset(&pool.to_string(), uplink, &cli.host.tun),
+        &hostnet::exit_ruleset(&pool.to_string(), uplink, &cli.host.tun, filter),
     )?;
     journal.add_route(pool.addr(), pool.len(), &cli.host.tun, None)?;
     Ok(())

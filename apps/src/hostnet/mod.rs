@@ -21,13 +21,23 @@
 //!
 //! `sysctl` lines hold the value to restore. Blank lines and further `#` lines are ignored.
 //!
+//! The journal drives changes made as root, so it is trusted only where only its owner can
+//! write: its directory must be owned by root or by the current user and have no group or
+//! other permissions (0700; created so when missing), every file in it is opened without
+//! following symlinks (relative to the directory opened once), the temporary file is created
+//! exclusively, and only the sysctls in [`ALLOWED_SYSCTLS`] (those the VPN apps set) may be
+//! written or restored: a journal naming another one is refused before anything is undone.
+//!
 //! All operations act on the network namespace of the calling thread (netlink sockets are
 //! opened per call, `/proc/sys/net` and spawned `nft` follow the thread).
 
+use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
@@ -37,6 +47,13 @@ use netbase::netlink::{Netlink, os_errno};
 
 /// First line of every journal file.
 pub const HEADER: &str = "# skywire hostnet journal v1";
+
+/// The sysctls a journal may set and restore: those the VPN apps change
+/// (`skywire-vpn-server` turns on IPv4 forwarding).
+pub const ALLOWED_SYSCTLS: &[&str] = &["net/ipv4/ip_forward"];
+
+/// Longest journal file read (a journal holds a few lines per client route).
+const MAX_JOURNAL_BYTES: u64 = 1 << 20;
 
 /// One change to the host, as recorded in the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +252,17 @@ fn check_nft(family: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_sysctl_allowed(path: &str) -> Result<(), String> {
+    if ALLOWED_SYSCTLS.contains(&path) {
+        Ok(())
+    } else {
+        Err(format!(
+            "sysctl {path} is not one the VPN apps set (allowed: {})",
+            ALLOWED_SYSCTLS.join(", ")
+        ))
+    }
+}
+
 impl Change {
     /// Checks every field (the journal is input from another process).
     pub fn validate(&self) -> Result<(), String> {
@@ -295,18 +323,61 @@ pub fn render_journal(changes: &[Change]) -> String {
     s
 }
 
+/// Destinations no VPN client may reach through the exit, whatever the options: "this
+/// network", loopback, link-local (with the cloud metadata address 169.254.169.254),
+/// multicast and reserved/broadcast.
+pub const EXIT_ALWAYS_DENIED: &str =
+    "0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4, 240.0.0.0/4";
+/// Private destinations, denied unless the exit allows them: RFC 1918 and the RFC 6598 shared
+/// space (CGNAT).
+pub const EXIT_PRIVATE: &str = "10.0.0.0/8, 100.64.0.0/10, 172.16.0.0/12, 192.168.0.0/16";
+
+/// Which destinations a VPN exit's clients may reach out of the uplink.
+#[derive(Debug, Clone, Default)]
+pub struct ExitFilter {
+    /// Let clients reach the private ranges ([`EXIT_PRIVATE`]) on the uplink's side.
+    pub allow_private: bool,
+    /// Prefixes opened even when private (never those in [`EXIT_ALWAYS_DENIED`]).
+    pub allow: Vec<Prefix>,
+}
+
+/// [`exit_ruleset`] with the default filter (private destinations denied).
+pub fn nat_ruleset(pool: &str, uplink: &str, tun: &str) -> String {
+    exit_ruleset(pool, uplink, tun, &ExitFilter::default())
+}
+
 /// The body of an `ip` family nftables table for a VPN exit: masquerade the client pool
-/// out of `uplink`; in the forward hook, clamp the TCP MSS of SYNs through `tun` to the route
-/// MTU, let clients reach the uplink (and the replies back), and drop every other packet from
-/// the pool on `tun` and from `uplink` to `tun`. The forward chain's policy is accept: it only
-/// restricts traffic of the tunnel.
+/// out of `uplink`; in the input hook, drop every packet from the pool on `tun` to this host
+/// (but answers to connections the host made), so clients reach no service of the exit's
+/// host, on any of its addresses; in the forward hook, clamp the TCP MSS of SYNs through
+/// `tun` to the route MTU, drop clients' packets to [`EXIT_ALWAYS_DENIED`] and (unless
+/// allowed) [`EXIT_PRIVATE`], let them out of the uplink only, let only the answers (ct state
+/// established,related) reach the pool, and drop every other packet from the pool on `tun`
+/// and to the pool or from `uplink` to `tun`. The chains' policies are accept: they only
+/// restrict traffic of the tunnel.
 ///
 /// `pool` is an IPv4 prefix such as `100.64.0.0/10`; `uplink` and `tun` are interface names
 /// (see [`check_ifname`]). They are inserted as given (names in quotes): anything else makes
 /// `nft` reject the script, and [`Journal::nft_table`] then changes nothing.
-pub fn nat_ruleset(pool: &str, uplink: &str, tun: &str) -> String {
+pub fn exit_ruleset(pool: &str, uplink: &str, tun: &str, filter: &ExitFilter) -> String {
+    let mut out = String::new();
+    for p in filter.allow.iter().filter(|p| p.addr().is_ipv4()) {
+        out.push_str(&format!(
+            "        iifname \"{tun}\" ip saddr {pool} oifname \"{uplink}\" ip daddr {p} accept\n"
+        ));
+    }
+    if !filter.allow_private {
+        out.push_str(&format!(
+            "        iifname \"{tun}\" ip saddr {pool} ip daddr {{ {EXIT_PRIVATE} }} drop\n"
+        ));
+    }
     format!(
-        r#"    chain postrouting {{
+        r#"    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname "{tun}" ip saddr {pool} ct state established,related accept
+        iifname "{tun}" ip saddr {pool} drop
+    }}
+    chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         ip saddr {pool} oifname "{uplink}" masquerade
     }}
@@ -314,10 +385,12 @@ pub fn nat_ruleset(pool: &str, uplink: &str, tun: &str) -> String {
         type filter hook forward priority filter; policy accept;
         iifname "{tun}" tcp flags syn tcp option maxseg size set rt mtu
         oifname "{tun}" tcp flags syn tcp option maxseg size set rt mtu
-        iifname "{tun}" ip saddr {pool} oifname "{uplink}" accept
         iifname "{uplink}" oifname "{tun}" ct state established,related accept
-        iifname "{tun}" ip saddr {pool} drop
         iifname "{uplink}" oifname "{tun}" drop
+        ip daddr {pool} drop
+        iifname "{tun}" ip saddr {pool} ip daddr {{ {EXIT_ALWAYS_DENIED} }} drop
+{out}        iifname "{tun}" ip saddr {pool} oifname "{uplink}" accept
+        iifname "{tun}" ip saddr {pool} drop
     }}
 "#
     )
@@ -361,11 +434,13 @@ fn sysctl_file(path: &str) -> PathBuf {
 
 /// Current value of a sysctl, without the trailing newline.
 fn read_sysctl(path: &str) -> io::Result<String> {
+    check_sysctl_allowed(path).map_err(io::Error::other)?;
     let v = fs::read_to_string(sysctl_file(path))?;
     Ok(v.strip_suffix('\n').unwrap_or(&v).to_string())
 }
 
 fn write_sysctl(path: &str, value: &str) -> io::Result<()> {
+    check_sysctl_allowed(path).map_err(io::Error::other)?;
     // No create/truncate: only existing sysctls are written.
     let mut f = OpenOptions::new().write(true).open(sysctl_file(path))?;
     f.write_all(value.as_bytes())
@@ -443,6 +518,10 @@ fn undo(nl: &mut Nl, change: &Change) -> Result<bool, String> {
 /// [`Journal::undo_all`] to see the errors.
 pub struct Journal {
     path: PathBuf,
+    /// The journal's directory, opened once: every file is opened relative to it.
+    dir: OwnedFd,
+    /// The journal file's name in `dir`.
+    name: OsString,
     changes: Vec<Change>,
     _lock: File,
 }
@@ -462,8 +541,80 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+fn name_with(name: &OsString, suffix: &str) -> OsString {
+    let mut s = name.clone();
+    s.push(suffix);
+    s
+}
+
+/// Opens (creating it 0700 when missing) the journal directory and checks that only its owner
+/// can use it: owned by root or by us, no group or other permission bits, not a symlink.
+fn open_state_dir(dir: &Path) -> Result<OwnedFd, String> {
+    use rustix::fs::{Mode, OFlags};
+    let shown = dir.display();
+    if let Some(parent) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)
+            .map_err(|e| format!("create directory {}: {e}", parent.display()))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("create directory {shown}: {e}")),
+    }
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => format!(
+            "state directory {shown} is a symlink or not a directory: give a real directory              (owned by root, mode 0700)"
+        ),
+        e => format!("open state directory {shown}: {e}"),
+    })?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("stat {shown}: {e}"))?;
+    let me = rustix::process::geteuid().as_raw();
+    if st.st_uid != 0 && st.st_uid != me {
+        return Err(format!(
+            "state directory {shown} is owned by uid {}, not root or uid {me}:              fix with `chown root {shown}` (or give another --state-dir)",
+            st.st_uid
+        ));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "state directory {shown} has mode {mode:04o}: others could replace the journal;              fix with `chmod 0700 {shown}` (or give another --state-dir)"
+        ));
+    }
+    Ok(fd)
+}
+
+/// Opens `name` in `dir` without following a symlink.
+fn open_in(
+    dir: &OwnedFd,
+    name: &OsString,
+    flags: rustix::fs::OFlags,
+    shown: &Path,
+) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    match rustix::fs::openat(
+        dir,
+        name.as_os_str(),
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::LOOP) => Err(io::Error::other(format!(
+            "{} is a symlink: refused (remove it)",
+            shown.display()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Journal {
-    /// Opens the journal at `path` (creating its directory if needed). If a journal file is
+    /// Opens the journal at `path` (creating its directory, 0700, if needed; an existing one
+    /// must be owned by root or this user with mode 0700). If a journal file is
     /// left over (a previous run crashed), undoes its changes first (reverse order, tolerating
     /// already-gone state) and returns their journal lines in the order undone (suffixed
     /// ` (already gone)` where nothing was left to undo), so the caller can log "restored N
@@ -473,21 +624,24 @@ impl Journal {
     /// running process, or if a leftover change cannot be undone; in the last case the file
     /// then lists just the changes not undone.
     pub fn open(path: &Path) -> Result<(Journal, Vec<String>), String> {
+        use rustix::fs::OFlags;
         let shown = path.display();
-        if path.file_name().is_none() {
+        let Some(name) = path.file_name().map(|n| n.to_os_string()) else {
             return Err(format!("journal path {shown} does not name a file"));
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)
-                .map_err(|e| format!("create directory {}: {e}", dir.display()))?;
-        }
+        };
+        let dir_path = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = open_state_dir(dir_path)?;
         let lock_path = with_suffix(path, ".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
+        let lock = open_in(
+            &dir,
+            &name_with(&name, ".lock"),
+            OFlags::WRONLY | OFlags::CREATE,
+            &lock_path,
+        )
+        .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -502,17 +656,43 @@ impl Journal {
         }
         let journal = Journal {
             path: path.to_path_buf(),
+            dir,
+            name,
             changes: Vec::new(),
             _lock: lock,
         };
-        let leftovers = match fs::read(path) {
-            Ok(bytes) => parse_journal(&bytes).map_err(|e| {
-                format!("journal {shown}: {e} (fix or remove the file; nothing was undone)")
-            })?,
+        let read = |f: File| -> io::Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            f.take(MAX_JOURNAL_BYTES + 1).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 > MAX_JOURNAL_BYTES {
+                return Err(io::Error::other(format!(
+                    "longer than {MAX_JOURNAL_BYTES} bytes"
+                )));
+            }
+            Ok(bytes)
+        };
+        let opened = open_in(&journal.dir, &journal.name, OFlags::RDONLY, path);
+        let leftovers = match opened.and_then(read) {
+            Ok(bytes) => parse_journal(&bytes)
+                .and_then(|changes| {
+                    for c in &changes {
+                        if let Change::Sysctl { path, .. } = c {
+                            check_sysctl_allowed(path)?;
+                        }
+                    }
+                    Ok(changes)
+                })
+                .map_err(|e| {
+                    format!("journal {shown}: {e} (fix or remove the file; nothing was undone)")
+                })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(format!("read journal {shown}: {e}")),
         };
-        let _ = fs::remove_file(with_suffix(path, ".tmp"));
+        let _ = rustix::fs::unlinkat(
+            &journal.dir,
+            name_with(&journal.name, ".tmp").as_os_str(),
+            rustix::fs::AtFlags::empty(),
+        );
         let mut nl = Nl::default();
         let mut undone = Vec::new();
         let mut failed = Vec::new();
@@ -609,6 +789,7 @@ impl Journal {
     /// the value is already `value`.
     pub fn set_sysctl(&mut self, path: &str, value: &str) -> Result<(), String> {
         check_sysctl_path(path)?;
+        check_sysctl_allowed(path)?;
         check_sysctl_value(value)?;
         let old = read_sysctl(path).map_err(|e| format!("read /proc/sys/{path}: {e}"))?;
         if old == value {
@@ -713,33 +894,45 @@ impl Journal {
 
     /// Atomically replaces the journal file with `changes`.
     fn persist(&self, changes: &[Change]) -> Result<(), String> {
-        let tmp = with_suffix(&self.path, ".tmp");
+        use rustix::fs::{AtFlags, OFlags};
+        let tmp = name_with(&self.name, ".tmp");
         let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
+            // A stale temporary file (a crash mid-write) is ours to replace; the new one is
+            // created exclusively, so nothing planted in its place is written through.
+            match rustix::fs::unlinkat(&self.dir, tmp.as_os_str(), AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let mut f = open_in(
+                &self.dir,
+                &tmp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+                &with_suffix(&self.path, ".tmp"),
+            )?;
             f.write_all(render_journal(changes).as_bytes())?;
             f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
+            rustix::fs::renameat(&self.dir, tmp.as_os_str(), &self.dir, self.name.as_os_str())?;
             self.sync_dir()
         };
         write().map_err(|e| format!("write journal {}: {e}", self.path.display()))
     }
 
     fn remove_file(&self) -> Result<(), String> {
-        match fs::remove_file(&self.path) {
+        match rustix::fs::unlinkat(
+            &self.dir,
+            self.name.as_os_str(),
+            rustix::fs::AtFlags::empty(),
+        ) {
             Ok(()) => self.sync_dir(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
         }
         .map_err(|e| format!("remove journal {}: {e}", self.path.display()))
     }
 
     /// fsync the directory so a rename or removal is durable.
     fn sync_dir(&self) -> io::Result<()> {
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        File::open(dir)?.sync_all()
+        Ok(rustix::fs::fsync(&self.dir)?)
     }
 }
 

@@ -171,3 +171,46 @@ fn nat_ruleset_quotes_names() {
         "{r}"
     );
 }
+
+#[test]
+fn exit_ruleset_keeps_clients_to_the_uplink() {
+    let r = nat_ruleset("100.64.0.0/10", "eth0", "sky0");
+    // Nothing from the pool reaches the host itself but answers.
+    assert!(r.contains("type filter hook input"), "{r}");
+    assert!(
+        r.contains(r#"iifname "sky0" ip saddr 100.64.0.0/10 ct state established,related accept"#),
+        "{r}"
+    );
+    let always = format!(
+        r#"iifname "sky0" ip saddr 100.64.0.0/10 ip daddr {{ {EXIT_ALWAYS_DENIED} }} drop"#
+    );
+    let private =
+        format!(r#"iifname "sky0" ip saddr 100.64.0.0/10 ip daddr {{ {EXIT_PRIVATE} }} drop"#);
+    let out = r#"iifname "sky0" ip saddr 100.64.0.0/10 oifname "eth0" accept"#;
+    assert!(EXIT_ALWAYS_DENIED.contains("169.254.0.0/16"));
+    let at = |r: &str, what: &str| {
+        r.find(what)
+            .unwrap_or_else(|| panic!("{what:?} not in {r}"))
+    };
+    assert!(
+        at(&r, &always) < at(&r, &private) && at(&r, &private) < at(&r, out),
+        "{r}"
+    );
+    let open = ExitFilter {
+        allow_private: true,
+        allow: vec![],
+    };
+    let r = exit_ruleset("100.64.0.0/10", "eth0", "sky0", &open);
+    assert!(!r.contains(&private) && r.contains(&always), "{r}");
+    let one = ExitFilter {
+        allow_private: false,
+        allow: vec!["192.168.5.0/24".parse().unwrap()],
+    };
+    let r = exit_ruleset("100.64.0.0/10", "eth0", "sky0", &one);
+    let hole =
+        r#"iifname "sky0" ip saddr 100.64.0.0/10 oifname "eth0" ip daddr 192.168.5.0/24 accept"#;
+    assert!(
+        at(&r, &always) < at(&r, hole) && at(&r, hole) < at(&r, &private),
+        "{r}"
+    );
+}

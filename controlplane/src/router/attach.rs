@@ -2,9 +2,10 @@
 //! an app attaches or publishes lives exactly as long as its app-socket connection.
 
 use super::{Output, Router, prefix};
-use crate::appsock::Request;
+use crate::appsock::{MAX_SERVICES_PER_CONN, Request};
 use crate::identity::NodeId;
 use crate::messenger::Service;
+use crate::messenger::record::MAX_SERVICES;
 use dataplane::fibproto::{FibMsg, RuleAction};
 use netbase::Prefix;
 use std::net::IpAddr;
@@ -32,20 +33,7 @@ impl Router {
             }
             Request::Attach { node, prefixes } => self.attach(now, conn, node, prefixes),
             Request::Find { .. } => Err("find is answered by the messenger client".into()),
-            Request::Service { kind, port } => {
-                let list = self.app_services.entry(conn).or_default();
-                list.retain(|s| s.kind != kind);
-                list.push(Service {
-                    kind,
-                    port,
-                    meta: String::new(),
-                });
-                Ok(if self.publish_services() {
-                    String::new()
-                } else {
-                    "unpublished (no messenger configured)".to_string()
-                })
-            }
+            Request::Service { kind, port } => self.publish(conn, kind, port),
         };
         match r {
             Ok(s) if s.is_empty() => "ok".to_string(),
@@ -111,17 +99,24 @@ impl Router {
         if node == self.me {
             return Err("cannot attach prefixes to this node itself".into());
         }
+        // No attachment may overlap another one (of any app connection, to any node) but the
+        // one it replaces (this connection's to the same node): a more specific prefix would
+        // steal part of another app's routes (0.0.0.0/1 beside a VPN's 0.0.0.0/0), a wider one
+        // would take what the other app does not cover.
         for (c, m) in &self.attached {
             for (n, ps) in m {
-                if *n == node {
+                if *c == conn && *n == node {
                     continue;
                 }
-                // Nested prefixes are fine (longest match picks), the same one twice is not.
-                if let Some(p) = prefixes.iter().find(|p| ps.contains(p)) {
-                    return Err(format!(
-                        "{p} is already attached to {} (app connection {c})",
-                        &node_short(n)
-                    ));
+                for p in &prefixes {
+                    if let Some(q) = ps.iter().find(|q| q.overlaps(p)) {
+                        let n = node_short(n);
+                        return Err(if q == p {
+                            format!("{p} is already attached to {n} (app connection {c})")
+                        } else {
+                            format!("{p} overlaps {q}, attached to {n} (app connection {c})")
+                        });
+                    }
                 }
             }
         }
@@ -147,6 +142,39 @@ impl Router {
             node_short(&node)
         );
         Ok(String::new())
+    }
+
+    /// Publishes (or re-publishes, for a kind it already has) a service of connection `conn`.
+    fn publish(&mut self, conn: u64, kind: String, port: u16) -> Result<String, String> {
+        if port == 0 {
+            return Err("service port must be 1-65535".into());
+        }
+        let total =
+            self.cfg.services.len() + self.app_services.values().map(Vec::len).sum::<usize>();
+        let list = self.app_services.entry(conn).or_default();
+        if !list.iter().any(|s| s.kind == kind) {
+            if list.len() >= MAX_SERVICES_PER_CONN {
+                return Err(format!(
+                    "at most {MAX_SERVICES_PER_CONN} services per app connection"
+                ));
+            }
+            if total >= MAX_SERVICES {
+                return Err(format!(
+                    "this node's record holds at most {MAX_SERVICES} services"
+                ));
+            }
+        }
+        list.retain(|s| s.kind != kind);
+        list.push(Service {
+            kind,
+            port,
+            meta: String::new(),
+        });
+        Ok(if self.publish_services() {
+            String::new()
+        } else {
+            "unpublished (no messenger configured)".to_string()
+        })
     }
 
     /// Queues the configured services plus those apps published for the messenger client;

@@ -682,3 +682,98 @@ fn a_punt_flood_to_random_addresses_is_bounded_and_grows_no_table() {
         Some(&b"real"[..])
     );
 }
+
+#[test]
+fn an_attachment_may_not_overlap_another_one_but_the_one_it_replaces() {
+    let mut m = Mesh::new(2);
+    m.link(0, 1);
+    m.advance(300);
+    let now = m.now;
+    let b = m.nodes[1].id;
+    let other = Identity::from_seed([9; 32]).unwrap().id();
+    let p = |s: &str| -> Prefix { s.parse().unwrap() };
+    let attach = |m: &mut Mesh, conn: u64, node: NodeId, ps: &[&str]| {
+        m.nodes[0].r.handle_app_request(
+            now,
+            conn,
+            Request::Attach {
+                node,
+                prefixes: ps.iter().map(|s| p(s)).collect(),
+            },
+        )
+    };
+    // The VPN client: everything to its server b.
+    assert_eq!(attach(&mut m, 7, b, &["0.0.0.0/0"]), "ok");
+    // Another app may not take half of it, nor a piece, nor the same for b.
+    let r = attach(&mut m, 8, other, &["0.0.0.0/1"]);
+    assert!(r.starts_with("err 0.0.0.0/1 overlaps 0.0.0.0/0"), "{r}");
+    let r = attach(&mut m, 8, other, &["2001:db8::/32", "10.0.0.0/8"]);
+    assert!(r.starts_with("err 10.0.0.0/8 overlaps 0.0.0.0/0"), "{r}");
+    let r = attach(&mut m, 8, b, &["10.0.0.0/8"]);
+    assert!(r.starts_with("err 10.0.0.0/8 overlaps"), "{r}");
+    // The same connection may not shadow its own attachment to another node either.
+    let r = attach(&mut m, 7, other, &["100.64.0.2/32"]);
+    assert!(r.starts_with("err 100.64.0.2/32 overlaps"), "{r}");
+    assert_eq!(m.nodes[0].r.stats.app_errors, 4);
+    // What does not overlap is fine, and a connection replaces its own attachment (the VPN
+    // client's split default route).
+    assert_eq!(attach(&mut m, 8, other, &["2001:db8::/32"]), "ok");
+    assert_eq!(attach(&mut m, 7, b, &["0.0.0.0/1", "128.0.0.0/1"]), "ok");
+    m.advance(1500);
+    let routes = &m.nodes[0].fib.routes;
+    assert!(routes.contains_key(&p("0.0.0.0/1")) && routes.contains_key(&p("128.0.0.0/1")));
+    assert!(
+        !routes.contains_key(&p("0.0.0.0/0")),
+        "the replaced prefix is gone"
+    );
+    assert!(!routes.contains_key(&p("10.0.0.0/8")));
+    // Once the VPN client's connection is gone, its prefixes are free.
+    m.nodes[0].r.handle_app_closed(7);
+    assert_eq!(attach(&mut m, 8, other, &["10.0.0.0/8"]), "ok");
+}
+
+#[test]
+fn an_app_connection_publishes_a_bounded_number_of_services_with_real_ports() {
+    use crate::appsock::MAX_SERVICES_PER_CONN;
+    let mut m = Mesh::new(1);
+    let now = m.now;
+    let service = |m: &mut Mesh, conn: u64, kind: &str, port: u16| {
+        m.nodes[0].r.handle_app_request(
+            now,
+            conn,
+            Request::Service {
+                kind: kind.into(),
+                port,
+            },
+        )
+    };
+    for i in 0..MAX_SERVICES_PER_CONN {
+        assert_eq!(service(&mut m, 3, &format!("s{i}"), 1000), "ok");
+    }
+    let r = service(&mut m, 3, "one-more", 1000);
+    assert!(r.starts_with("err at most"), "{r}");
+    // Moving a published kind to another port is not a new service.
+    assert_eq!(service(&mut m, 3, "s0", 2000), "ok");
+    let r = service(&mut m, 4, "zero", 0);
+    assert!(r.starts_with("err service port"), "{r}");
+    assert_eq!(m.nodes[0].r.stats.app_errors, 2);
+    m.run();
+    let last = m.nodes[0].published.last().unwrap();
+    assert_eq!(last.len(), MAX_SERVICES_PER_CONN);
+    assert!(last.iter().any(|s| s.kind == "s0" && s.port == 2000));
+    // The node's record has room for MAX_SERVICES in all, whatever the connections.
+    let mut conn = 10;
+    let mut refused = None;
+    for i in 0..crate::messenger::record::MAX_SERVICES {
+        if i % MAX_SERVICES_PER_CONN == 0 {
+            conn += 1;
+        }
+        let r = service(&mut m, conn, &format!("t{i}"), 1);
+        if r != "ok" {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the record's bound was not enforced");
+    assert!(r.contains("at most"), "{r}");
+}
