@@ -1,7 +1,9 @@
-//! Self-healing: a router's dataplane killed with SIGKILL and started again (as viscript does)
-//! in each role of a line a - b - c (a pings c: a ingress, b transit, c egress). Its
-//! controlplane notices, closes its links, programs the new dataplane and traffic flows again,
-//! checked with ping and a checksummed TCP transfer after each restart.
+//! Self-healing: a router's dataplane, then its controlplane, killed with SIGKILL and started
+//! again (as viscript does) in each role of a line a - b - c (a pings c: a ingress, b transit,
+//! c egress). For a dataplane, its controlplane notices, closes its links, programs the new
+//! dataplane; for a controlplane, the new one programs its dataplane from scratch and the
+//! neighbours link to it again. Traffic flows again after each, checked with ping and a
+//! checksummed TCP transfer.
 
 #![forbid(unsafe_code)]
 
@@ -13,7 +15,7 @@ use testbed::*;
 const HEAL_BOUND: Duration = Duration::from_secs(8);
 
 #[test]
-fn a_killed_dataplane_heals_in_every_role() {
+fn a_killed_dataplane_or_controlplane_heals_in_every_role() {
     for c in ["ip", "ping", "python3"] {
         assert!(have(c), "needs {c}: run scripts/test.sh (it installs it)");
     }
@@ -52,5 +54,31 @@ fn a_killed_dataplane_heals_in_every_role() {
     assert!(
         log.contains("went away"),
         "b's controlplane saw no loss:\n{log}"
+    );
+    // The controlplane killed the same way, in each role: it starts again, programs its
+    // dataplane from scratch and the neighbours link to it again.
+    let mut control = [1usize; 3];
+    for (role, i) in [("transit", 1), ("egress", 2), ("ingress", 0)] {
+        kill9(&mut ns[i], control[i]);
+        control[i] = start_control(&mut ns[i], &dir, names[i]);
+        let t0 = Instant::now();
+        let took = ping_until(&ns[0], &c_addr, HEAL_BOUND);
+        eprintln!(
+            "{role} ({}) controlplane killed and restarted: traffic again after {took:?}",
+            names[i]
+        );
+        assert!(t0.elapsed() <= HEAL_BOUND);
+        transfer(&ns[2], &ns[0], &c_addr, 1 << 20, &dir);
+    }
+    let log = std::fs::read_to_string(dir.join("b-node.log")).unwrap_or_default()
+        + &std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("b-node."))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<String>();
+    assert!(
+        log.contains("the controlplane exited"),
+        "b's dataplane did not see its controlplane go:\n{log}"
     );
 }

@@ -14,7 +14,7 @@ use crate::stats::{NodeStats, Traffic, traffic};
 use signal::Channel;
 use std::io::{self, BufRead, BufReader};
 use std::net::UdpSocket;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,9 +84,65 @@ pub struct FibServer {
     pub stop: Arc<AtomicBool>,
     /// The socket path (removed at exit).
     pub path: PathBuf,
+    /// How long tables outlive the controlplane that made them.
+    pub grace: Duration,
 }
 
-fn accept(l: &UnixListener) -> Option<Channel> {
+/// Tables left by a controlplane that went away: kept (forwarding goes on while it restarts)
+/// for `grace`, then cleared if no controlplane took them over, so a dead controlplane's
+/// sessions, keys and routes do not live on for ever.
+#[derive(Debug, Clone, Copy)]
+pub struct Orphan {
+    grace: Duration,
+    since: Option<Instant>,
+}
+
+impl Orphan {
+    /// Tables are kept for `grace` after their controlplane went away.
+    pub fn new(grace: Duration) -> Orphan {
+        Orphan { grace, since: None }
+    }
+
+    /// The controlplane went away at `now`.
+    pub fn lost(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
+    }
+
+    /// A controlplane connected: the tables are its again.
+    pub fn adopted(&mut self) {
+        self.since = None;
+    }
+
+    /// Whether the grace period ran out at `now` (true once).
+    pub fn due(&mut self, now: Instant) -> bool {
+        match self.since {
+            Some(t) if now.saturating_duration_since(t) >= self.grace => {
+                self.since = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether the process behind `pidfd` exited.
+fn exited(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+/// A pidfd of the process at the other end of `s`, when the kernel names it.
+fn peer_pidfd(s: &UnixStream) -> Option<OwnedFd> {
+    let pid = rustix::net::sockopt::socket_peercred(s).ok()?.pid;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+fn accept(l: &UnixListener) -> Option<(Channel, Option<OwnedFd>)> {
     let (s, _) = l.accept().ok()?;
     let _ = s.set_nonblocking(false);
     if let Err(e) = check_peer(&s) {
@@ -102,7 +158,7 @@ fn accept(l: &UnixListener) -> Option<Channel> {
     }
     let (chan, fds) = Channel::create(RING_CAP).ok()?;
     signal::attach::grant(&s, 1, &fds).ok()?;
-    Some(chan)
+    Some((chan, peer_pidfd(&s)))
 }
 
 impl FibServer {
@@ -112,11 +168,34 @@ impl FibServer {
         let mut staged: Option<Fib> = None;
         let mut buf = vec![0u8; BUF_SIZE];
         let mut rec = Vec::new();
+        let mut controlplane: Option<OwnedFd> = None;
+        let mut orphan = Orphan::new(self.grace);
         while !self.stop.load(Ordering::Relaxed) {
-            if let Some(c) = accept(&listener) {
+            let now = Instant::now();
+            if controlplane.as_ref().is_some_and(exited) {
+                tracing::warn!(
+                    "the controlplane exited; forwarding on the last tables for {:?}",
+                    self.grace
+                );
+                controlplane = None;
+                chan = None;
+                staged = None;
+                orphan.lost(now);
+            }
+            if let Some((c, pidfd)) = accept(&listener) {
                 tracing::info!("controlplane connected to the fib ring");
                 chan = Some(c);
+                controlplane = pidfd;
+                orphan.adopted();
                 staged = None;
+            }
+            if orphan.due(now) {
+                let idle = self.cell.load().0.route_idle;
+                self.cell.publish(Fib {
+                    route_idle: idle,
+                    ..Fib::default()
+                });
+                tracing::warn!("no controlplane for {:?}: tables cleared", self.grace);
             }
             let mut drain = [0u8; 8];
             let _ = rustix::io::read(&*self.punts.bell, &mut drain);
@@ -160,6 +239,7 @@ impl FibServer {
             }
             if lost {
                 chan = None;
+                orphan.lost(now);
                 continue;
             }
             if busy {
@@ -530,6 +610,60 @@ mod tests {
         assert!(e.to_string().contains("another dataplane"), "{e}");
         drop(l);
         bind(&p).unwrap(); // the stale socket of a dead dataplane is replaced
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use super::*;
+
+    #[test]
+    fn orphaned_tables_are_kept_for_the_grace_period_then_cleared_once() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut o = Orphan::new(Duration::from_secs(30));
+        assert!(
+            !o.due(s(100)),
+            "nothing is orphaned while a controlplane is there"
+        );
+        o.lost(s(0));
+        o.lost(s(10)); // a second sign of the same loss does not restart the period
+        assert!(!o.due(s(29)));
+        assert!(o.due(s(30)));
+        assert!(!o.due(s(31)), "cleared once");
+        // A controlplane that comes back within the period keeps the tables.
+        o.lost(s(40));
+        o.adopted();
+        assert!(!o.due(s(100)));
+    }
+}
+
+#[cfg(test)]
+mod pidfd_tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_that_exits_is_seen() {
+        let dir = std::env::temp_dir().join(format!("fibpid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(30)",
+            ])
+            .arg(&path)
+            .spawn()
+            .unwrap();
+        let (s, _) = l.accept().unwrap();
+        let fd = peer_pidfd(&s).expect("a pidfd of the peer");
+        assert!(!exited(&fd));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(exited(&fd), "the peer's exit is seen");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -47,6 +47,10 @@ struct Cli {
     /// segments to sky0 with a vnet header (epoll backend). auto: on unless --backend uring.
     #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
     offload: String,
+    /// Seconds the tables a controlplane programmed outlive it: forwarding goes on while it
+    /// restarts; after this, if no controlplane took over, they are cleared.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    controlplane_grace: u64,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -144,6 +148,7 @@ fn main() {
             .unwrap_or_else(|e| fail(format!("bind {inject_addr}: {e}"))),
         stop: stop.clone(),
         path: fib_path.clone(),
+        grace: Duration::from_secs(cli.controlplane_grace),
     };
     let fib_thread = std::thread::Builder::new()
         .name("fib".into())

@@ -348,7 +348,20 @@ pub fn start_router(ns: &mut Ns, dir: &Path, name: &str, neighbours: &[(&str, &s
     )
     .unwrap();
     start_node(ns, dir, name);
+    start_control(ns, dir, name);
+}
+
+/// Starts (or starts again) the skywire-control of a router made by [`start_router`]; returns
+/// its child index. A restart logs to `DIR/NAME-control.N.log` (N: its child index).
+pub fn start_control(ns: &mut Ns, dir: &Path, name: &str) -> usize {
+    let cc = dir.join(format!("{name}-control.yaml"));
     let ctl = bin("controlplane", "skywire-control");
+    let log = dir.join(format!("{name}-control.log"));
+    let log = if log.exists() {
+        dir.join(format!("{name}-control.{}.log", ns.children.len()))
+    } else {
+        log
+    };
     ns.spawn(
         &[
             ctl.to_str().unwrap(),
@@ -356,8 +369,8 @@ pub fn start_router(ns: &mut Ns, dir: &Path, name: &str, neighbours: &[(&str, &s
             "--config",
             cc.to_str().unwrap(),
         ],
-        &dir.join(format!("{name}-control.log")),
-    );
+        &log,
+    )
 }
 
 /// Starts (or starts again) the skywire-node of a router made by [`start_router`]; returns its
