@@ -71,6 +71,12 @@ pub enum FibMsg {
         /// Our index.
         id: u32,
     },
+    /// Stage forgetting a session's previous receive key (kept since its last rekey for
+    /// frames in flight): after this, only the current key opens its frames.
+    ForgetPreviousKey {
+        /// Our index.
+        id: u32,
+    },
     /// Stage a rule.
     AddRule {
         /// Incoming session.
@@ -191,6 +197,7 @@ mod t {
     pub const COUNTERS: u8 = 11;
     pub const PUNT: u8 = 12;
     pub const CLEAR: u8 = 13;
+    pub const FORGET_PREVIOUS_KEY: u8 = 14;
 }
 
 /// The fib protocol's writer: the shared [`Writer`] (little endian) plus its own field types.
@@ -327,6 +334,10 @@ impl FibMsg {
                 w.u8(t::REMOVE_SESSION);
                 w.u32(*id);
             }
+            FibMsg::ForgetPreviousKey { id } => {
+                w.u8(t::FORGET_PREVIOUS_KEY);
+                w.u32(*id);
+            }
             FibMsg::AddRule {
                 session,
                 label,
@@ -459,6 +470,7 @@ impl FibMsg {
                 }
             }
             t::REMOVE_SESSION => FibMsg::RemoveSession { id: r.u32()? },
+            t::FORGET_PREVIOUS_KEY => FibMsg::ForgetPreviousKey { id: r.u32()? },
             t::ADD_RULE => {
                 let session = r.u32()?;
                 let label = r.u32()?;
@@ -603,6 +615,7 @@ mod tests {
                     }
                 ),
             any::<u32>().prop_map(|id| FibMsg::RemoveSession { id }),
+            any::<u32>().prop_map(|id| FibMsg::ForgetPreviousKey { id }),
             (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(s, l, s2, l2)| {
                 FibMsg::AddRule {
                     session: s,

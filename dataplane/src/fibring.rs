@@ -325,6 +325,13 @@ impl FibServer {
                     st.routes.remove(&p);
                 }
             }
+            FibMsg::ForgetPreviousKey { id } => {
+                if let Some(old) = st.sessions.get(&id).filter(|o| o.prev_rx_key.is_some()) {
+                    let mut c = (**old).clone();
+                    c.prev_rx_key = None;
+                    st.sessions.insert(id, Arc::new(c));
+                }
+            }
             FibMsg::AddRule {
                 session,
                 label,

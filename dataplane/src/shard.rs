@@ -197,7 +197,8 @@ impl Shard {
                 }
                 if p.cfg.rx_key == cfg.rx_key && p.cfg.cipher == cfg.cipher {
                     s.windows = p.windows;
-                    s.open_prev = p.open_prev;
+                    // The previous key goes when the table no longer names one.
+                    s.open_prev = p.open_prev.filter(|_| cfg.prev_rx_key.is_some());
                 } else if cfg.prev_rx_key == Some(p.cfg.rx_key) {
                     s.open_prev = Some((p.open, p.windows));
                 }
@@ -491,6 +492,49 @@ mod tests {
             Verdict::Drop(DropReason::WrongShard)
         );
         assert_eq!(b0.stats().drops.sum(DropReason::WrongShard as usize), 2);
+    }
+
+    /// After a rekey the previous receive key opens frames in flight until the table forgets
+    /// it; then only the current key is tried.
+    #[test]
+    fn a_forgotten_previous_key_opens_nothing() {
+        use crate::config::Static;
+        let k = crate::fixtures::key_hex;
+        let y = format!(
+            "node:\n  listen: 127.0.0.1:7000\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {}, rx_key: {}}}\nrules:\n  - {{session: 1, label: 100, deliver: [fd00::1/128]}}\nroutes: []\n",
+            k(2),
+            k(1)
+        );
+        let st = Static::parse(&y, std::path::Path::new("b.yaml"), 1).unwrap();
+        let cell = Arc::new(FibCell::new(st.fib));
+        let mut b = Shard::new(0, cell.clone(), Arc::new(NodeStats::new(1)));
+        let (mut a, _) = pair();
+        let frame = |a: &mut Shard| {
+            let mut buf = vec![0u8; BUF_SIZE];
+            let n = v6_packet(&mut buf, 1, 2, 100);
+            let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
+                panic!("not sent")
+            };
+            (buf, len, n)
+        };
+        // b switches its receive key (a still sends with the old one).
+        cell.update(|f| {
+            let mut c = (*f.sessions[&1]).clone();
+            c.prev_rx_key = Some(c.rx_key);
+            c.rx_key = [9; 32];
+            f.sessions.insert(1, Arc::new(c));
+        });
+        b.refresh();
+        let (mut buf, len, n) = frame(&mut a);
+        assert_eq!(b.from_udp(&mut buf, len), Verdict::Deliver { len: n });
+        cell.update(|f| {
+            let mut c = (*f.sessions[&1]).clone();
+            c.prev_rx_key = None;
+            f.sessions.insert(1, Arc::new(c));
+        });
+        b.refresh();
+        let (mut buf, len, _) = frame(&mut a);
+        assert_eq!(b.from_udp(&mut buf, len), Verdict::Drop(DropReason::BadTag));
     }
 
     /// Frames that fail to open make no replay windows: only authenticated streams have state.

@@ -35,6 +35,10 @@ pub const QUEUE_PER_DST: usize = 32;
 pub const QUEUE_TTL: Duration = Duration::from_secs(3);
 /// An unconfirmed rekey request is repeated after this long.
 const REKEY_RETRY: Duration = Duration::from_secs(2);
+/// How long a link's previous receive key keeps opening frames after a rotation: frames in
+/// flight and in socket queues are long gone by then; after it, a forged frame costs one AEAD
+/// attempt instead of two.
+pub const PREVIOUS_KEY_LIFETIME: Duration = Duration::from_secs(10);
 /// Punts the router takes per second from its dataplane (all shards), and the burst: each
 /// may start a route setup. The dataplane already limits each shard (`PUNTS_PER_SEC`); this
 /// bounds the router's own work whatever the shard count.
@@ -106,6 +110,8 @@ struct Link {
     initiator: bool,
     metric: Metric,
     keys: DataKeys,
+    /// When the dataplane forgets the receive key of before the last rotation.
+    forget_previous_at: Option<Instant>,
 }
 
 /// Router counters.
@@ -226,6 +232,7 @@ impl Router {
     pub fn handle_second(&mut self, now: Instant) {
         self.keep_attached(now);
         self.rekey_timers(now);
+        self.forget_previous_keys(now);
         self.actions();
     }
 
@@ -361,6 +368,7 @@ impl Router {
                 initiator: up.initiator,
                 metric: Metric::new(cost),
                 keys: DataKeys::new(now, up.initiator, up.data_tx, up.data_rx),
+                forget_previous_at: None,
             },
         );
         self.stats.links_up += 1;
@@ -431,8 +439,25 @@ impl Router {
         let (steps, rotated) = l.keys.handle(now, generation, ack);
         if rotated {
             self.stats.rekeys += 1;
+            l.forget_previous_at = Some(now + PREVIOUS_KEY_LIFETIME);
         }
         self.key_steps(&peer, steps);
+    }
+
+    /// Previous receive keys whose lifetime after a rotation ran out.
+    fn forget_previous_keys(&mut self, now: Instant) {
+        let due: Vec<u32> = self
+            .links
+            .values_mut()
+            .filter(|l| l.forget_previous_at.is_some_and(|t| t <= now))
+            .map(|l| {
+                l.forget_previous_at = None;
+                l.session
+            })
+            .collect();
+        for id in due {
+            self.fib(FibMsg::ForgetPreviousKey { id });
+        }
     }
 
     /// Initiator side of every link: rotations due by time or by volume.

@@ -16,6 +16,8 @@ struct Fib {
     routes: HashMap<Prefix, (u32, u32)>,
     pending: Vec<FibMsg>,
     commits: usize,
+    /// Sessions whose previous receive key was forgotten, in order.
+    forgotten: Vec<u32>,
 }
 
 impl Fib {
@@ -53,6 +55,7 @@ impl Fib {
                 FibMsg::RemoveRoute { prefix } => {
                     self.routes.remove(&prefix);
                 }
+                FibMsg::ForgetPreviousKey { id } => self.forgotten.push(id),
                 FibMsg::Clear => {
                     self.sessions.clear();
                     self.rules.clear();
@@ -455,6 +458,11 @@ fn rekey_across_two_routers_survives_a_lost_confirmation() {
     );
     assert_eq!((a2.0, a2.1), (b2.1, b2.0));
     assert_ne!(a2.0, a0.0);
+    // The previous receive keys are forgotten on both ends once their lifetime ran out.
+    assert!(m.nodes[0].fib.forgotten.is_empty());
+    m.advance(PREVIOUS_KEY_LIFETIME.as_millis() as u64 + 1000);
+    assert_eq!(m.nodes[0].fib.forgotten, [sa]);
+    assert_eq!(m.nodes[1].fib.forgotten, [sb]);
     // Rekey messages on a link that is not the live one change nothing.
     let now = m.now;
     let ida = m.nodes[0].id;
