@@ -264,3 +264,55 @@ fn one_neighbour_cannot_make_the_egress_hold_more_than_its_quota() {
     assert_eq!(nm.counters().transit_states, 10);
     assert_eq!(nm.counters().setups_over_quota, 10);
 }
+
+#[test]
+fn a_sybil_advert_flood_is_slowed_per_neighbour_and_bounded_in_memory() {
+    use super::advert::{Advert, AdvertFlags};
+    let (m, e) = (peer(2), peer(3));
+    let cfg = Config {
+        new_origins_burst: 100,
+        max_lsdb_bytes: 64 * 1024,
+        ..Config::default()
+    };
+    let mut nm = NodeManager::new(e.seed, cfg, 0);
+    nm.link_up(0, m.id, 100);
+    let _ = actions(&mut nm);
+    let sybil = |n: u32, links: usize| {
+        let mut seed = [7u8; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        let (kp, id) = keypair_from_seed(&seed);
+        let l: Vec<(NodeId, u32)> = (0..links)
+            .map(|i| {
+                let mut k = [1u8; 32];
+                k[..4].copy_from_slice(&((n << 8) + i as u32).to_be_bytes());
+                (NodeId(k), 1)
+            })
+            .collect();
+        let mut l = l;
+        l.sort();
+        Msg::Advert(Advert::new_signed(
+            &kp,
+            id,
+            1,
+            60_000,
+            l,
+            AdvertFlags::default(),
+            &[],
+        ))
+        .encode()
+    };
+    // 300 new origins at once: the neighbour's burst is taken, the rest waits.
+    for n in 0..300 {
+        nm.handle(1, m.id, &sybil(n, 0));
+    }
+    let c = nm.counters();
+    assert_eq!(c.adverts_new_origin_limited, 200);
+    assert!(c.lsdb_size <= 101, "{}", c.lsdb_size);
+    // Large adverts of new origins hit the memory bound (later, as tokens refill).
+    for n in 1000..1100 {
+        nm.handle(10_000 + u64::from(n), m.id, &sybil(n, 200));
+    }
+    let c = nm.counters();
+    assert!(c.lsdb_bytes <= 64 * 1024, "{}", c.lsdb_bytes);
+    assert!(c.adverts_rejected.table_full > 0);
+}

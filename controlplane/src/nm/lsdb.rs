@@ -63,6 +63,9 @@ pub struct Lsdb {
     entries: BTreeMap<NodeId, Entry>,
     expiry: BTreeSet<(u64, NodeId)>,
     max_entries: usize,
+    /// Memory the entries may take ([`entry_cost`] summed), and what they take now.
+    max_bytes: usize,
+    bytes: usize,
     max_lifetime_ms: u32,
     pub accepted: u64,
     pub expired: u64,
@@ -71,12 +74,34 @@ pub struct Lsdb {
     pub version: u64,
 }
 
+/// What an entry holds in memory, about: the encoded message, the decoded advert (about as
+/// large) and the bookkeeping.
+pub fn entry_cost(msg_len: usize) -> usize {
+    2 * msg_len + 128
+}
+
 impl Lsdb {
+    /// Memory bound of a new LSDB unless [`Lsdb::with_max_bytes`] says otherwise.
+    pub const DEFAULT_MAX_BYTES: usize = 256 << 20;
+
+    /// The same LSDB with a memory bound of `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Memory its entries take now (as [`entry_cost`] counts it).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn new(max_entries: usize, max_lifetime_ms: u32) -> Self {
         Self {
             entries: BTreeMap::new(),
             expiry: BTreeSet::new(),
             max_entries,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            bytes: 0,
             max_lifetime_ms,
             accepted: 0,
             expired: 0,
@@ -128,7 +153,15 @@ impl Lsdb {
     /// signature verification. On success returns the replaced entry, if
     /// any. Every rejection is counted by reason.
     pub fn offer(&mut self, now_ms: u64, adv: Advert, msg: Vec<u8>) -> Result<(), Reject> {
+        let old = self
+            .entries
+            .get(&adv.origin)
+            .map_or(0, |e| entry_cost(e.msg.len()));
         let r = self.precheck(&adv).and_then(|()| {
+            // Sybil adverts (keys cost nothing) must not grow the table past its memory bound.
+            if self.bytes - old + entry_cost(msg.len()) > self.max_bytes {
+                return Err(Reject::TableFull);
+            }
             if adv.verify() {
                 Ok(())
             } else {
@@ -159,6 +192,7 @@ impl Lsdb {
         let life = adv.lifetime_ms.min(self.max_lifetime_ms) as u64;
         let expires_ms = now_ms.saturating_add(life);
         let origin = adv.origin;
+        self.bytes += entry_cost(msg.len());
         if let Some(old) = self.entries.insert(
             origin,
             Entry {
@@ -169,6 +203,7 @@ impl Lsdb {
             },
         ) {
             self.expiry.remove(&(old.expires_ms, origin));
+            self.bytes -= entry_cost(old.msg.len());
         }
         self.expiry.insert((expires_ms, origin));
         self.version += 1;
@@ -182,7 +217,9 @@ impl Lsdb {
                 break;
             }
             self.expiry.remove(&(t, origin));
-            self.entries.remove(&origin);
+            if let Some(e) = self.entries.remove(&origin) {
+                self.bytes -= entry_cost(e.msg.len());
+            }
             gone.push(origin);
         }
         if !gone.is_empty() {

@@ -67,6 +67,16 @@ pub struct Config {
     pub services: Vec<String>,
     /// LSDB capacity (origins).
     pub max_lsdb_entries: usize,
+    /// Memory the LSDB may take (entries hold their encoded and decoded advert): with keys
+    /// free to make, the entry count alone does not bound it (100 000 adverts of 21 KB each
+    /// would be 4 GB).
+    pub max_lsdb_bytes: usize,
+    /// New origins (nodes not in the LSDB yet) one neighbour may bring per second, and the
+    /// burst (a whole mesh's worth when the link comes up and the LSDBs synchronise). Over it
+    /// adverts are not acknowledged, so they come again later: a Sybil flood is slowed, a
+    /// real mesh still converges.
+    pub new_origins_per_s: u32,
+    pub new_origins_burst: u32,
     /// Largest label handed out (labels start at `labels::FIRST_LABEL`).
     pub max_label: u32,
     /// Route ids this node originates start above this. A restarted node must not reuse the
@@ -100,6 +110,9 @@ impl Default for Config {
             no_transit: false,
             services: Vec::new(),
             max_lsdb_entries: 100_000,
+            max_lsdb_bytes: Lsdb::DEFAULT_MAX_BYTES,
+            new_origins_per_s: 50,
+            new_origins_burst: 2000,
             max_label: (1 << 20) - 1,
             first_route_counter: 0,
         }
@@ -148,6 +161,10 @@ pub struct Counters {
     pub keepalives_unauthenticated: u64,
     /// Setups dropped: the neighbour was over its setup rate.
     pub setups_rate_limited: u64,
+    /// Adverts of new origins left unacknowledged: the neighbour was over its new-origin rate.
+    pub adverts_new_origin_limited: u64,
+    /// Memory the LSDB takes now (as its bound counts it).
+    pub lsdb_bytes: usize,
     /// Setups refused: the neighbour already has `max_routes_per_neighbour` routes here.
     pub setups_over_quota: u64,
     pub setup_failures: u64,
@@ -217,6 +234,8 @@ pub(super) struct Neighbour {
     pub(super) flood: FloodState,
     /// The neighbour's Setup rate.
     pub(super) setups: TokenBucket,
+    /// The rate of new origins it brings.
+    pub(super) new_origins: TokenBucket,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,7 +336,8 @@ impl NodeManager {
     /// Create a node from its 32-byte identity seed.
     pub fn new(seed: [u8; 32], cfg: Config, now_ms: u64) -> Self {
         let (key, id) = keypair_from_seed(&seed);
-        let lsdb = Lsdb::new(cfg.max_lsdb_entries.max(1), cfg.max_advert_lifetime_ms);
+        let lsdb = Lsdb::new(cfg.max_lsdb_entries.max(1), cfg.max_advert_lifetime_ms)
+            .with_max_bytes(cfg.max_lsdb_bytes);
         let labels = LabelAllocator::new(cfg.max_label);
         let first_route = cfg.first_route_counter;
         let nm = Self {
@@ -416,12 +436,18 @@ impl NodeManager {
             self.c.flood_rate_limited += self.lsdb.len().saturating_sub(burst) as u64;
         }
         let setups = TokenBucket::new(self.cfg.setup_rate_per_s, self.cfg.setup_burst, now_ms);
+        let new_origins = TokenBucket::new(
+            self.cfg.new_origins_per_s,
+            self.cfg.new_origins_burst,
+            now_ms,
+        );
         self.nbs.insert(
             nb,
             Neighbour {
                 advertised,
                 flood,
                 setups,
+                new_origins,
             },
         );
         self.originate_pending = true;
@@ -627,6 +653,7 @@ impl NodeManager {
     pub fn counters(&self) -> Counters {
         let mut c = self.c.clone();
         c.lsdb_size = self.lsdb.len();
+        c.lsdb_bytes = self.lsdb.bytes();
         c.own_seq = self.seq;
         c.adverts_accepted = self.lsdb.accepted;
         c.adverts_expired = self.lsdb.expired;
@@ -725,6 +752,14 @@ impl NodeManager {
                 self.originate_urgent = true;
             }
             self.ack(from, origin, seq);
+            return;
+        }
+        if self.lsdb.get(&origin).is_none()
+            && let Some(n) = self.nbs.get_mut(&from)
+            && !n.new_origins.try_take(now_ms)
+        {
+            // Not acknowledged: the neighbour sends it again later.
+            self.c.adverts_new_origin_limited += 1;
             return;
         }
         match self.lsdb.offer(now_ms, adv, msg) {

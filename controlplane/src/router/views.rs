@@ -98,6 +98,11 @@ impl Router {
                 self.stats.dataplane_restarts,
             ),
             ("lsdb".to_string(), c.lsdb_size as u64),
+            ("lsdb_bytes".to_string(), c.lsdb_bytes as u64),
+            (
+                "adverts_new_origin_limited".to_string(),
+                c.adverts_new_origin_limited,
+            ),
             ("routes_up".to_string(), c.routes_up as u64),
             ("routes_pending".to_string(), c.routes_pending as u64),
             ("backups_ready".to_string(), c.backups_ready as u64),
