@@ -177,7 +177,7 @@ fn ready_after_autostart_status_watchdog_stopping_and_children_do_not_see_it() {
     let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
     let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
     assert!(
-        mean >= Duration::from_millis(150) && mean <= Duration::from_millis(300),
+        mean >= Duration::from_millis(150) && mean <= Duration::from_millis(350),
         "mean gap {mean:?} ({gaps:?})"
     );
 
