@@ -6,6 +6,7 @@ pub mod gui;
 pub mod lifecycle;
 pub mod logbuf;
 pub mod loglevel;
+pub mod notify;
 pub mod proc;
 pub mod render;
 pub mod repl;

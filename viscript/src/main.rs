@@ -84,7 +84,13 @@ fn run_supervisor(opts: &Options, serve: bool) -> i32 {
     } else {
         None
     };
-    let (handle, thread) = match start_blocked(cfg) {
+    // Only the daemon speaks sd_notify (the headless console is not a service).
+    let notifier = if serve {
+        viscript::notify::Notifier::from_env()
+    } else {
+        None
+    };
+    let (handle, thread) = match start_blocked(cfg, notifier) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("viscript: cannot start the supervisor: {e}");
@@ -143,7 +149,7 @@ fn run_gui(opts: &Options, refresh: Duration) -> i32 {
     if let Err(e) = proc::become_subreaper() {
         eprintln!("viscript: cannot become child subreaper ({e}); orphans go to init");
     }
-    let (handle, thread) = match start_blocked_with(cfg, true) {
+    let (handle, thread) = match start_blocked_with(cfg, true, None) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("viscript: cannot start the supervisor: {e}");
@@ -163,19 +169,21 @@ fn run_gui(opts: &Options, refresh: Duration) -> i32 {
 
 fn start_blocked(
     cfg: Config,
+    notifier: Option<viscript::notify::Notifier>,
 ) -> std::io::Result<(supervisor::Handle, std::thread::JoinHandle<()>)> {
-    start_blocked_with(cfg, false)
+    start_blocked_with(cfg, false, notifier)
 }
 
 fn start_blocked_with(
     cfg: Config,
     tui: bool,
+    notifier: Option<viscript::notify::Notifier>,
 ) -> std::io::Result<(supervisor::Handle, std::thread::JoinHandle<()>)> {
     // The mask must be in place before the supervisor thread exists; handle_signals blocks it
     // for this thread, and the supervisor thread inherits it.
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     handle_signals_deferred(rx, tui);
-    let r = supervisor::start(cfg)?;
+    let r = supervisor::start_notifying(cfg, notifier)?;
     let _ = tx.send(r.0.clone());
     Ok(r)
 }

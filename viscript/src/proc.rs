@@ -55,6 +55,10 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The service manager talks to viscript, not to its apps (even when the config sets them).
+    for v in crate::notify::ENV_VARS {
+        cmd.env_remove(v);
+    }
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe syscalls on integers it captured by value; it allocates nothing.
     unsafe {

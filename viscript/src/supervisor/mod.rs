@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::lifecycle::{self, Effect, Event, Life, Policy, Sig, State, Target};
 use crate::logbuf::{Line, LineSplitter, LogBuf, Source};
 use crate::loglevel::Level;
+use crate::notify::{self, Notifier, Plan};
 use crate::proc::{self, Exit};
 use crate::render;
 use crate::reply::Started;
@@ -204,11 +205,31 @@ pub struct Supervisor {
     orphans_reaped: u64,
     buf: Vec<u8>,
     dirty: Vec<u64>,
+    /// sd_notify, when started by a service manager (`NOTIFY_SOCKET`).
+    sd: Option<Sd>,
+}
+
+/// The service manager's side: where to send and what was sent.
+struct Sd {
+    notifier: Notifier,
+    plan: Plan,
+    /// The autostart components (and the autostart apps that could not be created at all).
+    autostart: Vec<u64>,
+    not_created: Vec<String>,
 }
 
 /// Starts the supervisor thread for `cfg`, autostarting what the config says. Returns the
 /// handle and the thread (which ends after `quit`).
 pub fn start(cfg: Config) -> std::io::Result<(Handle, std::thread::JoinHandle<()>)> {
+    start_notifying(cfg, None)
+}
+
+/// [`start`], telling the service manager behind `notifier` about readiness, status, liveness
+/// (from the loop) and stopping; see [`crate::notify`].
+pub fn start_notifying(
+    cfg: Config,
+    notifier: Option<Notifier>,
+) -> std::io::Result<(Handle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = sync_channel(REQUEST_QUEUE);
     let bell = Arc::new(rustix::event::eventfd(
         0,
@@ -241,6 +262,12 @@ pub fn start(cfg: Config) -> std::io::Result<(Handle, std::thread::JoinHandle<()
         orphans_reaped: 0,
         buf: vec![0; 64 * 1024],
         dirty: Vec::new(),
+        sd: notifier.map(|notifier| Sd {
+            plan: Plan::new(Instant::now(), Instant::now(), None),
+            notifier,
+            autostart: Vec::new(),
+            not_created: Vec::new(),
+        }),
     };
     // PDEATHSIG follows the thread that forked: children are spawned from this thread only,
     // and it lives as long as the supervisor.
@@ -259,10 +286,22 @@ impl Supervisor {
             .filter(|a| a.autostart)
             .map(|a| a.name.clone())
             .collect();
+        let mut ids = Vec::new();
+        let mut not_created = Vec::new();
         for name in auto {
-            if let Err(e) = self.start_app(&name, None) {
-                eprintln!("viscript: autostart of {name} failed: {e}");
+            match self.start_app(&name, None) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    eprintln!("viscript: autostart of {name} failed: {e}");
+                    not_created.push(name);
+                }
             }
+        }
+        let ready_by = Instant::now() + self.ready_bound();
+        if let Some(sd) = &mut self.sd {
+            sd.plan = Plan::new(Instant::now(), ready_by, sd.notifier.watchdog);
+            sd.autostart = ids;
+            sd.not_created = not_created;
         }
         let mut events = Vec::with_capacity(64);
         loop {
@@ -314,6 +353,9 @@ impl Supervisor {
             }
             self.reap();
             self.timers(Instant::now());
+            // Before `quit_done`, which ends `quitting`: STOPPING=1 goes out even when the stop
+            // took a single turn.
+            self.notify(Instant::now());
             if self.quit_done() {
                 return;
             }
@@ -333,6 +375,9 @@ impl Supervisor {
         }
         if let Some((t, _)) = &self.quitting {
             min(*t + Duration::from_millis(100));
+        }
+        if let Some(t) = self.sd.as_ref().and_then(|sd| sd.plan.deadline()) {
+            min(t);
         }
         d.map(|t| t.max(now))
     }
@@ -609,6 +654,53 @@ impl Supervisor {
         }
         if self.quitting.is_some() {
             self.quit_step(now);
+        }
+    }
+
+    // ---- sd_notify ----------------------------------------------------------------------
+
+    /// How long READY=1 waits for the autostart apps: each level of `after` may take its
+    /// registration timeout.
+    fn ready_bound(&self) -> Duration {
+        let levels = self
+            .cfg
+            .apps
+            .iter()
+            .filter(|a| a.autostart)
+            .map(|a| self.depth(&a.name, 0))
+            .max()
+            .unwrap_or(0);
+        self.cfg.settings.ready_timeout * (levels as u32 + 1)
+    }
+
+    /// Sends what the service manager should hear this turn (see [`crate::notify::Plan`]).
+    fn notify(&mut self, now: Instant) {
+        let Some(sd) = &self.sd else { return };
+        let summary = notify::summary(
+            self.procs
+                .values()
+                .map(|p| (p.app.as_str(), p.life.state.name())),
+        );
+        let mut not_up = sd.not_created.clone();
+        for id in &sd.autostart {
+            match self.procs.get(id) {
+                Some(p) if matches!(p.life.state, State::Ready | State::Exited) => {}
+                Some(p) => not_up.push(p.app.clone()),
+                None => {}
+            }
+        }
+        let all_up = not_up.is_empty();
+        let stopping = self.quitting.is_some();
+        let Some(sd) = &mut self.sd else { return };
+        let msg = sd.plan.step(&notify::Now {
+            now,
+            all_up,
+            not_up: &not_up,
+            summary: &summary,
+            stopping: stopping || sd.plan.stopping_sent,
+        });
+        if let Some(msg) = msg {
+            sd.notifier.send(&msg);
         }
     }
 

@@ -92,10 +92,20 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(tag: &str, config_text: &str) -> Daemon {
-        let scratch = Scratch::new(tag);
+        Daemon::start_in(Scratch::new(tag), config_text, &[])
+    }
+
+    /// Starts the daemon in `scratch` (made by the caller, who may have put a socket there)
+    /// with `env` added to its environment.
+    pub fn start_in(scratch: Scratch, config_text: &str, env: &[(&str, &str)]) -> Daemon {
         let config = scratch.write("config.yaml", config_text);
         let socket = scratch.dir.join("run").join("viscript.sock");
         let child = Command::new(viscript_bin())
+            // Not the environment of a service manager running the tests, only what is given.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&config)
             .arg("--socket")
