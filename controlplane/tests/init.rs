@@ -1,0 +1,316 @@
+//! `skywire-control init`: the files it writes, its refusals and errors, and a mesh built from
+//! init alone: three namespaces a - b - c, each running `viscript serve` on the catalogue init
+//! wrote, a pinging c's overlay address through b.
+
+#![forbid(unsafe_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+use testbed::*;
+
+fn control() -> std::path::PathBuf {
+    bin("controlplane", "skywire-control")
+}
+
+fn init(dir: &Path, args: &[&str]) -> Output {
+    Command::new(control())
+        .arg("init")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The line init printed last on stdout (`pk@endpoint` or `pk`); panics when it failed.
+fn line(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().last().unwrap_or_default().trim().to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// (pk, overlay address) from `skywire-control --key DIR/node.key show`.
+fn show(dir: &Path) -> (String, String) {
+    let out = Command::new(control())
+        .arg("--key")
+        .arg(dir.join("node.key"))
+        .arg("show")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (field("pk "), field("address "))
+}
+
+#[test]
+fn writes_the_files_refuses_to_overwrite_and_keeps_the_key() {
+    let dir = scratch(&tag()).join("r");
+    let out = init(&dir, &["--listen", "10.9.0.1:7100", "--shards", "1"]);
+    let l = line(&out);
+    let (pk, _) = show(&dir);
+    assert_eq!(l, format!("{pk}@10.9.0.1:7100"));
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("node.key")), 0o600);
+    let err = stderr(&out);
+    for f in ["node.key", "node.yaml", "control.yaml", "config.yaml"] {
+        assert!(dir.join(f).exists(), "{f} missing");
+        assert!(err.contains(&dir.join(f).display().to_string()), "{err}");
+    }
+    // The generated control.yaml is what `run` reads.
+    let c = controlplane::config::Config::load(&dir.join("control.yaml")).unwrap();
+    assert_eq!(c.key, dir.join("node.key"));
+    let before = std::fs::read_to_string(dir.join("control.yaml")).unwrap();
+
+    // Again without --force: refused, names the files, changes nothing.
+    let out = init(&dir, &["--listen", "10.9.0.1:7200"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("control.yaml") && err.contains("config.yaml") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("control.yaml")).unwrap(),
+        before
+    );
+
+    // --force rewrites the files and keeps the key.
+    let out = init(&dir, &["--listen", "10.9.0.1:7200", "--force"]);
+    assert_eq!(line(&out), format!("{pk}@10.9.0.1:7200"));
+    assert!(stderr(&out).contains("kept"), "{}", stderr(&out));
+    // --force-new-key replaces it.
+    let out = init(&dir, &["--force", "--force-new-key"]);
+    let l = line(&out);
+    let (pk2, _) = show(&dir);
+    assert_ne!(pk2, pk);
+    assert_eq!(l, pk2, "0.0.0.0 listen: the key alone");
+    assert!(stderr(&out).contains("@HOST:7100"), "{}", stderr(&out));
+    assert_eq!(mode(&dir.join("node.key")), 0o600);
+}
+
+#[test]
+fn an_invalid_key_or_endpoint_says_which() {
+    let base = scratch(&tag());
+    let good = Command::new(control())
+        .arg("--key")
+        .arg(base.join("n.key"))
+        .arg("keygen")
+        .output()
+        .unwrap();
+    let pk = String::from_utf8_lossy(&good.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("pk ").map(str::to_string))
+        .unwrap();
+    let m = format!("{pk}@10.0.0.9:7200");
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["--neighbour".into(), "abc@1.2.3.4:7100".into()],
+            "--neighbour \"abc@1.2.3.4:7100\": a public key is 64 hex digits".into(),
+        ),
+        (
+            vec!["--neighbour".into(), format!("{pk}@1.2.3.4")],
+            format!("--neighbour \"{pk}@1.2.3.4\": an endpoint is IP:PORT"),
+        ),
+        (
+            vec!["--listen".into(), "0.0.0.0".into()],
+            "--listen \"0.0.0.0\": an address is IP:PORT".into(),
+        ),
+        (
+            vec!["--messenger".into(), pk.clone()],
+            format!("--messenger \"{pk}\": a messenger is PK@IP:PORT"),
+        ),
+        (
+            vec![
+                "--messenger".into(),
+                m.replace("10.0.0.9", "messenger.example"),
+            ],
+            "--messenger \"".into(),
+        ),
+        (
+            vec!["--advertise".into(), "0.0.0.0:7100".into()],
+            "--advertise \"0.0.0.0:7100\": 0.0.0.0 cannot be dialled".into(),
+        ),
+    ];
+    for (i, (args, want)) in cases.iter().enumerate() {
+        let dir = base.join(format!("r{i}"));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = init(&dir, &a);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want.as_str()),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!dir.exists(), "{args:?}: nothing is written");
+    }
+    // The same router as its own neighbour.
+    let dir = base.join("self");
+    let l = line(&init(&dir, &[]));
+    let out = init(
+        &dir,
+        &["--force", "--neighbour", &format!("{l}@10.0.0.1:7100")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("own key"), "{}", stderr(&out));
+}
+
+/// viscript on `DIR/config.yaml` in `ns`; returns its socket.
+fn serve(ns: &mut Ns, dir: &Path) -> std::path::PathBuf {
+    let sock = dir.join("v.sock");
+    let vis = bin("viscript", "viscript");
+    let cfg = dir.join("config.yaml");
+    ns.spawn(
+        &[
+            vis.to_str().unwrap(),
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        &dir.join("viscript.log"),
+    );
+    sock
+}
+
+fn vis(sock: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin("viscript", "viscript"))
+        .arg("--socket")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn three_routers_from_init_alone() {
+    for c in ["ip", "ping"] {
+        assert!(have(c), "needs {c}: run scripts/test.sh (it installs it)");
+    }
+    // The binaries the catalogues start (init's --bin default: skywire-control's folder).
+    bin("dataplane", "skywire-node");
+    let t = tag();
+    let base = scratch(&t);
+    let mut ns: Vec<Ns> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Ns::new(format!("{t}{n}")))
+        .collect();
+    link(
+        &ns[0],
+        &format!("{t}ab"),
+        "10.85.1.1/24",
+        &ns[1],
+        &format!("{t}ba"),
+        "10.85.1.2/24",
+    );
+    link(
+        &ns[1],
+        &format!("{t}bc"),
+        "10.85.2.1/24",
+        &ns[2],
+        &format!("{t}cb"),
+        "10.85.2.2/24",
+    );
+    let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| base.join(n)).collect();
+    // a and c first: their lines for b.
+    let la = line(&init(
+        &dirs[0],
+        &["--listen", "10.85.1.1:7100", "--shards", "1"],
+    ));
+    let lc = line(&init(
+        &dirs[2],
+        &["--listen", "10.85.2.2:7100", "--shards", "1"],
+    ));
+    assert!(la.ends_with("@10.85.1.1:7100") && lc.ends_with("@10.85.2.2:7100"));
+    // b on every address, dialling both.
+    let lb = line(&init(
+        &dirs[1],
+        &["--shards", "1", "--neighbour", &la, "--neighbour", &lc],
+    ));
+    assert_eq!(lb.len(), 64, "b listens on 0.0.0.0: its key alone ({lb})");
+    // a dials b at the address it reaches it on; c only waits for b (key alone).
+    let b_for_a = format!("{lb}@10.85.1.2:7100");
+    let out = init(
+        &dirs[0],
+        &[
+            "--listen",
+            "10.85.1.1:7100",
+            "--shards",
+            "1",
+            "--neighbour",
+            &b_for_a,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "no --force: refused");
+    line(&init(
+        &dirs[0],
+        &[
+            "--listen",
+            "10.85.1.1:7100",
+            "--shards",
+            "1",
+            "--neighbour",
+            &b_for_a,
+            "--force",
+        ],
+    ));
+    let out = init(
+        &dirs[2],
+        &[
+            "--listen",
+            "10.85.2.2:7100",
+            "--shards",
+            "1",
+            "--neighbour",
+            &lb,
+            "--force",
+        ],
+    );
+    line(&out);
+    assert!(
+        stderr(&out).contains("waits for it to dial"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(show(&dirs[0]).0, la.split('@').next().unwrap(), "key kept");
+
+    let socks: Vec<_> = (0..3).map(|i| serve(&mut ns[i], &dirs[i])).collect();
+    // The catalogue as viscript sees it.
+    wait_until("viscript a", Duration::from_secs(10), || {
+        vis(&socks[0], &["apps"]).contains("skywire-vpn-client")
+    });
+    let (_, c_addr) = show(&dirs[2]);
+    let took = ping_until(&ns[0], &c_addr, Duration::from_secs(60));
+    eprintln!("a -> c after {took:?}");
+    let list = vis(&socks[1], &["list"]);
+    assert!(
+        list.contains("skywire-node") && list.contains("skywire-control"),
+        "{list}"
+    );
+    let (_, a_addr) = show(&dirs[0]);
+    ping(&ns[2], &a_addr);
+    for s in &socks {
+        vis(s, &["quit"]);
+    }
+}
