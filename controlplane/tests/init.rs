@@ -314,3 +314,128 @@ fn three_routers_from_init_alone() {
         vis(s, &["quit"]);
     }
 }
+
+/// The `sh` block of the README's "Run a real router" section.
+fn readme_block() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text
+        .find("\n## Run a real router\n")
+        .expect("README has a 'Run a real router' section");
+    let rest = &text[start + 1..];
+    let section = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3)];
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the section has an sh block");
+    block.lines().map(str::to_string).collect()
+}
+
+/// `<name>` in `s` replaced by its value.
+fn substitute(s: &str, vars: &std::collections::HashMap<String, String>) -> String {
+    let mut out = s.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("<{k}>"), v);
+    }
+    assert!(!out.contains('<'), "unknown placeholder in {s:?}");
+    out
+}
+
+/// Matches an output line of the README (`pre<name>post`) against `out`; learns or checks
+/// `name`.
+fn expect(pattern: &str, out: &str, vars: &mut std::collections::HashMap<String, String>) {
+    let (pre, rest) = pattern.split_once('<').unwrap_or((pattern, ""));
+    let (name, post) = rest.split_once('>').unwrap_or(("", rest));
+    let got = out
+        .lines()
+        .find(|l| l.starts_with(pre) && l.ends_with(post) && l.len() > pre.len() + post.len())
+        .unwrap_or_else(|| panic!("no line like {pattern:?} in {out:?}"));
+    if name.is_empty() {
+        return;
+    }
+    let value = got[pre.len()..got.len() - post.len()].to_string();
+    if let Some(v) = vars.get(name) {
+        assert_eq!(v, &value, "{name} changed");
+    } else {
+        vars.insert(name.to_string(), value);
+    }
+}
+
+#[test]
+fn the_readme_two_host_router_block_works_literally() {
+    for c in ["ip", "ping"] {
+        assert!(have(c), "needs {c}: run scripts/test.sh (it installs it)");
+    }
+    bin("dataplane", "skywire-node");
+    let lines = readme_block();
+    assert!(lines.iter().any(|l| l.contains("skywire-control init")));
+    let t = tag();
+    let base = scratch(&t);
+    let mut ns = [Ns::new(format!("{t}A")), Ns::new(format!("{t}B"))];
+    link(
+        &ns[0],
+        &format!("{t}AB"),
+        "192.0.2.1/24",
+        &ns[1],
+        &format!("{t}BA"),
+        "192.0.2.2/24",
+    );
+    let dirs = [base.join("A"), base.join("B")];
+    let mut vars = std::collections::HashMap::new();
+    let mut last = String::new();
+    let mut socks = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        let host = match line.get(..3) {
+            Some("A# ") => 0,
+            Some("B# ") => 1,
+            _ => {
+                if !line.trim().is_empty() {
+                    expect(line, &last, &mut vars);
+                }
+                continue;
+            }
+        };
+        let cmd =
+            substitute(&line[3..], &vars).replace("/var/lib/skywire", dirs[host].to_str().unwrap());
+        let mut words: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+        match words[0].as_str() {
+            "skywire-control" => words[0] = control().display().to_string(),
+            "viscript" => words[0] = bin("viscript", "viscript").display().to_string(),
+            _ => {}
+        }
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        if w.last() == Some(&"&") {
+            let log = base.join(format!("line{n}.log"));
+            ns[host].spawn(&w[..w.len() - 1], &log);
+            socks.push(dirs[host].join("viscript.sock"));
+            continue;
+        }
+        // Daemons and routes take a moment: a failing command is retried (bounded).
+        let t0 = std::time::Instant::now();
+        let out = loop {
+            let out = ns[host].exec(&w);
+            if out.status.success() || t0.elapsed() > Duration::from_secs(60) {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        assert!(
+            out.status.success(),
+            "{line}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if w.get(1) == Some(&"--config") && w.get(3) == Some(&"list") {
+            assert!(
+                last.contains("skywire-node") && last.contains("skywire-control"),
+                "{last}"
+            );
+        }
+    }
+    assert!(vars.contains_key("address-b") && socks.len() == 2);
+    for s in &socks {
+        vis(s, &["quit"]);
+    }
+}
