@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use controlplane::identity::Identity;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +32,9 @@ enum Cmd {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
-    /// Write one router's files, from flags alone: DIR/node.key (0600, kept when it exists),
+    /// Write one router's key, configs and viscript catalogue; print its `pk@endpoint`.
+    ///
+    /// From flags alone: DIR/node.key (0600, kept when it exists; --key is not used),
     /// node.yaml (skywire-node), control.yaml (skywire-control) and config.yaml (viscript's
     /// catalogue; run the router with `viscript serve --config DIR/config.yaml`). Prints the
     /// line a neighbour passes to its --neighbour, `pk@endpoint`, last on stdout. Existing
@@ -86,7 +88,12 @@ fn watch_signals(stop: Arc<AtomicBool>) {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let key_given = [Some(&matches), matches.subcommand_matches("init")]
+        .into_iter()
+        .flatten()
+        .any(|m| m.value_source("key") == Some(clap::parser::ValueSource::CommandLine));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     signal::logging::init();
     match cli.cmd {
         Cmd::Init {
@@ -101,6 +108,12 @@ fn main() {
             force,
             force_new_key,
         } => {
+            if key_given {
+                eprintln!(
+                    "skywire-control: init: --key is not used: init keeps the key in DIR/node.key"
+                );
+                std::process::exit(2);
+            }
             let bin = bin.unwrap_or_else(|| {
                 std::env::current_exe()
                     .ok()

@@ -163,6 +163,23 @@ fn an_invalid_key_or_endpoint_says_which() {
         );
         assert!(!dir.exists(), "{args:?}: nothing is written");
     }
+    // The global --key does not apply: init's key is DIR/node.key.
+    let dir = base.join("key");
+    let out = Command::new(control())
+        .arg("--key")
+        .arg(base.join("other.key"))
+        .arg("init")
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--key is not used"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.exists() && !base.join("other.key").exists());
     // The same router as its own neighbour.
     let dir = base.join("self");
     let l = line(&init(&dir, &[]));
