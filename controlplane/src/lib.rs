@@ -7,6 +7,7 @@
 //! - [`accept`]: bounded accept loops (caps, deadlines, counters) for every listener.
 //! - [`links`]: the link manager's I/O: TCP links, dialling, accepting, the Noise channel.
 //! - [`config`]: the configuration file.
+//! - [`init`]: `skywire-control init`: a router's key, configs and viscript catalogue.
 //! - [`messenger`]: signed records (key -> endpoints, services) with TTL, lookup, service query,
 //!   relay; server and client (sans-IO) and their TCP glue.
 //! - [`appsock`]: the app socket (apps attach prefixes to nodes: the VPN).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod dataplane_link;
 mod frame;
 pub mod identity;
+pub mod init;
 pub mod link;
 pub mod linkcore;
 pub mod links;

@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use controlplane::identity::Identity;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +32,48 @@ enum Cmd {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// Write one router's key, configs and viscript catalogue; print its `pk@endpoint`.
+    ///
+    /// From flags alone: DIR/node.key (0600, kept when it exists; --key is not used),
+    /// node.yaml (skywire-node), control.yaml (skywire-control) and config.yaml (viscript's
+    /// catalogue; run the router with `viscript serve --config DIR/config.yaml`). Prints the
+    /// line a neighbour passes to its --neighbour, `pk@endpoint`, last on stdout. Existing
+    /// files are kept unless --force. Exit 2: an invalid flag (named) or files in the way.
+    Init {
+        /// The router's directory (created 0700).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Control listen address for neighbours (TCP, Noise).
+        #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:7100")]
+        listen: String,
+        /// The dataplane's base UDP port (shard i uses port + i).
+        #[arg(long, value_name = "N", default_value_t = 7000)]
+        data_port: u16,
+        /// Dataplane shards [default: this machine's CPUs].
+        #[arg(long, value_name = "N")]
+        shards: Option<u16>,
+        /// A neighbour: PK@IP:PORT (dialled), or PK alone (it dials us, or a messenger finds
+        /// it). Repeatable.
+        #[arg(long = "neighbour", value_name = "PK[@IP:PORT]")]
+        neighbours: Vec<String>,
+        /// A messenger: PK@IP:PORT. Repeatable.
+        #[arg(long = "messenger", value_name = "PK@IP:PORT")]
+        messengers: Vec<String>,
+        /// This router's control endpoint as neighbours dial it [default: --listen unless it
+        /// is 0.0.0.0 / ::].
+        #[arg(long, value_name = "IP:PORT")]
+        advertise: Option<String>,
+        /// Where skywire-node, skywire-control and the apps are [default: the folder of this
+        /// skywire-control].
+        #[arg(long, value_name = "DIR")]
+        bin: Option<PathBuf>,
+        /// Overwrite node.yaml, control.yaml and config.yaml (the key is kept).
+        #[arg(long)]
+        force: bool,
+        /// Replace node.key with a new identity too (with --force).
+        #[arg(long)]
+        force_new_key: bool,
+    },
     /// Run the controlplane: links, routes, and the dataplane's fib ring.
     Run {
         /// Configuration file.
@@ -46,9 +88,72 @@ fn watch_signals(stop: Arc<AtomicBool>) {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let key_given = [Some(&matches), matches.subcommand_matches("init")]
+        .into_iter()
+        .flatten()
+        .any(|m| m.value_source("key") == Some(clap::parser::ValueSource::CommandLine));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     signal::logging::init();
     match cli.cmd {
+        Cmd::Init {
+            dir,
+            listen,
+            data_port,
+            shards,
+            neighbours,
+            messengers,
+            advertise,
+            bin,
+            force,
+            force_new_key,
+        } => {
+            if key_given {
+                eprintln!(
+                    "skywire-control: init: --key is not used: init keeps the key in DIR/node.key"
+                );
+                std::process::exit(2);
+            }
+            let bin = bin.unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from("."))
+            });
+            let opts = controlplane::init::Options {
+                dir,
+                listen,
+                data_port,
+                shards,
+                neighbours,
+                messengers,
+                advertise,
+                bin,
+                force,
+                force_new_key,
+            };
+            match controlplane::init::init(&opts) {
+                Ok(r) => {
+                    let how = if r.key_created { "created" } else { "kept" };
+                    eprintln!(
+                        "skywire-control: {how} {} (pk {})",
+                        r.key_path.display(),
+                        r.pk.hex()
+                    );
+                    for p in &r.written {
+                        eprintln!("skywire-control: wrote {}", p.display());
+                    }
+                    for n in &r.notes {
+                        eprintln!("skywire-control: note: {n}");
+                    }
+                    println!("{}", r.line);
+                }
+                Err(e) => {
+                    eprintln!("skywire-control: init: {e}");
+                    std::process::exit(e.exit_code());
+                }
+            }
+        }
         Cmd::Messenger { listen } => {
             let (id, created) = Identity::load_or_create(&cli.key).unwrap_or_else(|e| {
                 eprintln!("skywire-control: {e}");
