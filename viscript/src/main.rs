@@ -1,5 +1,7 @@
 //! viscript: supervisor, signal server and operator console for Skywire routers.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

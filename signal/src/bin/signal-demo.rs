@@ -14,6 +14,8 @@
 //! - `--freeze-after SECS`: stop itself with SIGSTOP after SECS seconds (a hung process).
 //! - `--mark FILE`: on shutdown, append `MARK-NAME shutdown` to FILE (`--name` or `demo`).
 
+#![forbid(unsafe_code)]
+
 use signal::{Client, Level};
 use std::io::Write;
 use std::sync::atomic::Ordering;
