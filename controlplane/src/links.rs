@@ -172,6 +172,12 @@ pub struct LinkCtx {
 }
 
 impl LinkCtx {
+    /// Wakes the main loop (something else than a link event is waiting for it).
+    pub fn ring(&self) {
+        // EAGAIN: the counter is saturated, a wake-up is pending anyway.
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+    }
+
     /// Reports an event and wakes the main loop. False when the main loop is gone.
     fn emit(&self, ev: LinkEvent) -> bool {
         let ok = self.events.send(ev).is_ok();

@@ -29,12 +29,24 @@ pub enum AppMsg {
     Find(String, Sender<String>),
 }
 
+/// What the messengers offered for a `find`: the router chooses among them (by route, not by
+/// key order) and answers `reply`.
+pub struct Offered {
+    /// The service kind.
+    pub kind: String,
+    /// Nodes offering it (never this node), with their ports.
+    pub candidates: Vec<(NodeId, u16)>,
+    /// Where the answer line goes.
+    pub reply: Sender<String>,
+}
+
 enum Inbound {
     Msg(NodeId, Vec<u8>),
     Gone(NodeId),
 }
 
 /// Starts the client thread.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     seed: [u8; 32],
     messengers: Vec<(NodeId, SocketAddr)>,
@@ -43,6 +55,7 @@ pub fn spawn(
     wanted: Vec<NodeId>,
     ctx: LinkCtx,
     updates: Receiver<AppMsg>,
+    offered: Sender<Offered>,
 ) -> Result<(), String> {
     let id = Identity::from_seed(seed)?;
     let seq_start = std::time::SystemTime::now()
@@ -55,7 +68,7 @@ pub fn spawn(
         .name("messenger".into())
         .spawn(move || {
             run(
-                id, client, messengers, advertise, services, wanted, ctx, updates,
+                id, client, messengers, advertise, services, wanted, ctx, updates, offered,
             )
         })
         .map_err(|e| e.to_string())?;
@@ -72,6 +85,7 @@ fn run(
     wanted: Vec<NodeId>,
     ctx: LinkCtx,
     updates: Receiver<AppMsg>,
+    offered: Sender<Offered>,
 ) {
     let me = id.id();
     let mut finds: Vec<(String, Sender<String>, Instant)> = Vec::new();
@@ -166,21 +180,32 @@ fn run(
         }
         while let Some(ev) = client.poll_event() {
             if let ClientEvent::Services { kind, records, .. } = &ev {
-                let found = records.iter().filter(|r| r.pk != me).find_map(|r| {
-                    r.services
-                        .iter()
-                        .find(|s| s.kind == *kind)
-                        .map(|s| (r.pk, s.port))
-                });
-                let line = match found {
-                    Some((pk, port)) => format!("ok {} {port}", pk.hex()),
-                    None => format!("err no node offers {kind:?}"),
-                };
+                let candidates: Vec<(NodeId, u16)> = records
+                    .iter()
+                    .filter(|r| r.pk != me)
+                    .filter_map(|r| {
+                        r.services
+                            .iter()
+                            .find(|s| s.kind == *kind)
+                            .map(|s| (r.pk, s.port))
+                    })
+                    .collect();
                 finds.retain(|(k, reply, _)| {
                     if k != kind {
                         return true;
                     }
-                    let _ = reply.send(line.clone());
+                    if candidates.is_empty() {
+                        let _ = reply.send(format!("err no node offers {kind:?}"));
+                    } else {
+                        let o = Offered {
+                            kind: kind.clone(),
+                            candidates: candidates.clone(),
+                            reply: reply.clone(),
+                        };
+                        if offered.send(o).is_ok() {
+                            ctx.ring();
+                        }
+                    }
                     false
                 });
             }

@@ -336,6 +336,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         std::thread::spawn(move || links::listen_with(c, listener, links::LISTEN_LIMITS, st));
     }
     let mut services_tx = None;
+    let (offered_tx, offered_rx) = channel::<crate::msgclient::Offered>();
     if !cfg.messengers.is_empty() {
         let (stx, srx) = channel();
         services_tx = Some(stx);
@@ -353,6 +354,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             wanted,
             ctx.clone(),
             srx,
+            offered_tx,
         )?;
     }
     for n in &cfg.neighbours {
@@ -434,6 +436,13 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 busy = true;
                 break;
             }
+        }
+        for o in offered_rx.try_iter().take(EVENTS_PER_TURN) {
+            let line = match d.router.choose_service(&o.candidates) {
+                Some((pk, port)) => format!("ok {} {port}", pk.hex()),
+                None => format!("err no node offers {:?}", o.kind),
+            };
+            let _ = o.reply.send(line);
         }
         for (i, ev) in app_rx.try_iter().enumerate() {
             d.app_event(now, ev);

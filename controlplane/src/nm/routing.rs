@@ -36,6 +36,17 @@ impl NodeManager {
             .push_back(Action::RemoveRule { in_from, in_label });
     }
 
+    /// The cost of the best path to `dst` over links that are up here, if there is one.
+    pub fn path_cost(&self, dst: &NodeId) -> Option<u64> {
+        let nbs = &self.nbs;
+        let f = |n: &NodeId| nbs.contains_key(n);
+        let c = Constraints {
+            first_hop_ok: Some(&f),
+            ..Default::default()
+        };
+        paths::shortest_path(&self.lsdb, &self.id, dst, &c).map(|(_, cost)| cost)
+    }
+
     fn compute_path(&self, dst: &NodeId) -> Option<Vec<NodeId>> {
         let nbs = &self.nbs;
         let f = |n: &NodeId| nbs.contains_key(n);

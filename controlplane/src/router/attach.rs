@@ -45,6 +45,34 @@ impl Router {
         }
     }
 
+    /// Which of the nodes offering a service an app gets: the one with the cheapest path from
+    /// here (a route already up counts as cheapest), nodes without a path last; ties are broken
+    /// by a hash of both keys, not by key order, so no key can be ground to be everyone's
+    /// choice. `None` when there is no candidate.
+    pub fn choose_service(&self, candidates: &[(NodeId, u16)]) -> Option<(NodeId, u16)> {
+        let tie = |n: &NodeId| {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(&self.me.0);
+            ctx.update(&n.0);
+            let d = ctx.finish();
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&d.as_ref()[..8]);
+            u64::from_be_bytes(b)
+        };
+        candidates
+            .iter()
+            .filter(|(n, _)| *n != self.me)
+            .min_by_key(|(n, _)| {
+                let cost = if self.nm.mapping(n).is_some() {
+                    0
+                } else {
+                    self.nm.path_cost(n).unwrap_or(u64::MAX)
+                };
+                (cost, tie(n))
+            })
+            .copied()
+    }
+
     /// An app request refused outside [`Router::handle_app_request`] (counted).
     pub fn app_refused(&mut self) {
         self.stats.app_errors += 1;

@@ -785,3 +785,29 @@ fn an_app_connection_publishes_a_bounded_number_of_services_with_real_ports() {
     let r = refused.expect("the record's bound was not enforced");
     assert!(r.contains("at most"), "{r}");
 }
+
+#[test]
+fn a_service_is_chosen_by_route_not_by_key_order() {
+    let mut m = Mesh::new(3);
+    m.link(0, 1);
+    m.link(1, 2);
+    m.advance(500);
+    let (b, c) = (m.nodes[1].id, m.nodes[2].id);
+    // A node no route reaches, with a key that sorts before every other.
+    let ground = NodeId([0; 32]);
+    let r = &m.nodes[0].r;
+    for cands in [
+        vec![(ground, 1), (c, 2), (b, 3)],
+        vec![(b, 3), (c, 2), (ground, 1)],
+    ] {
+        assert_eq!(r.choose_service(&cands), Some((b, 3)), "the nearest");
+    }
+    assert_eq!(r.choose_service(&[(ground, 1), (c, 2)]), Some((c, 2)));
+    assert_eq!(
+        r.choose_service(&[(ground, 1)]),
+        Some((ground, 1)),
+        "no better one"
+    );
+    let me = m.nodes[0].id;
+    assert_eq!(r.choose_service(&[(me, 9)]), None, "never itself");
+}
