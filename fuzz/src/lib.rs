@@ -593,7 +593,7 @@ pub fn signal_ring(data: &[u8]) {
     }
     let mut p = Producer::new(&ring);
     let mut c = Consumer::new(&ring);
-    let mut queue = std::collections::VecDeque::new();
+    let mut queue: std::collections::VecDeque<(Vec<u8>, bool)> = std::collections::VecDeque::new();
     while !i.is_empty() {
         let rec = i.piece();
         let staged = i.u8() & 1 == 1;
@@ -603,7 +603,15 @@ pub fn signal_ring(data: &[u8]) {
             p.push(rec).map(|_| ())
         };
         match r {
-            Ok(()) => queue.push_back((rec.to_vec(), !staged)),
+            Ok(()) => {
+                if !staged {
+                    // A push publishes what was staged before it too.
+                    for q in queue.iter_mut() {
+                        q.1 = true;
+                    }
+                }
+                queue.push_back((rec.to_vec(), !staged));
+            }
             Err(PushError::TooBig(n)) => {
                 assert_eq!(n, rec.len());
                 assert!(rec.len() > p.max_record());
