@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Debian, as root), then runs formatting,
-# lints, the whole test suite and the loom model of the signal ring.
+# lints, the whole test suite (the fuzz corpora replayed on stable among them), a bounded smoke run
+# of every fuzz target (scripts/fuzz-smoke.sh, nightly) and the loom model of the signal ring.
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    skip the loom model
+#   scripts/test.sh --quick    skip the fuzz smoke run and the loom model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,8 @@ echo "== cargo nextest run"
 cargo build --workspace --bins --locked
 cargo nextest run --workspace --locked --no-fail-fast
 if [ $quick = 0 ]; then
+    echo "== fuzz smoke run"
+    scripts/fuzz-smoke.sh
     echo "== loom model of the signal ring"
     RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p signal --test loom --release --locked
 fi

@@ -137,6 +137,10 @@ fn key(hex: &str, what: &str) -> Result<[u8; 32], String> {
             hex.len()
         ));
     }
+    // Checked before slicing: a non-ASCII character would put a slice boundary inside it.
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{what} is not hex"));
+    }
     let mut k = [0u8; 32];
     for (i, b) in k.iter_mut().enumerate() {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
@@ -302,6 +306,25 @@ mod tests {
         assert_eq!(s.fib.sessions.len(), 1);
         assert_eq!(s.fib.rules.len(), 1);
         assert_eq!(s.fib.routes.len(), 1);
+    }
+
+    /// Found by the fuzz target config_node: a 64-byte key with a multi-byte character in it
+    /// panicked (a byte slice inside the character) instead of being refused.
+    #[test]
+    fn non_ascii_key_is_an_error_not_a_panic() {
+        let odd = format!("{}\u{1dd}{}", &K[..49], &K[..13]);
+        assert_eq!(odd.len(), 64);
+        let bad = ok_file().replace(&format!("rx_key: {K}"), &format!("rx_key: {odd}"));
+        let e = Static::parse(&bad, Path::new("n.yaml"), 1).err().unwrap();
+        assert!(e.contains("rx_key is not hex"), "{e}");
+        assert!(
+            key(
+                "+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f",
+                "k"
+            )
+            .is_err()
+        );
+        assert!(key(K, "k").is_ok());
     }
 
     #[test]

@@ -64,7 +64,16 @@ pub(super) fn pseudo(ip: &[u8], v6: bool, proto: u8, l4_len: usize) -> u64 {
     } else {
         sum(&ip[12..20], 0)
     };
-    acc + u64::from(proto) + l4_len as u64
+    // `sum` uses all 64 bits of the accumulator (the addresses alone can make it u64::MAX):
+    // add with the end-around carry, as it does.
+    add_carry(add_carry(acc, u64::from(proto)), l4_len as u64)
+}
+
+/// One's-complement addition of 64-bit words: the carry out goes back in at the bottom.
+fn add_carry(a: u64, b: u64) -> u64 {
+    let (s, c) = a.overflowing_add(b);
+    // On a carry s < b <= u64::MAX, so s + 1 does not overflow.
+    s + u64::from(c)
 }
 
 /// Completes a partial checksum in place (a non-GSO packet with `NEEDS_CSUM`): sums
