@@ -4,14 +4,14 @@
 # runs are several times faster without ASan), then runs each for a few seconds from its seed
 # corpus. New inputs go to a scratch folder, not to fuzz/corpus/; a crash is left in
 # fuzz/artifacts/TARGET/ and fails the run (copy it to fuzz/regressions/TARGET/ with the fix).
-#   scripts/fuzz-smoke.sh              every target, FUZZ_SECS (default 5) seconds each
+#   scripts/fuzz-smoke.sh              every target, FUZZ_SECS (default 3) seconds each
 #   scripts/fuzz-smoke.sh fib_msg ...  only these
 # Long runs by hand:
 #   cargo +nightly fuzz run -s none --features libfuzzer TARGET -- -runs=10000000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs=${FUZZ_SECS:-5}
+secs=${FUZZ_SECS:-3}
 
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     echo "warning: no nightly toolchain (rustup toolchain install nightly): fuzz smoke run SKIPPED" >&2
