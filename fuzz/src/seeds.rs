@@ -196,6 +196,7 @@ fn fib_msg() -> Vec<Vec<u8>> {
             rx_key: [2; 32],
         },
         FibMsg::RemoveSession { id: 1 },
+        FibMsg::ForgetPreviousKey { id: 1 },
         FibMsg::AddRule {
             session: 1,
             label: 5,
@@ -296,9 +297,18 @@ fn nm_msg() -> Vec<Vec<u8>> {
             rid,
             path: vec![NodeId([4; 32]), NodeId([5; 32]), NodeId([6; 32])],
             rev_label: 11,
+            hs: vec![0x5a; 96],
         },
-        NmMsg::SetupAck { rid, label: 12 },
-        NmMsg::Keepalive { rid },
+        NmMsg::SetupAck {
+            rid,
+            label: 12,
+            hs: vec![0xa5; 48],
+        },
+        NmMsg::Keepalive {
+            rid,
+            seq: 1,
+            mac: [7; 16],
+        },
         NmMsg::Teardown {
             rid,
             upstream: true,
