@@ -23,6 +23,10 @@ impl NodeId {
         if s.len() != 64 || !s.is_ascii() {
             return Err(format!("a public key is 64 hex digits, got {:?}", s));
         }
+        // `from_str_radix` takes a sign: "+f" would pass, making two spellings of one key.
+        if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{s:?} is not hex"));
+        }
         let mut k = [0u8; 32];
         for (i, b) in k.iter_mut().enumerate() {
             *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
@@ -93,6 +97,11 @@ mod tests {
                 .contains("not hex")
         );
         assert!(NodeId::from_hex(&"é".repeat(32)).is_err());
+        assert!(
+            NodeId::from_hex(&"+f".repeat(32))
+                .unwrap_err()
+                .contains("not hex")
+        );
     }
 
     #[test]
