@@ -135,7 +135,21 @@ pub fn parse_pool(s: &str) -> Result<Prefix, String> {
             "pool {s}: an IPv4 prefix of /30 or wider is needed"
         ));
     }
+    // Clients refuse any other pool (see `check_offer`): refuse it here, at the server's start.
+    if !in_private_range(&p) {
+        return Err(format!(
+            "pool {s}: not inside a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10)"
+        ));
+    }
     Ok(p)
+}
+
+/// Whether `pool` lies inside one of [`PRIVATE_POOLS`].
+fn in_private_range(pool: &Prefix) -> bool {
+    PRIVATE_POOLS.iter().any(|&(a, len)| {
+        Prefix::new(IpAddr::V4(Ipv4Addr::from(a)), len)
+            .is_some_and(|r| r.len() <= pool.len() && r.contains(pool.addr()))
+    })
 }
 
 /// The ranges an offered pool must lie in: RFC 1918 and the RFC 6598 shared space (CGNAT).
@@ -166,11 +180,7 @@ pub fn check_offer(addr: Ipv4Addr, pool: Prefix, underlay: &[IpAddr]) -> Result<
             pool.len()
         ));
     }
-    let private = PRIVATE_POOLS.iter().any(|&(a, len)| {
-        Prefix::new(IpAddr::V4(Ipv4Addr::from(a)), len)
-            .is_some_and(|r| r.len() <= pool.len() && r.contains(pool.addr()))
-    });
-    if !private {
+    if !in_private_range(&pool) {
         return bad(
             "not inside a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10)"
                 .into(),
@@ -790,6 +800,26 @@ mod tests {
             let e = Msg::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_server_refuses_a_pool_clients_would_refuse() {
+        assert!(parse_pool("100.64.0.0/24").is_ok());
+        assert!(parse_pool("10.8.0.0/16").is_ok());
+        for bad in [
+            "8.8.8.0/24",
+            "0.0.0.0/0",
+            "100.64.0.0/31",
+            "fd00::/64",
+            "172.32.0.0/16",
+        ] {
+            assert!(parse_pool(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse_pool("8.8.8.0/24")
+                .unwrap_err()
+                .contains("private range")
+        );
     }
 
     #[test]
