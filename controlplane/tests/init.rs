@@ -229,26 +229,7 @@ fn three_routers_from_init_alone() {
     bin("dataplane", "skywire-node");
     let t = tag();
     let base = scratch(&t);
-    let mut ns: Vec<Ns> = ["a", "b", "c"]
-        .iter()
-        .map(|n| Ns::new(format!("{t}{n}")))
-        .collect();
-    link(
-        &ns[0],
-        &format!("{t}ab"),
-        "10.85.1.1/24",
-        &ns[1],
-        &format!("{t}ba"),
-        "10.85.1.2/24",
-    );
-    link(
-        &ns[1],
-        &format!("{t}bc"),
-        "10.85.2.1/24",
-        &ns[2],
-        &format!("{t}cb"),
-        "10.85.2.2/24",
-    );
+    let mut ns = line3_ns(&t);
     let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| base.join(n)).collect();
     // a and c first: their lines for b.
     let la = line(&init(

@@ -427,9 +427,16 @@ pub fn terminate(ns: &mut Ns, i: usize, within: Duration) -> std::process::ExitS
 /// keys (public key, overlay address) and the namespaces; start the routers with
 /// [`start_line3`].
 pub fn line3(t: &str, dir: &Path) -> (Vec<(String, String)>, Vec<Ns>) {
-    let names = ["a", "b", "c"];
-    let keys: Vec<(String, String)> = names.iter().map(|n| keygen(dir, n)).collect();
-    let ns: Vec<Ns> = names.iter().map(|n| Ns::new(format!("{t}{n}"))).collect();
+    let keys: Vec<(String, String)> = ["a", "b", "c"].iter().map(|n| keygen(dir, n)).collect();
+    (keys, line3_ns(t))
+}
+
+/// The namespaces and veths of a [`line3`] alone (no keys).
+pub fn line3_ns(t: &str) -> Vec<Ns> {
+    let ns: Vec<Ns> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Ns::new(format!("{t}{n}")))
+        .collect();
     link(
         &ns[0],
         &format!("{t}ab"),
@@ -446,7 +453,7 @@ pub fn line3(t: &str, dir: &Path) -> (Vec<(String, String)>, Vec<Ns>) {
         &format!("{t}cb"),
         "10.85.2.2/24",
     );
-    (keys, ns)
+    ns
 }
 
 /// Starts the routers of a [`line3`], each neighbour dialled on its link; `extra[i]` is appended
