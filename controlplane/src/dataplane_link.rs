@@ -108,16 +108,8 @@ impl DataplaneLink {
     }
 
     fn gone(&self) -> bool {
-        if let Some(fd) = &self.pidfd {
-            use rustix::event::{PollFd, PollFlags, poll};
-            let mut fds = [PollFd::new(fd, PollFlags::IN)];
-            let zero = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            if matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0) {
-                return true;
-            }
+        if self.pidfd.as_ref().is_some_and(netbase::pidfd::exited) {
+            return true;
         }
         match (self.ino, std::fs::metadata(&self.path)) {
             (Some(ino), Ok(m)) => m.ino() != ino,
@@ -131,10 +123,7 @@ impl DataplaneLink {
 /// and it can be opened) and the socket file's inode.
 fn attach(path: &Path) -> std::io::Result<(FibClient, Option<OwnedFd>, Option<u64>)> {
     let fib = FibClient::connect(path)?;
-    let pidfd = fib.dataplane_pid().and_then(|pid| {
-        let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
-        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-    });
+    let pidfd = fib.dataplane_pid().and_then(netbase::pidfd::open);
     let ino = std::fs::metadata(path).ok().map(|m| m.ino());
     Ok((fib, pidfd, ino))
 }

@@ -125,23 +125,6 @@ impl Orphan {
     }
 }
 
-/// Whether the process behind `pidfd` exited.
-fn exited(pidfd: &OwnedFd) -> bool {
-    use rustix::event::{PollFd, PollFlags, poll};
-    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-}
-
-/// A pidfd of the process at the other end of `s`, when the kernel names it.
-fn peer_pidfd(s: &UnixStream) -> Option<OwnedFd> {
-    let pid = rustix::net::sockopt::socket_peercred(s).ok()?.pid;
-    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-}
-
 fn accept(l: &UnixListener) -> Option<(Channel, Option<OwnedFd>)> {
     let (s, _) = l.accept().ok()?;
     let _ = s.set_nonblocking(false);
@@ -158,7 +141,7 @@ fn accept(l: &UnixListener) -> Option<(Channel, Option<OwnedFd>)> {
     }
     let (chan, fds) = Channel::create(RING_CAP).ok()?;
     signal::attach::grant(&s, 1, &fds).ok()?;
-    Some((chan, peer_pidfd(&s)))
+    Some((chan, netbase::pidfd::of_peer(&s)))
 }
 
 impl FibServer {
@@ -172,7 +155,7 @@ impl FibServer {
         let mut orphan = Orphan::new(self.grace);
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            if controlplane.as_ref().is_some_and(exited) {
+            if controlplane.as_ref().is_some_and(netbase::pidfd::exited) {
                 tracing::warn!(
                     "the controlplane exited; forwarding on the last tables for {:?}",
                     self.grace
@@ -643,34 +626,5 @@ mod orphan_tests {
         o.lost(s(40));
         o.adopted();
         assert!(!o.due(s(100)));
-    }
-}
-
-#[cfg(test)]
-mod pidfd_tests {
-    use super::*;
-
-    #[test]
-    fn a_peer_that_exits_is_seen() {
-        let dir = std::env::temp_dir().join(format!("fibpid-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s.sock");
-        let l = UnixListener::bind(&path).unwrap();
-        let mut child = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(30)",
-            ])
-            .arg(&path)
-            .spawn()
-            .unwrap();
-        let (s, _) = l.accept().unwrap();
-        let fd = peer_pidfd(&s).expect("a pidfd of the peer");
-        assert!(!exited(&fd));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(exited(&fd), "the peer's exit is seen");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

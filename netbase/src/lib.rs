@@ -7,6 +7,7 @@
 //! - [`private_socket`]: a unix socket only its owner may use.
 //! - [`netlink`]: a minimal rtnetlink client (devices, addresses, routes) for the host network.
 //! - [`netns`]: running a closure inside a new network namespace (tests).
+//! - [`pidfd`]: whether another process (the peer of a socket) exited.
 //!
 //! `unsafe` lives only in [`netns`] (one syscall).
 
@@ -21,6 +22,7 @@ pub mod netlink;
 #[allow(unsafe_code)] // syscalls
 pub mod netns;
 mod node_id;
+pub mod pidfd;
 mod prefix;
 pub mod private_socket;
 
