@@ -475,6 +475,21 @@ pub(crate) mod test_util {
             ),
         }
     }
+
+    /// A slowloris on `s`: announces a 65535-byte first frame and sends one byte every 200 ms
+    /// (each read alone is quick); returns how long until the other end dropped it, or `None`
+    /// if it was still connected after 4 s.
+    pub(crate) fn trickle_until_dropped(s: &mut TcpStream) -> Option<Duration> {
+        use std::io::Write;
+        let started = std::time::Instant::now();
+        s.write_all(&[0xff, 0xff]).unwrap();
+        for _ in 0..20 {
+            if closed_within(s, Duration::from_millis(200)) || s.write_all(&[0]).is_err() {
+                return Some(started.elapsed());
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]

@@ -547,7 +547,7 @@ fn sleep_unless_stopped(ctx: &LinkCtx, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accept::test_util::{closed_within, connect_from};
+    use crate::accept::test_util::{closed_within, connect_from, trickle_until_dropped};
 
     fn ctx(seed: u8, events: SyncSender<LinkEvent>, stop: Arc<AtomicBool>) -> LinkCtx {
         LinkCtx {
@@ -644,23 +644,11 @@ mod tests {
 
     #[test]
     fn a_slowloris_is_dropped_at_the_handshake_deadline() {
-        use std::io::Write;
         let stop = Arc::new(AtomicBool::new(false));
         let deadline = Duration::from_millis(600);
         let (addr, stats) = start_listener(test_limits(deadline), &stop);
         let mut s = connect_from([127, 0, 0, 2], addr);
-        let started = Instant::now();
-        // A 65535-byte first message, one byte every 200 ms: each read alone is quick.
-        s.write_all(&[0xff, 0xff]).unwrap();
-        let mut dropped = false;
-        for _ in 0..20 {
-            if closed_within(&mut s, Duration::from_millis(200)) || s.write_all(&[0]).is_err() {
-                dropped = true;
-                break;
-            }
-        }
-        let took = started.elapsed();
-        assert!(dropped, "still connected after {took:?}");
+        let took = trickle_until_dropped(&mut s).expect("still connected after 4 s");
         assert!(took < deadline + Duration::from_millis(700), "{took:?}");
         let t0 = Instant::now();
         while stats.snapshot().handshake_timeout == 0 && t0.elapsed() < Duration::from_secs(2) {

@@ -599,8 +599,7 @@ mod tests {
 
     #[test]
     fn a_slowloris_is_dropped_at_the_handshake_deadline() {
-        use crate::accept::test_util::{closed_within, connect_from};
-        use std::io::Write;
+        use crate::accept::test_util::{connect_from, trickle_until_dropped};
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let deadline = Duration::from_millis(600);
@@ -611,18 +610,7 @@ mod tests {
             small(deadline, Duration::from_secs(60)),
         );
         let mut s = connect_from([127, 0, 0, 2], addr);
-        let started = Instant::now();
-        // A 65535-byte first message, one byte every 200 ms.
-        s.write_all(&[0xff, 0xff]).unwrap();
-        let mut dropped = false;
-        for _ in 0..20 {
-            if closed_within(&mut s, Duration::from_millis(200)) || s.write_all(&[0]).is_err() {
-                dropped = true;
-                break;
-            }
-        }
-        let took = started.elapsed();
-        assert!(dropped, "still connected after {took:?}");
+        let took = trickle_until_dropped(&mut s).expect("still connected after 4 s");
         assert!(took < deadline + Duration::from_millis(700), "{took:?}");
         assert!(eventually(|| h
             .listener_stats()
