@@ -46,21 +46,25 @@ cleanup; W=$(mktemp -d)
 
 key() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 
-# node NAME LISTEN ADDR4 SESSIONS RULES ROUTES -> config file
+# node NAME LISTEN ADDR4 SESSIONS RULES ROUTES [ROUTE_KEYS] -> config file (0600: it holds keys)
+# MTU 1400: a frame adds 60 bytes (header, route tag, hop tag), 1400 + 60 + 28 fits the veths.
 node() {
     cat > "$W/$1.yaml" <<Y
 node:
   listen: "$2"
   shards: $SHARDS
-  mtu: 1420
+  mtu: 1400
   addresses: [$3]
 sessions:
 $4
+route_keys:
+${7:-  []}
 rules:
 $5
 routes:
 $6
 Y
+    chmod 600 "$W/$1.yaml"
 }
 
 run_iperf() { # NAME SERVER_NS CLIENT_NS ADDR
@@ -96,15 +100,17 @@ for n in "${NS[@]}"; do ip netns add "$n"; ip -n "$n" link set lo up; done
 ip link add sb_ab netns sb_a type veth peer name sb_ba netns sb_b
 ip -n sb_a addr add 10.88.0.1/24 dev sb_ab; ip -n sb_a link set sb_ab up
 ip -n sb_b addr add 10.88.0.2/24 dev sb_ba; ip -n sb_b link set sb_ba up
-KAB=$(key); KBA=$(key)
+KAB=$(key); KBA=$(key); RAB=$(key); RBA=$(key)
+RK="  - {id: 1, key: $RAB}
+  - {id: 2, key: $RBA}"
 node sb_a "10.88.0.1:7000" "10.90.0.1/24" \
     "  - {id: 1, peer_id: 1, peer: \"10.88.0.2:7000\", peer_shards: $SHARDS, tx_key: $KAB, rx_key: $KBA}" \
-    "  - {session: 1, label: 1, deliver: [10.90.0.2/32]}" \
-    "  - {prefix: 10.90.0.2/32, session: 1, label: 1}"
+    "  - {session: 1, label: 1, deliver: [10.90.0.2/32], key: 2}" \
+    "  - {prefix: 10.90.0.2/32, session: 1, label: 1, key: 1}" "$RK"
 node sb_b "10.88.0.2:7000" "10.90.0.2/24" \
     "  - {id: 1, peer_id: 1, peer: \"10.88.0.1:7000\", peer_shards: $SHARDS, tx_key: $KBA, rx_key: $KAB}" \
-    "  - {session: 1, label: 1, deliver: [10.90.0.1/32]}" \
-    "  - {prefix: 10.90.0.1/32, session: 1, label: 1}"
+    "  - {session: 1, label: 1, deliver: [10.90.0.1/32], key: 1}" \
+    "  - {prefix: 10.90.0.1/32, session: 1, label: 1, key: 2}" "$RK"
 start_nodes sb_a sb_b
 run_iperf skywire-2node sb_b sb_a 10.90.0.2
 stop_nodes sb_a sb_b
@@ -121,8 +127,8 @@ ip -n sb_b addr add 10.88.2.2/24 dev sb_br; ip -n sb_b link set sb_br up
 K1=$(key); K2=$(key); K3=$(key); K4=$(key)
 node sb_a "10.88.1.1:7000" "10.90.1.1/24" \
     "  - {id: 1, peer_id: 1, peer: \"10.88.1.2:7000\", peer_shards: $SHARDS, tx_key: $K1, rx_key: $K2}" \
-    "  - {session: 1, label: 301, deliver: [10.90.1.2/32]}" \
-    "  - {prefix: 10.90.1.2/32, session: 1, label: 200}"
+    "  - {session: 1, label: 301, deliver: [10.90.1.2/32], key: 2}" \
+    "  - {prefix: 10.90.1.2/32, session: 1, label: 200, key: 1}" "$RK"
 node sb_r "0.0.0.0:7000" "10.90.9.9/32" \
     "  - {id: 1, peer_id: 1, peer: \"10.88.1.1:7000\", peer_shards: $SHARDS, tx_key: $K2, rx_key: $K1}
   - {id: 2, peer_id: 1, peer: \"10.88.2.2:7000\", peer_shards: $SHARDS, tx_key: $K3, rx_key: $K4}" \
@@ -131,8 +137,8 @@ node sb_r "0.0.0.0:7000" "10.90.9.9/32" \
     "  []"
 node sb_b "10.88.2.2:7000" "10.90.1.2/24" \
     "  - {id: 1, peer_id: 2, peer: \"10.88.2.1:7000\", peer_shards: $SHARDS, tx_key: $K4, rx_key: $K3}" \
-    "  - {session: 1, label: 201, deliver: [10.90.1.1/32]}" \
-    "  - {prefix: 10.90.1.1/32, session: 1, label: 300}"
+    "  - {session: 1, label: 201, deliver: [10.90.1.1/32], key: 1}" \
+    "  - {prefix: 10.90.1.1/32, session: 1, label: 300, key: 2}" "$RK"
 start_nodes sb_a sb_r sb_b
 run_iperf skywire-3node sb_b sb_a 10.90.1.2
 stop_nodes sb_a sb_r sb_b

@@ -184,7 +184,7 @@ impl Driver {
                         "a dataplane serves {} again; programming it",
                         self.dp.path().display()
                     );
-                    self.router.handle_dataplane_back();
+                    self.router.handle_dataplane_back(now);
                     self.outputs();
                     back = true;
                     break;

@@ -3,7 +3,7 @@
 //! ```yaml
 //! node:
 //!   tun: sky0                 # device name (default sky0)
-//!   mtu: 1420                 # default 1420
+//!   mtu: 1400                 # default 1400 (fits a 1500-byte IPv4 underlay)
 //!   addresses: [fd00::1/128, 10.10.0.1/24]
 //!   listen: 0.0.0.0:7000      # base endpoint: shard i listens on port + i
 //!   shards: 2                 # default: number of CPUs
@@ -16,14 +16,21 @@
 //!     cipher: aes-256-gcm     # or chacha20-poly1305; default: AES when the CPU has it
 //!     tx_key: <64 hex>        # we seal with this
 //!     rx_key: <64 hex>        # we open with this
+//! route_keys:                 # end-to-end keys of the routes this node is an end of
+//!   - id: 1
+//!     key: <64 hex>           # one direction: ours to seal, or the peer's to open
+//!     cipher: aes-256-gcm     # as for sessions
 //! rules:
-//!   - {session: 1, label: 100, deliver: [fd00::2/128]}      # egress: allowed sources
-//!   - {session: 1, label: 101, forward: {session: 2, label: 7}}
+//!   - {session: 1, label: 100, deliver: [fd00::2/128], key: 2}  # egress: key and sources
+//!   - {session: 1, label: 101, forward: {session: 2, label: 7}}  # relay: no key
 //! routes:
-//!   - {prefix: fd00::2/128, session: 1, label: 100, keepalive: true}
+//!   - {prefix: fd00::2/128, session: 1, label: 100, key: 1, keepalive: true}
 //! ```
+//!
+//! A file with sessions or route keys holds keys: group and others must have no access to it
+//! ([`Static::load`] refuses it otherwise).
 
-use crate::fib::{Action, Fib, Prefix, Route, SessionCfg};
+use crate::fib::{Action, Fib, Prefix, Route, RouteKeyCfg, SessionCfg};
 use crate::stats::Traffic;
 use crate::wire::Cipher;
 use serde::Deserialize;
@@ -38,6 +45,7 @@ struct File {
     node: NodeFile,
     // Option: an empty `routes:` (null) means none, like a missing key.
     sessions: Option<Vec<SessionFile>>,
+    route_keys: Option<Vec<RouteKeyFile>>,
     rules: Option<Vec<RuleFile>>,
     routes: Option<Vec<RouteFile>>,
 }
@@ -59,8 +67,10 @@ struct NodeFile {
 fn default_tun() -> String {
     "sky0".into()
 }
+/// Fits a 1500-byte IPv4 underlay: 1400 + 60 (frame) + 8 (UDP) + 20 (IPv4) = 1488. Over an
+/// IPv6 underlay set 1380 or less.
 fn default_mtu() -> u32 {
-    1420
+    1400
 }
 
 #[derive(Deserialize)]
@@ -76,6 +86,14 @@ struct SessionFile {
     rx_key: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteKeyFile {
+    id: u64,
+    key: String,
+    cipher: Option<String>,
+}
+
 fn one() -> u16 {
     1
 }
@@ -86,6 +104,8 @@ struct RuleFile {
     session: u32,
     label: u32,
     deliver: Option<Vec<String>>,
+    /// The route key a deliver rule opens with.
+    key: Option<u64>,
     forward: Option<ForwardFile>,
 }
 
@@ -102,6 +122,7 @@ struct RouteFile {
     prefix: String,
     session: u32,
     label: u32,
+    key: u64,
     #[serde(default)]
     keepalive: bool,
 }
@@ -164,8 +185,22 @@ pub fn cipher(name: Option<&str>) -> Result<Cipher, String> {
 impl Static {
     /// Reads and checks a static file.
     pub fn load(path: &Path, shards: usize) -> Result<Static, String> {
+        use std::os::unix::fs::PermissionsExt;
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Static::parse(&text, path, shards)
+        let st = Static::parse(&text, path, shards)?;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        let keys = !st.fib.sessions.is_empty() || !st.fib.route_keys.is_empty();
+        if keys && mode & 0o077 != 0 {
+            return Err(format!(
+                "{}: holds keys but group or others may read it (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+        Ok(st)
     }
 
     /// Parses `text` (named `path` in errors). Counters are sized for `shards` shards.
@@ -217,29 +252,53 @@ impl Static {
                 return Err(err(format!("session id {} appears twice", s.id)));
             }
         }
+        for k in f.route_keys.unwrap_or_default() {
+            let cfg = RouteKeyCfg {
+                cipher: cipher(k.cipher.as_deref())
+                    .map_err(|e| err(format!("route key {}: {e}", k.id)))?,
+                key: key(&k.key, "key").map_err(|e| err(format!("route key {}: {e}", k.id)))?,
+                traffic: Arc::new(Traffic::new(shards)),
+            };
+            if fib.route_keys.insert(k.id, Arc::new(cfg)).is_some() {
+                return Err(err(format!("route key id {} appears twice", k.id)));
+            }
+        }
         for r in f.rules.unwrap_or_default() {
-            let action =
-                match (r.deliver, r.forward) {
-                    (Some(srcs), None) => {
-                        let mut sources = Vec::new();
-                        for p in srcs {
-                            sources.push(p.parse::<Prefix>().map_err(|e| {
-                                err(format!("rule ({}, {}): {e}", r.session, r.label))
-                            })?);
-                        }
-                        Action::Deliver { sources }
-                    }
-                    (None, Some(fw)) => Action::Forward {
-                        session: fw.session,
-                        label: fw.label,
-                    },
-                    _ => {
+            let action = match (r.deliver, r.forward) {
+                (Some(srcs), None) => {
+                    let Some(key) = r.key else {
                         return Err(err(format!(
-                            "rule ({}, {}) needs exactly one of deliver or forward",
+                            "rule ({}, {}) delivers, so it needs the route key it opens with (key: ID)",
                             r.session, r.label
                         )));
+                    };
+                    let mut sources = Vec::new();
+                    for p in srcs {
+                        sources.push(
+                            p.parse::<Prefix>().map_err(|e| {
+                                err(format!("rule ({}, {}): {e}", r.session, r.label))
+                            })?,
+                        );
                     }
-                };
+                    Action::Deliver { sources, key }
+                }
+                (None, Some(_)) if r.key.is_some() => {
+                    return Err(err(format!(
+                        "rule ({}, {}) forwards: a relay holds no route key (drop key:)",
+                        r.session, r.label
+                    )));
+                }
+                (None, Some(fw)) => Action::Forward {
+                    session: fw.session,
+                    label: fw.label,
+                },
+                _ => {
+                    return Err(err(format!(
+                        "rule ({}, {}) needs exactly one of deliver or forward",
+                        r.session, r.label
+                    )));
+                }
+            };
             if fib.rules.insert((r.session, r.label), action).is_some() {
                 return Err(err(format!(
                     "rule ({}, {}) appears twice",
@@ -255,6 +314,7 @@ impl Static {
             let route = Route {
                 session: r.session,
                 label: r.label,
+                key: r.key,
                 keepalive: r.keepalive,
                 traffic: Arc::new(Traffic::new(shards)),
             };
@@ -282,7 +342,7 @@ mod tests {
 
     fn ok_file() -> String {
         format!(
-            "node:\n  listen: 127.0.0.1:7000\n  addresses: [fd00::1/128]\nsessions:\n  - id: 1\n    peer_id: 2\n    peer: 127.0.0.1:7100\n    tx_key: {K}\n    rx_key: {K}\nrules:\n  - {{session: 1, label: 5, deliver: [fd00::2/128]}}\nroutes:\n  - {{prefix: fd00::2/128, session: 1, label: 5}}\n"
+            "node:\n  listen: 127.0.0.1:7000\n  addresses: [fd00::1/128]\nsessions:\n  - id: 1\n    peer_id: 2\n    peer: 127.0.0.1:7100\n    tx_key: {K}\n    rx_key: {K}\nroute_keys:\n  - {{id: 1, key: {K}}}\n  - {{id: 2, key: {K}}}\nrules:\n  - {{session: 1, label: 5, deliver: [fd00::2/128], key: 2}}\nroutes:\n  - {{prefix: fd00::2/128, session: 1, label: 5, key: 1}}\n"
         )
     }
 
@@ -292,7 +352,9 @@ mod tests {
             let p = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("examples")
                 .join(f);
-            let s = Static::load(&p, 2).unwrap_or_else(|e| panic!("{e}"));
+            // Checked out 0644: parsed here, the mode is the copy's business.
+            let text = std::fs::read_to_string(&p).unwrap();
+            let s = Static::parse(&text, &p, 2).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(s.fib.sessions.len(), 1);
             assert_eq!(s.fib.routes.len(), 2);
         }
@@ -328,6 +390,40 @@ mod tests {
     }
 
     #[test]
+    fn route_keys_are_required_at_the_ends_and_refused_at_relays() {
+        let bad = ok_file().replace(", key: 2}", "}");
+        let e = Static::parse(&bad, Path::new("n.yaml"), 1).err().unwrap();
+        assert!(e.contains("needs the route key"), "{e}");
+        let bad = ok_file().replace("key: 2}", "key: 9}");
+        let e = Static::parse(&bad, Path::new("n.yaml"), 1).err().unwrap();
+        assert!(e.contains("unknown route key 9"), "{e}");
+        let bad = ok_file().replace(", key: 1}", "}");
+        let e = Static::parse(&bad, Path::new("n.yaml"), 1).err().unwrap();
+        assert!(e.contains("key"), "{e}");
+        let bad = ok_file().replace(
+            "deliver: [fd00::2/128], key: 2}",
+            "forward: {session: 1, label: 6}, key: 2}",
+        );
+        let e = Static::parse(&bad, Path::new("n.yaml"), 1).err().unwrap();
+        assert!(e.contains("a relay holds no route key"), "{e}");
+    }
+
+    #[test]
+    fn a_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("skywire-static-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("n.yaml");
+        std::fs::write(&p, ok_file()).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Static::load(&p, 1).err().unwrap();
+        assert!(e.contains("others may read it") && e.contains("644"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Static::load(&p, 1).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn errors_name_the_problem_and_place() {
         let bad = ok_file().replace("peer_id: 2", "peer_idd: 2");
         let e = Static::parse(&bad, Path::new("n.yaml"), 1).err().unwrap();
@@ -335,7 +431,10 @@ mod tests {
             e.contains("n.yaml") && e.contains("peer_idd") && e.contains("line"),
             "{e}"
         );
-        let bad = ok_file().replace("session: 1, label: 5}", "session: 9, label: 5}");
+        let bad = ok_file().replace(
+            "session: 1, label: 5, key: 1}",
+            "session: 9, label: 5, key: 1}",
+        );
         let e = Static::parse(&bad, Path::new("n.yaml"), 1).err().unwrap();
         assert!(e.contains("unknown session 9"), "{e}");
         let bad = ok_file().replace(&format!("rx_key: {K}"), "rx_key: abc");

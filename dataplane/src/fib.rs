@@ -178,10 +178,35 @@ impl std::fmt::Debug for SessionCfg {
     }
 }
 
+/// A route key's index: the controlplane names each route direction's key once, for the
+/// route's whole life, and never reuses a name while it runs.
+pub type KeyId = u64;
+
+/// One direction of a route's end-to-end key, as the route's ends hold it (a relay never has
+/// one). Its sealing counters live in the shards for as long as the table holds the key.
+#[derive(Clone)]
+pub struct RouteKeyCfg {
+    /// AEAD the route's handshake chose.
+    pub cipher: Cipher,
+    /// The key.
+    pub key: [u8; 32],
+    /// Traffic sealed (tx) or opened (rx) with this key.
+    pub traffic: Arc<Traffic>,
+}
+
+impl std::fmt::Debug for RouteKeyCfg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print keys.
+        f.debug_struct("RouteKeyCfg")
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What to do with a frame that arrived on (session, label).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Relay: re-seal for `session` with `label`.
+    /// Relay: check the hop MAC, re-MAC for `session` with `label` (the payload is not touched).
     Forward {
         /// Outgoing session.
         session: SessionId,
@@ -192,6 +217,8 @@ pub enum Action {
     Deliver {
         /// Sources the route's origin may use (its overlay address, its VPN address).
         sources: Vec<Prefix>,
+        /// The route key the packet must open with (the route's handshake proved its origin).
+        key: KeyId,
     },
 }
 
@@ -202,6 +229,8 @@ pub struct Route {
     pub session: SessionId,
     /// Label on the first hop.
     pub label: Label,
+    /// The route key packets are sealed with.
+    pub key: KeyId,
     /// Kept even when idle.
     pub keepalive: bool,
     /// Traffic that entered this route here (tx side).
@@ -213,6 +242,8 @@ pub struct Route {
 pub struct Fib {
     /// Sessions by our index.
     pub sessions: IntMap<SessionId, Arc<SessionCfg>>,
+    /// Route keys (of routes this node is an end of) by id.
+    pub route_keys: IntMap<KeyId, Arc<RouteKeyCfg>>,
     /// Label rules by (incoming session, label).
     pub rules: IntMap<(SessionId, Label), Action>,
     /// Destination prefix -> route.
@@ -222,7 +253,8 @@ pub struct Fib {
 }
 
 impl Fib {
-    /// Checks references: every rule and route names an existing session.
+    /// Checks references: every rule and route names an existing session, and every deliver
+    /// rule and route an existing route key.
     pub fn validate(&self) -> Result<(), String> {
         for ((s, l), a) in &self.rules {
             if !self.sessions.contains_key(s) {
@@ -230,17 +262,24 @@ impl Fib {
                     "rule ({s}, {l}) names unknown incoming session {s}"
                 ));
             }
-            if let Action::Forward { session, .. } = a
-                && !self.sessions.contains_key(session)
-            {
-                return Err(format!(
-                    "rule ({s}, {l}) forwards to unknown session {session}"
-                ));
+            match a {
+                Action::Forward { session, .. } if !self.sessions.contains_key(session) => {
+                    return Err(format!(
+                        "rule ({s}, {l}) forwards to unknown session {session}"
+                    ));
+                }
+                Action::Deliver { key, .. } if !self.route_keys.contains_key(key) => {
+                    return Err(format!("rule ({s}, {l}) names unknown route key {key}"));
+                }
+                _ => {}
             }
         }
         for (p, r) in self.routes.iter() {
             if !self.sessions.contains_key(&r.session) {
                 return Err(format!("route {p} names unknown session {}", r.session));
+            }
+            if !self.route_keys.contains_key(&r.key) {
+                return Err(format!("route {p} names unknown route key {}", r.key));
             }
         }
         Ok(())

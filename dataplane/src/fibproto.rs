@@ -10,11 +10,22 @@ use netbase::bytes::{self, Reader, Writer};
 use std::net::{IpAddr, SocketAddr};
 
 /// Encoding version.
-pub const FIB_VERSION: u8 = 1;
+pub const FIB_VERSION: u8 = 2;
 /// Most sources a deliver rule carries, and most entries in a counters report.
 pub const MAX_LIST: usize = 4096;
 /// Longest punted or injected packet.
 pub const MAX_PACKET: usize = 65535;
+
+/// A 32-byte key on the ring. Its `Debug` prints no key bytes, so no message can leak one
+/// into a log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key(pub [u8; 32]);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
 
 /// What a rule does (wire form of [`crate::fib::Action`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,10 +37,13 @@ pub enum RuleAction {
         /// Outgoing label.
         label: u32,
     },
-    /// Deliver to sky0 when the inner source is in `sources`.
+    /// Deliver to sky0 when the packet opens with route key `key` and its inner source is in
+    /// `sources`.
     Deliver {
         /// Allowed sources.
         sources: Vec<Prefix>,
+        /// The route key (an `AddRouteKey` id).
+        key: u64,
     },
 }
 
@@ -62,9 +76,9 @@ pub enum FibMsg {
         /// AEAD.
         cipher: Cipher,
         /// Sealing key.
-        tx_key: [u8; 32],
+        tx_key: Key,
         /// Opening key.
-        rx_key: [u8; 32],
+        rx_key: Key,
     },
     /// Stage removal of a session (and of the rules and routes that use it).
     RemoveSession {
@@ -76,6 +90,23 @@ pub enum FibMsg {
     ForgetPreviousKey {
         /// Our index.
         id: u32,
+    },
+    /// Stage a route key: one direction of a route this node is an end of. An id names one
+    /// key for the route's whole life (re-adding an id with the same key keeps its counters;
+    /// the controlplane never gives an id another key).
+    AddRouteKey {
+        /// The key's name.
+        id: u64,
+        /// AEAD.
+        cipher: Cipher,
+        /// The key.
+        key: Key,
+    },
+    /// Stage removal of a route key (and of the rules and routes that use it): the route
+    /// ended; its key is erased.
+    RemoveRouteKey {
+        /// The key's name.
+        id: u64,
     },
     /// Stage a rule.
     AddRule {
@@ -101,6 +132,8 @@ pub enum FibMsg {
         session: u32,
         /// First-hop label.
         label: u32,
+        /// The route key packets are sealed with (an `AddRouteKey` id).
+        key: u64,
         /// Never expires when idle.
         keepalive: bool,
     },
@@ -198,6 +231,8 @@ mod t {
     pub const PUNT: u8 = 12;
     pub const CLEAR: u8 = 13;
     pub const FORGET_PREVIOUS_KEY: u8 = 14;
+    pub const ADD_ROUTE_KEY: u8 = 15;
+    pub const REMOVE_ROUTE_KEY: u8 = 16;
 }
 
 /// The fib protocol's writer: the shared [`Writer`] (little endian) plus its own field types.
@@ -286,6 +321,13 @@ impl<'a> R<'a> {
         let n = self.u16()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| FibDecodeError::Bad("string"))
     }
+    fn cipher(&mut self) -> Result<Cipher, FibDecodeError> {
+        match self.u8()? {
+            1 => Ok(Cipher::Aes256Gcm),
+            2 => Ok(Cipher::ChaCha20Poly1305),
+            _ => Err(FibDecodeError::Bad("cipher")),
+        }
+    }
     fn traffic(&mut self) -> Result<Traffic, FibDecodeError> {
         Ok(Traffic {
             rx_pkts: self.u64()?,
@@ -327,8 +369,18 @@ impl FibMsg {
                 w.u16(peer.port());
                 w.u16(*peer_shards);
                 w.u8(cipher_code(*cipher));
-                w.raw(tx_key);
-                w.raw(rx_key);
+                w.raw(&tx_key.0);
+                w.raw(&rx_key.0);
+            }
+            FibMsg::AddRouteKey { id, cipher, key } => {
+                w.u8(t::ADD_ROUTE_KEY);
+                w.u64(*id);
+                w.u8(cipher_code(*cipher));
+                w.raw(&key.0);
+            }
+            FibMsg::RemoveRouteKey { id } => {
+                w.u8(t::REMOVE_ROUTE_KEY);
+                w.u64(*id);
             }
             FibMsg::RemoveSession { id } => {
                 w.u8(t::REMOVE_SESSION);
@@ -352,8 +404,9 @@ impl FibMsg {
                         w.u32(*session);
                         w.u32(*label);
                     }
-                    RuleAction::Deliver { sources } => {
+                    RuleAction::Deliver { sources, key } => {
                         w.u8(2);
+                        w.u64(*key);
                         let n = sources.len().min(MAX_LIST);
                         w.u32(n as u32);
                         for p in &sources[..n] {
@@ -371,12 +424,14 @@ impl FibMsg {
                 prefix,
                 session,
                 label,
+                key,
                 keepalive,
             } => {
                 w.u8(t::ADD_ROUTE);
                 w.prefix(prefix);
                 w.u32(*session);
                 w.u32(*label);
+                w.u64(*key);
                 w.u8(u8::from(*keepalive));
             }
             FibMsg::RemoveRoute { prefix } => {
@@ -454,21 +509,23 @@ impl FibMsg {
                 let ip = r.ip()?;
                 let port = r.u16()?;
                 let peer_shards = r.u16()?;
-                let cipher = match r.u8()? {
-                    1 => Cipher::Aes256Gcm,
-                    2 => Cipher::ChaCha20Poly1305,
-                    _ => return Err(FibDecodeError::Bad("cipher")),
-                };
+                let cipher = r.cipher()?;
                 FibMsg::AddSession {
                     id,
                     peer_id,
                     peer: SocketAddr::new(ip, port),
                     peer_shards,
                     cipher,
-                    tx_key: r.arr()?,
-                    rx_key: r.arr()?,
+                    tx_key: Key(r.arr()?),
+                    rx_key: Key(r.arr()?),
                 }
             }
+            t::ADD_ROUTE_KEY => FibMsg::AddRouteKey {
+                id: r.u64()?,
+                cipher: r.cipher()?,
+                key: Key(r.arr()?),
+            },
+            t::REMOVE_ROUTE_KEY => FibMsg::RemoveRouteKey { id: r.u64()? },
             t::REMOVE_SESSION => FibMsg::RemoveSession { id: r.u32()? },
             t::FORGET_PREVIOUS_KEY => FibMsg::ForgetPreviousKey { id: r.u32()? },
             t::ADD_RULE => {
@@ -480,12 +537,13 @@ impl FibMsg {
                         label: r.u32()?,
                     },
                     2 => {
+                        let key = r.u64()?;
                         let n = r.count()?;
                         let mut sources = Vec::with_capacity(n.min(64));
                         for _ in 0..n {
                             sources.push(r.prefix()?);
                         }
-                        RuleAction::Deliver { sources }
+                        RuleAction::Deliver { sources, key }
                     }
                     _ => return Err(FibDecodeError::Bad("rule action")),
                 };
@@ -505,6 +563,7 @@ impl FibMsg {
                     prefix,
                     session: r.u32()?,
                     label: r.u32()?,
+                    key: r.u64()?,
                     keepalive: r.u8()? != 0,
                 }
             }
@@ -609,11 +668,23 @@ mod tests {
                             } else {
                                 Cipher::ChaCha20Poly1305
                             },
-                            tx_key,
-                            rx_key,
+                            tx_key: Key(tx_key),
+                            rx_key: Key(rx_key),
                         }
                     }
                 ),
+            (any::<u64>(), any::<bool>(), any::<[u8; 32]>()).prop_map(|(id, aes, key)| {
+                FibMsg::AddRouteKey {
+                    id,
+                    cipher: if aes {
+                        Cipher::Aes256Gcm
+                    } else {
+                        Cipher::ChaCha20Poly1305
+                    },
+                    key: Key(key),
+                }
+            }),
+            any::<u64>().prop_map(|id| FibMsg::RemoveRouteKey { id }),
             any::<u32>().prop_map(|id| FibMsg::RemoveSession { id }),
             any::<u32>().prop_map(|id| FibMsg::ForgetPreviousKey { id }),
             (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(s, l, s2, l2)| {
@@ -629,23 +700,32 @@ mod tests {
             (
                 any::<u32>(),
                 any::<u32>(),
-                proptest::collection::vec(arb_prefix(), 0..5)
+                proptest::collection::vec(arb_prefix(), 0..5),
+                any::<u64>()
             )
-                .prop_map(|(s, l, sources)| FibMsg::AddRule {
+                .prop_map(|(s, l, sources, key)| FibMsg::AddRule {
                     session: s,
                     label: l,
-                    action: RuleAction::Deliver { sources }
+                    action: RuleAction::Deliver { sources, key }
                 }),
             (any::<u32>(), any::<u32>())
                 .prop_map(|(session, label)| FibMsg::RemoveRule { session, label }),
-            (arb_prefix(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(
-                |(prefix, session, label, keepalive)| FibMsg::AddRoute {
-                    prefix,
-                    session,
-                    label,
-                    keepalive
-                }
-            ),
+            (
+                arb_prefix(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<bool>()
+            )
+                .prop_map(|(prefix, session, label, key, keepalive)| {
+                    FibMsg::AddRoute {
+                        prefix,
+                        session,
+                        label,
+                        key,
+                        keepalive,
+                    }
+                }),
             arb_prefix().prop_map(|prefix| FibMsg::RemoveRoute { prefix }),
             any::<u64>().prop_map(|nonce| FibMsg::Commit { nonce }),
             Just(FibMsg::Clear),
@@ -676,6 +756,20 @@ mod tests {
             let mut b = Vec::new();
             m.encode(&mut b);
             prop_assert_eq!(FibMsg::decode(&b).unwrap(), m);
+        }
+
+        /// No message prints key bytes.
+        #[test]
+        fn debug_prints_no_key(m in arb_msg()) {
+            let text = format!("{m:?}");
+            let keys: Vec<[u8; 32]> = match &m {
+                FibMsg::AddSession { tx_key, rx_key, .. } => vec![tx_key.0, rx_key.0],
+                FibMsg::AddRouteKey { key, .. } => vec![key.0],
+                _ => vec![],
+            };
+            for k in keys {
+                prop_assert!(!text.contains(&format!("{:?}", k)), "{}", text);
+            }
         }
 
         #[test]

@@ -6,7 +6,7 @@
 //! counter reads, packets punted for destinations with no route, and packets injected back once
 //! their route is up. One controlplane at a time; a new connection replaces the old one.
 
-use crate::fib::{Action, Fib, FibCell, Route, SessionCfg};
+use crate::fib::{Action, Fib, FibCell, Route, RouteKeyCfg, SessionCfg};
 use crate::fibproto::{FibMsg, RuleAction, Traffic as WireTraffic};
 use crate::punt::Punts;
 use crate::shard::{BUF_SIZE, HEADROOM, Shard, Verdict};
@@ -274,7 +274,7 @@ impl FibServer {
                     .map(|o| o.traffic.clone())
                     .unwrap_or_else(|| Arc::new(Traffic::new(shards)));
                 let prev_rx_key = match &old {
-                    Some(o) if o.rx_key != rx_key => Some(o.rx_key),
+                    Some(o) if o.rx_key != rx_key.0 => Some(o.rx_key),
                     Some(o) => o.prev_rx_key,
                     None => None,
                 };
@@ -286,8 +286,8 @@ impl FibServer {
                         peer,
                         peer_shards: peer_shards.max(1),
                         cipher,
-                        tx_key,
-                        rx_key,
+                        tx_key: tx_key.0,
+                        rx_key: rx_key.0,
                         prev_rx_key,
                         traffic,
                     }),
@@ -308,6 +308,37 @@ impl FibServer {
                     st.routes.remove(&p);
                 }
             }
+            FibMsg::AddRouteKey { id, cipher, key } => {
+                // Same id, same key: the entry stays (and with it the shards' counters).
+                let same = st
+                    .route_keys
+                    .get(&id)
+                    .is_some_and(|o| o.cipher == cipher && o.key == key.0);
+                if !same {
+                    st.route_keys.insert(
+                        id,
+                        Arc::new(RouteKeyCfg {
+                            cipher,
+                            key: key.0,
+                            traffic: Arc::new(Traffic::new(shards)),
+                        }),
+                    );
+                }
+            }
+            FibMsg::RemoveRouteKey { id } => {
+                st.route_keys.remove(&id);
+                st.rules
+                    .retain(|_, a| !matches!(a, Action::Deliver { key, .. } if *key == id));
+                let dead: Vec<_> = st
+                    .routes
+                    .iter()
+                    .filter(|(_, r)| r.key == id)
+                    .map(|(p, _)| p)
+                    .collect();
+                for p in dead {
+                    st.routes.remove(&p);
+                }
+            }
             FibMsg::ForgetPreviousKey { id } => {
                 if let Some(old) = st.sessions.get(&id).filter(|o| o.prev_rx_key.is_some()) {
                     let mut c = (**old).clone();
@@ -322,7 +353,7 @@ impl FibServer {
             } => {
                 let a = match action {
                     RuleAction::Forward { session, label } => Action::Forward { session, label },
-                    RuleAction::Deliver { sources } => Action::Deliver { sources },
+                    RuleAction::Deliver { sources, key } => Action::Deliver { sources, key },
                 };
                 st.rules.insert((session, label), a);
             }
@@ -333,6 +364,7 @@ impl FibServer {
                 prefix,
                 session,
                 label,
+                key,
                 keepalive,
             } => {
                 let traffic = Arc::new(Traffic::new(shards));
@@ -341,6 +373,7 @@ impl FibServer {
                     Route {
                         session,
                         label,
+                        key,
                         keepalive,
                         traffic,
                     },
@@ -398,7 +431,7 @@ impl FibServer {
             }
             FibMsg::Inject { packet } => {
                 self.injector.refresh();
-                if packet.len() <= buf.len() - HEADROOM - crate::wire::TAG_LEN {
+                if packet.len() <= buf.len() - HEADROOM - crate::shard::TAILROOM {
                     buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(&packet);
                     if let Verdict::Send { to, len } = self.injector.from_tun(buf, packet.len()) {
                         match self.udp.send_to(&buf[..len], to) {

@@ -1,32 +1,37 @@
 //! What one shard does to a packet, independent of how it was read or will be written: a pure
-//! function of (tables, per-shard session state, buffer) to a verdict. The I/O backends (epoll,
-//! io_uring) call these and only move bytes (and hand punted packets to the controlplane, see
-//! [`crate::punt`]). No clock is read here and nothing is sent from here.
+//! function of (tables, per-shard session and route state, buffer) to a verdict. The I/O
+//! backends (epoll, io_uring) call these and only move bytes (and hand punted packets to the
+//! controlplane, see [`crate::punt`]). No clock is read here and nothing is sent from here.
 //!
-//! Buffers: an inner packet from sky0 is read at [`HEADROOM`], so the frame header and label go
-//! in front of it and the tag after it without moving the packet. A frame from the network is
-//! read at offset 0, decrypted in place, and either re-sealed in place (relay) or delivered from
-//! offset [`HEADROOM`].
+//! Buffers: an inner packet from sky0 is read at [`HEADROOM`], so the frame header goes in
+//! front of it and the two tags after it without moving the packet. A frame from the network
+//! is read at offset 0; a relay checks its hop MAC and re-stamps the header and hop tag in
+//! place (the payload is not touched); an egress also opens the route layer in place and
+//! delivers from offset [`HEADROOM`]. See [`crate::wire`] for the layers.
 //!
-//! Counter spaces: the top 8 bits of a frame counter are the sending shard. Shard `s` always
-//! sends to the peer's port `base + s % peer_shards`, so each (session, sending shard) stream
-//! lands on exactly one receiving shard, which keeps its own replay window for it: no state is
-//! shared between shards on the packet path.
+//! Counter spaces: the top 8 bits of both counters are the sealing shard. The ingress shard
+//! `s` seals route counters of stream `s`, and every node sends a frame to the next hop's
+//! port `base + route_stream % next_shards`, so each (route, stream) lands on exactly one
+//! receiving shard at every hop, and at the egress on one shard, which keeps the route's
+//! replay window for it: no state is shared between shards on the packet path. Hop counters
+//! carry the shard that stamped them, so they are unique per link session and direction.
 
-use crate::fib::{Action, Fib, FibCell, IntMap, SessionCfg, SessionId};
+use crate::fib::{Action, Fib, FibCell, IntMap, KeyId, RouteKeyCfg, SessionCfg, SessionId};
 use crate::packet;
 use crate::replay::ReplayWindow;
 use crate::stats::{DropReason, NodeStats, traffic};
-use crate::wire::{self, HEADER_LEN, LABEL_LEN, OpenKey, SealKey, TAG_LEN};
+use crate::wire::{self, HEADER_LEN, HopKey, RouteKey, TRAILER_LEN, WireError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Bytes in front of an inner packet: frame header + label.
-pub const HEADROOM: usize = HEADER_LEN + LABEL_LEN;
+/// Bytes in front of an inner packet: the frame header.
+pub const HEADROOM: usize = HEADER_LEN;
+/// Bytes after an inner packet: the route tag and the hop tag.
+pub const TAILROOM: usize = TRAILER_LEN;
 /// Largest inner packet a buffer takes (room for 64 KiB super-packets once offloads land).
 pub const MAX_PACKET: usize = 65535;
 /// Size of one packet buffer.
-pub const BUF_SIZE: usize = HEADROOM + MAX_PACKET + TAG_LEN;
+pub const BUF_SIZE: usize = HEADROOM + MAX_PACKET + TAILROOM;
 /// Bits of a counter that number packets within one shard's stream.
 const SEQ_BITS: u32 = 56;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
@@ -57,38 +62,47 @@ pub enum Verdict {
     },
 }
 
+/// A link session's hop layer, in one shard.
 struct Sess {
     cfg: Arc<SessionCfg>,
-    seal: SealKey,
-    open: OpenKey,
+    seal: HopKey,
+    open: HopKey,
     /// The previous receive key after a rekey, with its own replay windows.
-    open_prev: Option<(OpenKey, Vec<(u8, ReplayWindow)>)>,
+    open_prev: Option<(HopKey, Vec<(u8, ReplayWindow)>)>,
     seq: u64,
-    /// Replay windows by sending shard.
+    /// Replay windows by stamping shard.
     windows: Vec<(u8, ReplayWindow)>,
-    /// This shard's destination port offset at the peer.
-    to: SocketAddr,
 }
 
 impl Sess {
-    fn new(cfg: Arc<SessionCfg>, shard: u8) -> Option<Sess> {
-        let mut to = cfg.peer;
-        let off = u16::from(shard) % cfg.peer_shards.max(1);
-        to.set_port(cfg.peer.port().wrapping_add(off));
+    fn new(cfg: Arc<SessionCfg>) -> Option<Sess> {
         Some(Sess {
-            seal: SealKey::new(cfg.cipher, &cfg.tx_key, cfg.peer_id).ok()?,
-            open: OpenKey::new(cfg.cipher, &cfg.rx_key).ok()?,
+            seal: HopKey::new(cfg.cipher, &cfg.tx_key).ok()?,
+            open: HopKey::new(cfg.cipher, &cfg.rx_key).ok()?,
             open_prev: None,
             seq: 0,
             windows: Vec::new(),
-            to,
             cfg,
         })
     }
 
-    fn window(&mut self, stream: u8) -> &mut ReplayWindow {
-        window_in(&mut self.windows, stream)
+    /// The peer's port for route stream `stream`.
+    #[inline]
+    fn to(&self, stream: u8) -> SocketAddr {
+        let mut to = self.cfg.peer;
+        let off = u16::from(stream) % self.cfg.peer_shards.max(1);
+        to.set_port(self.cfg.peer.port().wrapping_add(off));
+        to
     }
+}
+
+/// A route key, in one shard: its sealing sequence (ingress) or its replay windows by route
+/// stream (egress).
+struct RouteState {
+    cfg: Arc<RouteKeyCfg>,
+    aead: RouteKey,
+    seq: u64,
+    windows: Vec<(u8, ReplayWindow)>,
 }
 
 /// Whether `counter` of `stream` is new, without making a window for a stream not seen yet
@@ -111,19 +125,28 @@ fn window_in(windows: &mut Vec<(u8, ReplayWindow)>, stream: u8) -> &mut ReplayWi
     &mut windows[i].1
 }
 
+/// The next counter of `shard`'s stream from `seq`, or `None` when the stream is used up.
+#[inline]
+fn next_counter(shard: u8, seq: &mut u64) -> Option<u64> {
+    if *seq > SEQ_MASK {
+        return None;
+    }
+    let c = (u64::from(shard) << SEQ_BITS) | *seq;
+    *seq += 1;
+    Some(c)
+}
+
 /// One shard's packet state.
 pub struct Shard {
-    /// A frame's ciphertext kept while the current key is tried (a failed open destroys it),
-    /// for sessions that still accept a previous key.
-    scratch: Box<[u8]>,
     id: u8,
     cell: Arc<FibCell>,
     fib: Arc<Fib>,
     generation: u64,
     sessions: IntMap<SessionId, Sess>,
+    routes: IntMap<KeyId, RouteState>,
     stats: Arc<NodeStats>,
-    /// How many shards receive frames on this node (ports base .. base + n): a frame's
-    /// sending shard `s` arrives only at shard `s % n`. `None`: any (tests, the fib thread).
+    /// How many shards receive frames on this node (ports base .. base + n): a frame's route
+    /// stream `s` arrives only at shard `s % n`. `None`: any (tests, the fib thread).
     receivers: Option<u8>,
 }
 
@@ -132,12 +155,12 @@ impl Shard {
     pub fn new(id: u8, cell: Arc<FibCell>, stats: Arc<NodeStats>) -> Shard {
         let (fib, generation) = cell.load();
         let mut s = Shard {
-            scratch: vec![0u8; BUF_SIZE].into_boxed_slice(),
             id,
             cell,
             fib: Arc::new(Fib::default()),
             generation: 0,
             sessions: IntMap::default(),
+            routes: IntMap::default(),
             stats,
             receivers: None,
         };
@@ -145,9 +168,9 @@ impl Shard {
         s
     }
 
-    /// One of `n` receiving shards: frames whose counter names a sending shard that does not
-    /// send to this one are dropped ([`DropReason::WrongShard`]), so a frame captured on one
-    /// port and replayed to the others opens at most once.
+    /// One of `n` receiving shards: frames whose route counter names a stream that is not
+    /// sent to this one are dropped ([`DropReason::WrongShard`]), so a frame captured on one
+    /// port and replayed to the others is checked against the one replay window it belongs to.
     pub fn receiving_one_of(mut self, n: u8) -> Shard {
         self.receivers = Some(n.max(1));
         self
@@ -161,6 +184,11 @@ impl Shard {
     /// Node-wide counters.
     pub fn stats(&self) -> &NodeStats {
         &self.stats
+    }
+
+    /// Route keys this shard holds (a relay: none).
+    pub fn route_keys(&self) -> usize {
+        self.routes.len()
     }
 
     /// Picks up a newer table snapshot if one was published (one atomic load when not).
@@ -185,7 +213,7 @@ impl Shard {
                 other => other,
             };
             // Keys the AEAD refuses leave the session out: its frames count as unknown.
-            let Some(mut s) = Sess::new(cfg.clone(), self.id) else {
+            let Some(mut s) = Sess::new(cfg.clone()) else {
                 continue;
             };
             if let Some(p) = prev {
@@ -205,23 +233,37 @@ impl Shard {
             }
             if s.open_prev.is_none()
                 && let Some(k) = cfg.prev_rx_key
-                && let Ok(o) = OpenKey::new(cfg.cipher, &k)
+                && let Ok(o) = HopKey::new(cfg.cipher, &k)
             {
                 s.open_prev = Some((o, Vec::new()));
             }
             self.sessions.insert(*id, s);
         }
+        // A route key keeps its state while the table holds the same key under its id (the
+        // controlplane never re-adds a removed one, so a sequence never restarts under a key).
+        let mut old = std::mem::take(&mut self.routes);
+        for (id, cfg) in &fib.route_keys {
+            match old.remove(id) {
+                Some(p) if p.cfg.key == cfg.key && p.cfg.cipher == cfg.cipher => {
+                    self.routes.insert(*id, p);
+                }
+                _ => {
+                    if let Ok(aead) = RouteKey::new(cfg.cipher, &cfg.key) {
+                        self.routes.insert(
+                            *id,
+                            RouteState {
+                                cfg: cfg.clone(),
+                                aead,
+                                seq: 0,
+                                windows: Vec::new(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
         self.fib = fib;
         self.generation = generation;
-    }
-
-    fn next_counter(shard: u8, s: &mut Sess) -> Option<u64> {
-        if s.seq > SEQ_MASK {
-            return None;
-        }
-        let c = (u64::from(shard) << SEQ_BITS) | s.seq;
-        s.seq += 1;
-        Some(c)
     }
 
     /// An inner packet read from sky0 at `buf[HEADROOM..HEADROOM + len]`.
@@ -240,21 +282,37 @@ impl Shard {
             self.discard(DropReason::NoRule);
             return Verdict::Punt { len };
         };
+        let Some(rs) = self.routes.get_mut(&route.key) else {
+            return self.discard(DropReason::NoRule);
+        };
+        let Some(rc) = next_counter(self.id, &mut rs.seq) else {
+            return self.discard(DropReason::SendError);
+        };
+        let n = match rs.aead.seal(rc, buf, len) {
+            Ok(n) => n,
+            Err(_) => return self.discard(DropReason::TooBig),
+        };
+        rs.cfg.traffic.add(shard, traffic::TX_PKTS, 1);
+        rs.cfg.traffic.add(shard, traffic::TX_BYTES, len as u64);
         let Some(s) = self.sessions.get_mut(&route.session) else {
             return self.discard(DropReason::UnknownSession);
         };
-        let Some(counter) = Self::next_counter(self.id, s) else {
+        let Some(hc) = next_counter(self.id, &mut s.seq) else {
             return self.discard(DropReason::SendError);
         };
-        match s.seal.seal_with_counter(counter, route.label, buf, len) {
-            Ok(n) => {
-                route.traffic.add(shard, traffic::TX_PKTS, 1);
-                route.traffic.add(shard, traffic::TX_BYTES, len as u64);
-                s.cfg.traffic.add(shard, traffic::TX_PKTS, 1);
-                s.cfg.traffic.add(shard, traffic::TX_BYTES, n as u64);
-                Verdict::Send { to: s.to, len: n }
-            }
-            Err(_) => self.discard(DropReason::TooBig),
+        let Some(frame) = buf.get_mut(..n) else {
+            return self.discard(DropReason::TooBig);
+        };
+        if s.seal.stamp(frame, s.cfg.peer_id, hc, route.label).is_err() {
+            return self.discard(DropReason::SendError);
+        }
+        route.traffic.add(shard, traffic::TX_PKTS, 1);
+        route.traffic.add(shard, traffic::TX_BYTES, len as u64);
+        s.cfg.traffic.add(shard, traffic::TX_PKTS, 1);
+        s.cfg.traffic.add(shard, traffic::TX_BYTES, n as u64);
+        Verdict::Send {
+            to: s.to(self.id),
+            len: n,
         }
     }
 
@@ -274,63 +332,63 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&hdr.receiver) else {
             return self.discard(DropReason::UnknownSession);
         };
-        let stream = (hdr.counter >> SEQ_BITS) as u8;
-        // The peer has `peer_shards` sending shards plus its fib thread (stream `peer_shards`,
-        // injecting punted packets), and shard s sends to our port s % ours.
-        if u16::from(stream) > s.cfg.peer_shards.max(1)
-            || self.receivers.is_some_and(|n| stream % n != self.id)
+        let hop_stream = (hdr.counter >> SEQ_BITS) as u8;
+        let route_stream = (hdr.route_counter >> SEQ_BITS) as u8;
+        // The peer stamps with its `peer_shards` shards plus its fib thread (stream
+        // `peer_shards`, injecting punted packets); a route stream reaches one receiving shard.
+        if u16::from(hop_stream) > s.cfg.peer_shards.max(1)
+            || self.receivers.is_some_and(|n| route_stream % n != self.id)
         {
             return self.discard(DropReason::WrongShard);
         }
-        let current_ok = fresh_in(&s.windows, stream, hdr.counter);
-        let keep = s.open_prev.is_some() && current_ok;
-        if keep {
-            self.scratch[..len].copy_from_slice(frame);
-        }
-        let opened = if current_ok {
-            s.open.open(frame).ok().map(|o| (o.label, o.packet.len()))
+        // The hop MAC: the current receive key, else (after a rekey, for frames the peer
+        // stamped before it switched) the previous one, each with its own replay windows.
+        let current = fresh_in(&s.windows, hop_stream, hdr.counter);
+        let checked = if current && s.open.verify(frame).is_ok() {
+            window_in(&mut s.windows, hop_stream).update(hdr.counter)
         } else {
-            None
-        };
-        if opened.is_none() && keep {
-            frame.copy_from_slice(&self.scratch[..len]);
-        }
-        let (label, plen) = match opened {
-            Some(x) => {
-                if !s.window(stream).update(hdr.counter) {
-                    return self.discard(DropReason::Replay);
-                }
-                x
-            }
-            // After a rekey, frames the peer sealed before it switched still open with the
-            // previous key (checked against that key's own windows).
-            None => match s.open_prev.as_mut() {
+            match s.open_prev.as_mut() {
                 Some((prev, windows)) => {
-                    if !fresh_in(windows, stream, hdr.counter) {
+                    if !fresh_in(windows, hop_stream, hdr.counter) {
                         return self.discard(DropReason::Replay);
                     }
-                    let x = match prev.open(frame) {
-                        Ok(o) => (o.label, o.packet.len()),
-                        Err(_) => return self.discard(DropReason::BadTag),
-                    };
-                    if !window_in(windows, stream).update(hdr.counter) {
-                        return self.discard(DropReason::Replay);
+                    if prev.verify(frame).is_err() {
+                        return self.discard(DropReason::BadTag);
                     }
-                    x
+                    window_in(windows, hop_stream).update(hdr.counter)
                 }
-                None if !current_ok => return self.discard(DropReason::Replay),
+                None if !current => return self.discard(DropReason::Replay),
                 None => return self.discard(DropReason::BadTag),
-            },
+            }
         };
+        if !checked {
+            return self.discard(DropReason::Replay);
+        }
         s.cfg.traffic.add(shard, traffic::RX_PKTS, 1);
         s.cfg.traffic.add(shard, traffic::RX_BYTES, len as u64);
-        let in_session = hdr.receiver;
-        match self.fib.rules.get(&(in_session, label)) {
+        match self.fib.rules.get(&(hdr.receiver, hdr.label)) {
             None => self.discard(DropReason::NoRule),
-            Some(Action::Deliver { sources }) => {
+            Some(Action::Deliver { sources, key }) => {
+                let Some(rs) = self.routes.get_mut(key) else {
+                    return self.discard(DropReason::NoRule);
+                };
+                if !fresh_in(&rs.windows, route_stream, hdr.route_counter) {
+                    return self.discard(DropReason::RouteReplay);
+                }
+                let plen = match rs.aead.open(frame) {
+                    Ok(p) => p.len(),
+                    Err(WireError::BadTag) => return self.discard(DropReason::RouteBadTag),
+                    Err(_) => return self.discard(DropReason::Malformed),
+                };
+                if !window_in(&mut rs.windows, route_stream).update(hdr.route_counter) {
+                    return self.discard(DropReason::RouteReplay);
+                }
+                rs.cfg.traffic.add(shard, traffic::RX_PKTS, 1);
+                rs.cfg.traffic.add(shard, traffic::RX_BYTES, plen as u64);
                 let Some(ip) = buf.get(HEADROOM..HEADROOM + plen).and_then(packet::parse) else {
                     return self.discard(DropReason::NotIp);
                 };
+                // The route's handshake proved its origin; these are the origin's addresses.
                 if !sources.iter().any(|p| p.contains(ip.src)) {
                     return self.discard(DropReason::BadSource);
                 }
@@ -341,16 +399,17 @@ impl Shard {
                 let Some(out) = self.sessions.get_mut(&session) else {
                     return self.discard(DropReason::UnknownSession);
                 };
-                let Some(counter) = Self::next_counter(self.id, out) else {
+                let Some(hc) = next_counter(self.id, &mut out.seq) else {
                     return self.discard(DropReason::SendError);
                 };
-                match out.seal.seal_with_counter(counter, label, buf, plen) {
-                    Ok(n) => {
-                        out.cfg.traffic.add(shard, traffic::TX_PKTS, 1);
-                        out.cfg.traffic.add(shard, traffic::TX_BYTES, n as u64);
-                        Verdict::Send { to: out.to, len: n }
-                    }
-                    Err(_) => self.discard(DropReason::TooBig),
+                if out.seal.stamp(frame, out.cfg.peer_id, hc, label).is_err() {
+                    return self.discard(DropReason::SendError);
+                }
+                out.cfg.traffic.add(shard, traffic::TX_PKTS, 1);
+                out.cfg.traffic.add(shard, traffic::TX_BYTES, len as u64);
+                Verdict::Send {
+                    to: out.to(route_stream),
+                    len,
                 }
             }
         }
@@ -402,14 +461,14 @@ mod tests {
 
     fn pair() -> (Shard, Shard) {
         let a = shard(
-            "  - {session: 1, label: 100, deliver: [fd00::2/128]}\n",
+            "  - {session: 1, label: 100, deliver: [fd00::2/128], key: 2}\n",
             &[(1, 1, 1, 2)],
-            "  - {prefix: fd00::2/128, session: 1, label: 100}\n",
+            "  - {prefix: fd00::2/128, session: 1, label: 100, key: 1}\n",
         );
         let b = shard(
-            "  - {session: 1, label: 100, deliver: [fd00::1/128]}\n",
+            "  - {session: 1, label: 100, deliver: [fd00::1/128], key: 1}\n",
             &[(1, 1, 2, 1)],
-            "  - {prefix: fd00::1/128, session: 1, label: 100}\n",
+            "  - {prefix: fd00::1/128, session: 1, label: 100, key: 2}\n",
         );
         (a, b)
     }
@@ -455,9 +514,10 @@ mod tests {
         use crate::config::Static;
         let k = crate::fixtures::key_hex;
         let y = format!(
-            "node:\n  listen: 127.0.0.1:7000\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", peer_shards: 1, tx_key: {}, rx_key: {}}}\nrules:\n  - {{session: 1, label: 100, deliver: [fd00::1/128]}}\nroutes: []\n",
+            "node:\n  listen: 127.0.0.1:7000\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", peer_shards: 1, tx_key: {}, rx_key: {}}}\nroute_keys:\n  - {{id: 1, key: {}}}\nrules:\n  - {{session: 1, label: 100, deliver: [fd00::1/128], key: 1}}\nroutes: []\n",
             k(2),
-            k(1)
+            k(1),
+            k(101)
         );
         let st = Static::parse(&y, std::path::Path::new("b.yaml"), 2).unwrap();
         let cell = Arc::new(FibCell::new(st.fib));
@@ -501,9 +561,10 @@ mod tests {
         use crate::config::Static;
         let k = crate::fixtures::key_hex;
         let y = format!(
-            "node:\n  listen: 127.0.0.1:7000\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {}, rx_key: {}}}\nrules:\n  - {{session: 1, label: 100, deliver: [fd00::1/128]}}\nroutes: []\n",
+            "node:\n  listen: 127.0.0.1:7000\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {}, rx_key: {}}}\nroute_keys:\n  - {{id: 1, key: {}}}\nrules:\n  - {{session: 1, label: 100, deliver: [fd00::1/128], key: 1}}\nroutes: []\n",
             k(2),
-            k(1)
+            k(1),
+            k(101)
         );
         let st = Static::parse(&y, std::path::Path::new("b.yaml"), 1).unwrap();
         let cell = Arc::new(FibCell::new(st.fib));
@@ -573,6 +634,158 @@ mod tests {
         assert_eq!(&buf[HEADROOM..HEADROOM + n], &pkt[..]);
     }
 
+    fn hop_key(n: u8) -> HopKey {
+        let k: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(7).wrapping_add(n));
+        HopKey::new(crate::wire::preferred(), &k).unwrap()
+    }
+
+    /// a -> r -> b with a marker in the packet: the frame r receives and the one it sends
+    /// carry the payload sealed exactly as a sealed it, r's tables hold no route key, and
+    /// someone holding r's hop keys (r itself) verifies the hop layer but finds no marker.
+    #[test]
+    fn a_relay_holds_no_key_that_opens_the_payload() {
+        const MARKER: &[u8] = b"SKYWIRE-PLAINTEXT-MARKER";
+        let (mut a, mut r, mut b) = three_hops();
+        assert_eq!(r.route_keys(), 0, "the relay has a route key");
+        assert!(r.fib.route_keys.is_empty());
+        let mut buf = vec![0u8; BUF_SIZE];
+        let n = v6_packet(&mut buf, 1, 3, 600);
+        for chunk in buf[HEADROOM + 40..HEADROOM + n].chunks_mut(MARKER.len()) {
+            chunk.copy_from_slice(&MARKER[..chunk.len()]);
+        }
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
+            panic!("not sent")
+        };
+        let received = buf[..len].to_vec();
+        let Verdict::Send { len: out, .. } = r.from_udp(&mut buf, len) else {
+            panic!("relay did not forward")
+        };
+        assert_eq!(out, len);
+        let sent = buf[..len].to_vec();
+        // r's receive key from a is fixture key 1, its send key to b is 3.
+        hop_key(1).verify(&received).unwrap();
+        hop_key(3).verify(&sent).unwrap();
+        for frame in [&received, &sent] {
+            assert!(
+                !frame.windows(8).any(|w| MARKER.windows(8).any(|m| m == w)),
+                "plaintext on the wire at the relay"
+            );
+        }
+        assert_eq!(
+            received[HEADROOM..len - crate::wire::TAG_LEN],
+            sent[HEADROOM..len - crate::wire::TAG_LEN],
+            "the relay changed the sealed payload"
+        );
+        assert_eq!(b.from_udp(&mut buf, len), Verdict::Deliver { len: n });
+        assert!(buf[HEADROOM + 40..HEADROOM + 40 + MARKER.len()] == *MARKER);
+    }
+
+    /// A hostile relay with valid hop keys: it alters the payload, replays a frame, or moves
+    /// it to another route, each time with a correct hop MAC. The egress drops each one,
+    /// counted by reason, and still delivers the real traffic.
+    #[test]
+    fn a_hostile_relay_can_only_carry_or_drop() {
+        let (mut a, mut r, _) = three_hops();
+        // b with a second route from another origin (fd00::2, key 2) on label 202.
+        let mut b = crate::fixtures::shard(
+            "  - {session: 1, label: 201, deliver: [fd00::1/128], key: 1}\n  - {session: 1, label: 202, deliver: [fd00::2/128], key: 2}\n",
+            &[(1, 2, 4, 3)],
+            "",
+        );
+        let r_to_b = hop_key(3);
+        let mut hop_counter = 1000u64;
+        let mut restamp = |frame: &mut [u8], label: u32| {
+            hop_counter += 1;
+            r_to_b.stamp(frame, 1, hop_counter, label).unwrap();
+        };
+        let mut relayed = || {
+            let mut buf = vec![0u8; BUF_SIZE];
+            let n = v6_packet(&mut buf, 1, 3, 100);
+            let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
+                panic!()
+            };
+            let Verdict::Send { len, .. } = r.from_udp(&mut buf, len) else {
+                panic!()
+            };
+            buf.truncate(len);
+            buf
+        };
+        let drops = |b: &Shard, why: DropReason| b.stats().drops.sum(why as usize);
+        // Altered payload.
+        let mut f = relayed();
+        f[HEADROOM + 50] ^= 0x20;
+        restamp(&mut f, 201);
+        let len = f.len();
+        assert_eq!(
+            b.from_udp(&mut f, len),
+            Verdict::Drop(DropReason::RouteBadTag)
+        );
+        // Replayed under a fresh hop counter: the first copy is delivered, the second not.
+        let f = relayed();
+        let len = f.len();
+        let mut first = f.clone();
+        assert!(matches!(
+            b.from_udp(&mut first, len),
+            Verdict::Deliver { .. }
+        ));
+        let mut again = f.clone();
+        restamp(&mut again, 201);
+        assert_eq!(
+            b.from_udp(&mut again, len),
+            Verdict::Drop(DropReason::RouteReplay)
+        );
+        // Moved onto the other origin's route: it does not open with that route's key.
+        let mut moved = relayed();
+        restamp(&mut moved, 202);
+        assert_eq!(
+            b.from_udp(&mut moved, len),
+            Verdict::Drop(DropReason::RouteBadTag)
+        );
+        // The route counter rewritten (to dodge the replay window): the route tag fails.
+        let mut f = f;
+        f[crate::wire::ROUTE_COUNTER_OFFSET] ^= 0x40;
+        restamp(&mut f, 201);
+        assert_eq!(
+            b.from_udp(&mut f, len),
+            Verdict::Drop(DropReason::RouteBadTag)
+        );
+        assert_eq!(drops(&b, DropReason::RouteBadTag), 3);
+        assert_eq!(drops(&b, DropReason::RouteReplay), 1);
+        // Forged frames made no route windows beyond the one real stream.
+        let rs = &b.routes[&1];
+        assert_eq!(rs.windows.len(), 1);
+        assert!(b.routes[&2].windows.is_empty());
+        // Real traffic still flows.
+        let mut f = relayed();
+        let len = f.len();
+        assert!(matches!(b.from_udp(&mut f, len), Verdict::Deliver { .. }));
+    }
+
+    /// Someone on the wire without the hop key: any altered header byte or tag, at the relay,
+    /// is dropped there as a bad tag, before any rule is looked at.
+    #[test]
+    fn a_stranger_cannot_alter_a_frame_at_the_relay() {
+        let (mut a, mut r, _) = three_hops();
+        let mut buf = vec![0u8; BUF_SIZE];
+        let n = v6_packet(&mut buf, 1, 3, 100);
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
+            panic!()
+        };
+        let frame = buf[..len].to_vec();
+        // Label, route counter, route tag, hop tag (not the receiver: that is another session).
+        for at in [16, 20, 27, len - 32, len - 1] {
+            let mut f = frame.clone();
+            f[at] ^= 1;
+            assert_eq!(
+                r.from_udp(&mut f, len),
+                Verdict::Drop(DropReason::BadTag),
+                "byte {at}"
+            );
+        }
+        let mut f = frame.clone();
+        assert!(matches!(r.from_udp(&mut f, len), Verdict::Send { .. }));
+    }
+
     /// Two nodes whose session keys are changed in place the way the controlplane rekeys:
     /// step 1 (the initiator) accepts the new receive key and keeps sending with the old one,
     /// step 2 both send with the new keys; nothing is lost on the way and sealing counters never
@@ -583,11 +796,12 @@ mod tests {
         let k = |n: u8| crate::fixtures::key_hex(n);
         let node = |me: u8, peer: u8, tx: u8, rx: u8| {
             let y = format!(
-                "node:\n  listen: 127.0.0.1:7000\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {}, rx_key: {}}}\nrules:\n  - {{session: 1, label: 5, deliver: [fd00::{peer}/128]}}\nroutes:\n  - {{prefix: fd00::{peer}/128, session: 1, label: 5}}\n",
+                "node:\n  listen: 127.0.0.1:7000\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {}, rx_key: {}}}\nroute_keys:\n  - {{id: 1, key: {}}}\n  - {{id: 2, key: {}}}\nrules:\n  - {{session: 1, label: 5, deliver: [fd00::{peer}/128], key: 2}}\nroutes:\n  - {{prefix: fd00::{peer}/128, session: 1, label: 5, key: 1}}\n",
                 k(tx),
-                k(rx)
+                k(rx),
+                k(100 + me),
+                k(100 + peer)
             );
-            let _ = me;
             let st = Static::parse(&y, std::path::Path::new("t.yaml"), 1).unwrap();
             let cell = Arc::new(FibCell::new(st.fib));
             (

@@ -31,11 +31,17 @@ pub enum DropReason {
     /// A frame whose counter names a sending shard that does not send to this receiving
     /// shard (or that the peer does not have): a replay to another port, or forged.
     WrongShard,
+    /// The route layer did not open with the route's key: the payload or route tag was
+    /// altered on the way (a relay cannot forge it), or the frame was moved to another route.
+    RouteBadTag,
+    /// The route counter was already seen or is too old: a replay by a relay or by anyone
+    /// who captured a frame of the route.
+    RouteReplay,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
@@ -49,6 +55,8 @@ impl DropReason {
         DropReason::NotIp,
         DropReason::SendError,
         DropReason::WrongShard,
+        DropReason::RouteBadTag,
+        DropReason::RouteReplay,
     ];
 
     /// Counter name.
@@ -65,6 +73,8 @@ impl DropReason {
             DropReason::NotIp => "drop_not_ip",
             DropReason::SendError => "drop_send_error",
             DropReason::WrongShard => "drop_wrong_shard",
+            DropReason::RouteBadTag => "drop_route_bad_tag",
+            DropReason::RouteReplay => "drop_route_replay",
         }
     }
 }

@@ -1,55 +1,74 @@
-//! Data-frame wire format and its AEAD, sealed and opened in place.
+//! Data-frame wire format (version 2): two layers, sealed, checked and opened in place.
+//!
+//! A route's data is protected end to end by the route's key, which only its two ends hold;
+//! each hop adds a MAC with the key of the link it crosses. A relay checks the hop MAC,
+//! swaps the label, re-MACs for the next hop and sends: it never decrypts, re-encrypts or
+//! copies the payload, and it holds no key that could.
 //!
 //! UDP payload of a data frame:
 //!
 //! ```text
-//! offset 0      type u8 (1 = DATA; anything else is an error for now)
-//!        1..4   reserved, zero on send, ignored on receive (but authenticated as AAD)
-//!        4..8   receiver session index, u32 LE (the index the RECEIVER chose)
-//!        8..16  counter u64 LE (per session, per direction, starts at 0, never reused)
-//!        16..   AEAD ciphertext of (label u32 LE ++ inner IP packet), then a 16-byte tag
+//! offset  size  field                      layer  authenticated by
+//! 0       1     type (2 = DATA v2)         hop    hop MAC
+//! 1       3     reserved, 0 on send        hop    hop MAC (ignored on receive)
+//! 4       4     receiver session, u32 LE   hop    hop MAC (the index the RECEIVER chose)
+//! 8       8     hop counter, u64 LE        hop    hop MAC (per link session and direction)
+//! 16      4     label, u32 LE              hop    hop MAC (swapped at every relay)
+//! 20      8     route counter, u64 LE      route  route AEAD (its nonce) and hop MAC
+//! 28      n     inner IP packet, encrypted route  route AEAD
+//! 28+n    16    route tag                  route  (checked by the egress only)
+//! 44+n    16    hop tag                    hop    -
 //! ```
 //!
-//! AAD = the 16 header bytes. Nonce = 4 zero bytes ++ counter LE (8 bytes).
+//! - Route layer: AEAD (AES-256-GCM or ChaCha20-Poly1305, as the route's handshake chose)
+//!   with the route key of this direction, nonce = 4 zero bytes ++ route counter LE, no AAD.
+//!   Sealed once by the ingress, opened once by the egress.
+//! - Hop layer: the same AEAD with the link session's key, nonce = 4 zero bytes ++ hop
+//!   counter LE, empty plaintext, AAD = bytes 0..28 ++ the route tag: a MAC over the header
+//!   and the route tag, not over the payload (the route tag already covers it).
 //!
-//! Everything is done in the caller's buffer: the dataplane reads an inner packet
-//! into `buf[PAYLOAD_OFFSET..]` (leaving [`PAYLOAD_OFFSET`] bytes of headroom and
-//! [`TAG_LEN`] bytes of tailroom), and [`SealKey::seal`] writes header and label in
-//! front, encrypts in place and appends the tag. [`OpenKey::open`] decrypts in place
-//! and hands back a sub-slice of the frame. [`reseal`] does both for a relay, with
-//! no copy of the packet.
+//! Both counters carry the sending shard in their top 8 bits (see [`crate::shard`]).
+//! Everything is done in the caller's buffer: the dataplane reads an inner packet into
+//! `buf[PAYLOAD_OFFSET..]` (leaving [`PAYLOAD_OFFSET`] bytes of headroom and [`TRAILER_LEN`]
+//! bytes of tailroom).
 //!
-//! Anti-replay is NOT done here: the caller checks the counter from
-//! [`parse_header`] against its replay window before [`OpenKey::open`] and
-//! updates the window only after `open` succeeded.
+//! Anti-replay is NOT done here: the caller checks the hop counter from [`parse_header`]
+//! against its replay window before [`HopKey::verify`], the route counter against the route's
+//! window before [`RouteKey::open`], and updates each window only after the check passed.
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use thiserror::Error;
 
-/// Frame type of a data frame.
-pub const TYPE_DATA: u8 = 1;
-/// Length of the cleartext header (type, reserved, receiver index, counter).
-pub const HEADER_LEN: usize = 16;
-/// Length of the encrypted label in front of the inner packet.
-pub const LABEL_LEN: usize = 4;
-/// Length of the AEAD tag.
+/// Frame type of a (version 2) data frame. Version 1 frames (type 1, one layer) are refused.
+pub const TYPE_DATA: u8 = 2;
+/// Offset of the label.
+pub const LABEL_OFFSET: usize = 16;
+/// Offset of the route counter.
+pub const ROUTE_COUNTER_OFFSET: usize = 20;
+/// Length of the cleartext header (type .. route counter).
+pub const HEADER_LEN: usize = 28;
+/// Length of an AEAD tag (route tag and hop tag alike).
 pub const TAG_LEN: usize = 16;
-/// Bytes a frame adds to the inner packet: header + label + tag.
-pub const OVERHEAD: usize = HEADER_LEN + LABEL_LEN + TAG_LEN;
+/// Bytes after the inner packet: route tag + hop tag.
+pub const TRAILER_LEN: usize = 2 * TAG_LEN;
+/// Bytes a frame adds to the inner packet: header + route tag + hop tag.
+pub const OVERHEAD: usize = HEADER_LEN + TRAILER_LEN;
 /// Offset of the inner packet in a frame (headroom the caller leaves).
-pub const PAYLOAD_OFFSET: usize = HEADER_LEN + LABEL_LEN;
-/// Longest frame [`SealKey::seal`] will produce: no UDP payload can be longer.
+pub const PAYLOAD_OFFSET: usize = HEADER_LEN;
+/// Longest frame sealing will produce: no UDP payload can be longer.
 pub const MAX_FRAME_LEN: usize = u16::MAX as usize;
-/// First counter value that may never be used: 2^64 - 2^13 - 1.
+/// First counter value that may never be used: 2^64 - 2^13 - 1 (hop and route counters).
 ///
-/// Sealing refuses counters `>= MAX_COUNTER` (the caller must rekey) and
-/// opening rejects them.
+/// Sealing refuses counters `>= MAX_COUNTER` (the caller must rekey) and checking rejects
+/// them.
 pub const MAX_COUNTER: u64 = u64::MAX - (1 << 13);
+/// What the hop MAC covers: the header and the route tag.
+const HOP_AAD_LEN: usize = HEADER_LEN + TAG_LEN;
 
-const _: () = assert!(OVERHEAD == 36);
+const _: () = assert!(OVERHEAD == 60);
 const _: () = assert!(MAX_COUNTER == 18_446_744_073_709_543_423);
 
-/// Why a frame could not be sealed or opened. The Display texts are meant for a
+/// Why a frame could not be sealed, checked or opened. The Display texts are meant for a
 /// drop-counter listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
 pub enum WireError {
@@ -62,11 +81,11 @@ pub enum WireError {
     /// Authentication failed: wrong key, or the frame was altered.
     #[error("bad authentication tag")]
     BadTag,
-    /// Counter reached [`MAX_COUNTER`]: on send the session must rekey; on
-    /// receive the frame is rejected.
+    /// Counter reached [`MAX_COUNTER`]: on send the session or route must rekey; on receive
+    /// the frame is rejected.
     #[error("counter exhausted")]
     CounterExhausted,
-    /// Buffer too small for header + label + payload + tag.
+    /// Buffer too small for header + payload + trailer.
     #[error("buffer too small for frame")]
     BufferTooSmall,
     /// The frame would be longer than [`MAX_FRAME_LEN`].
@@ -74,13 +93,13 @@ pub enum WireError {
     TooLong,
 }
 
-/// The AEAD key could not be built (cannot happen for the supported ciphers'
-/// 32-byte keys; reported instead of panicking).
+/// The AEAD key could not be built (cannot happen for the supported ciphers' 32-byte keys;
+/// reported instead of panicking).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
 #[error("AEAD key rejected")]
 pub struct KeyError;
 
-/// AEAD used by a session.
+/// AEAD used by a session or a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cipher {
     /// AES-256-GCM.
@@ -134,68 +153,84 @@ fn nonce(counter: u64) -> Nonce {
     Nonce::assume_unique_for_key([0, 0, 0, 0, c0, c1, c2, c3, c4, c5, c6, c7])
 }
 
+fn u32_at(frame: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    if let Some(s) = frame.get(at..at + 4) {
+        b.copy_from_slice(s);
+    }
+    u32::from_le_bytes(b)
+}
+
+fn u64_at(frame: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    if let Some(s) = frame.get(at..at + 8) {
+        b.copy_from_slice(s);
+    }
+    u64::from_le_bytes(b)
+}
+
 /// Cleartext header of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Header {
-    /// Frame type ([`TYPE_DATA`]).
-    pub ty: u8,
-    /// Session index chosen by the receiver of the frame.
+    /// Session index chosen by the receiver of the frame (hop layer).
     pub receiver: u32,
-    /// Per-session, per-direction counter (also the nonce).
+    /// Per-link-session, per-direction counter (the hop MAC's nonce).
     pub counter: u64,
+    /// Label on this hop.
+    pub label: u32,
+    /// Per-route, per-direction counter (the route AEAD's nonce).
+    pub route_counter: u64,
 }
 
-impl Header {
-    fn encode(&self) -> [u8; HEADER_LEN] {
-        let r = self.receiver.to_le_bytes();
-        let c = self.counter.to_le_bytes();
-        [
-            self.ty, 0, 0, 0, r[0], r[1], r[2], r[3], c[0], c[1], c[2], c[3], c[4], c[5], c[6],
-            c[7],
-        ]
-    }
-}
-
-/// Parses the cleartext header. Checks that the frame is at least [`OVERHEAD`]
-/// long (a frame with an empty inner packet is allowed) and that its type is
-/// [`TYPE_DATA`]. Nothing is authenticated yet. Never panics.
+/// Parses the cleartext header. Checks that the frame is at least [`OVERHEAD`] long (a frame
+/// with an empty inner packet is allowed) and that its type is [`TYPE_DATA`]. Nothing is
+/// authenticated yet. Never panics.
 pub fn parse_header(frame: &[u8]) -> Result<Header, WireError> {
     if frame.len() < OVERHEAD {
         return Err(WireError::TooShort);
     }
-    let Some((bytes, _)) = frame.split_first_chunk::<HEADER_LEN>() else {
-        return Err(WireError::TooShort);
-    };
-    let [ty, _, _, _, r0, r1, r2, r3, c0, c1, c2, c3, c4, c5, c6, c7] = *bytes;
+    let ty = frame.first().copied().ok_or(WireError::TooShort)?;
     if ty != TYPE_DATA {
         return Err(WireError::UnknownType(ty));
     }
     Ok(Header {
-        ty,
-        receiver: u32::from_le_bytes([r0, r1, r2, r3]),
-        counter: u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
+        receiver: u32_at(frame, 4),
+        counter: u64_at(frame, 8),
+        label: u32_at(frame, LABEL_OFFSET),
+        route_counter: u64_at(frame, ROUTE_COUNTER_OFFSET),
     })
 }
 
-/// Sending half of a session: our sending key, the peer's session index and the
-/// next counter to use.
-#[derive(Debug)]
-pub struct SealKey {
-    key: LessSafeKey,
-    cipher: Cipher,
-    receiver: u32,
-    next: u64,
+/// The hop MAC's AAD of `frame` (at least [`OVERHEAD`] long): header ++ route tag.
+fn hop_aad(frame: &[u8]) -> Result<[u8; HOP_AAD_LEN], WireError> {
+    let len = frame.len();
+    let tag_at = len.checked_sub(TRAILER_LEN).ok_or(WireError::TooShort)?;
+    let (head, route_tag) = (
+        frame.get(..HEADER_LEN).ok_or(WireError::TooShort)?,
+        frame
+            .get(tag_at..tag_at + TAG_LEN)
+            .ok_or(WireError::TooShort)?,
+    );
+    let mut aad = [0u8; HOP_AAD_LEN];
+    aad[..HEADER_LEN].copy_from_slice(head);
+    aad[HEADER_LEN..].copy_from_slice(route_tag);
+    Ok(aad)
 }
 
-impl SealKey {
-    /// Key for sending to the peer whose session index is `receiver`; the
-    /// counter starts at 0.
-    pub fn new(cipher: Cipher, key: &[u8; 32], receiver: u32) -> Result<Self, KeyError> {
-        Ok(SealKey {
+/// One direction of a link session's hop layer: MACs frames this node sends (the sending
+/// half) or checks frames it receives (the receiving half).
+#[derive(Debug)]
+pub struct HopKey {
+    key: LessSafeKey,
+    cipher: Cipher,
+}
+
+impl HopKey {
+    /// The hop key `key` under `cipher`.
+    pub fn new(cipher: Cipher, key: &[u8; 32]) -> Result<Self, KeyError> {
+        Ok(HopKey {
             key: make_key(cipher, key)?,
             cipher,
-            receiver,
-            next: 0,
         })
     }
 
@@ -204,44 +239,95 @@ impl SealKey {
         self.cipher
     }
 
-    /// The peer's session index written into every frame.
-    pub fn receiver(&self) -> u32 {
-        self.receiver
-    }
-
-    /// Counter the next successful [`seal`](Self::seal) will use.
-    pub fn next_counter(&self) -> u64 {
-        self.next
-    }
-
-    /// Seals in place. `buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + payload_len]` holds
-    /// the inner packet. Writes the header at `0..16` and `label` at `16..20`,
-    /// encrypts `16..20 + payload_len`, appends the tag, and returns the frame
-    /// length `OVERHEAD + payload_len`.
-    ///
-    /// The counter advances only on success. Errors: [`WireError::BufferTooSmall`],
-    /// [`WireError::TooLong`], [`WireError::CounterExhausted`] (rekey).
-    pub fn seal(
-        &mut self,
-        label: u32,
-        buf: &mut [u8],
-        payload_len: usize,
-    ) -> Result<usize, WireError> {
-        let counter = self.next;
-        let len = self.seal_with_counter(counter, label, buf, payload_len)?;
-        // seal_with_counter succeeded, so counter < MAX_COUNTER < u64::MAX.
-        self.next = counter.saturating_add(1);
-        Ok(len)
-    }
-
-    /// Like [`seal`](Self::seal) with an explicit counter and without advancing
-    /// the internal one. For tests and benchmarks: sealing two different frames
-    /// with the same counter under one key destroys confidentiality and
-    /// integrity.
-    pub fn seal_with_counter(
+    /// Writes the hop fields (type, reserved, `receiver`, `counter`, `label`) of `frame`, a
+    /// whole frame whose route layer is sealed, and its hop tag. The route counter, payload
+    /// and route tag are left as they are. No payload byte is read or written.
+    pub fn stamp(
         &self,
+        frame: &mut [u8],
+        receiver: u32,
         counter: u64,
         label: u32,
+    ) -> Result<(), WireError> {
+        if counter >= MAX_COUNTER {
+            return Err(WireError::CounterExhausted);
+        }
+        if frame.len() < OVERHEAD {
+            return Err(WireError::TooShort);
+        }
+        if let Some(h) = frame.get_mut(..ROUTE_COUNTER_OFFSET) {
+            h[0] = TYPE_DATA;
+            h[1..4].fill(0);
+            h[4..8].copy_from_slice(&receiver.to_le_bytes());
+            h[8..16].copy_from_slice(&counter.to_le_bytes());
+            h[16..20].copy_from_slice(&label.to_le_bytes());
+        }
+        let aad = hop_aad(frame)?;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(&aad[..]), &mut [])
+            .map_err(|_| WireError::TooLong)?;
+        let len = frame.len();
+        let out = frame
+            .get_mut(len - TAG_LEN..)
+            .ok_or(WireError::BufferTooSmall)?;
+        out.copy_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Checks the hop tag of `frame` and returns its header. Any altered byte of the header
+    /// or of the route tag, a wrong key or a truncated frame fails ([`WireError::BadTag`],
+    /// [`WireError::TooShort`]; a wrong type byte gives [`WireError::UnknownType`] before any
+    /// crypto); counters `>= MAX_COUNTER` are rejected first. The payload is not looked at:
+    /// the route layer covers it. Does not check for replays; modifies nothing.
+    pub fn verify(&self, frame: &[u8]) -> Result<Header, WireError> {
+        let h = parse_header(frame)?;
+        if h.counter >= MAX_COUNTER || h.route_counter >= MAX_COUNTER {
+            return Err(WireError::CounterExhausted);
+        }
+        let aad = hop_aad(frame)?;
+        let mut tag = [0u8; TAG_LEN];
+        let len = frame.len();
+        tag.copy_from_slice(frame.get(len - TAG_LEN..).ok_or(WireError::TooShort)?);
+        self.key
+            .open_in_place(nonce(h.counter), Aad::from(&aad[..]), &mut tag)
+            .map_err(|_| WireError::BadTag)?;
+        Ok(h)
+    }
+}
+
+/// One direction of a route's end-to-end key: the ingress seals with it, the egress opens.
+#[derive(Debug)]
+pub struct RouteKey {
+    key: LessSafeKey,
+    cipher: Cipher,
+}
+
+impl RouteKey {
+    /// The route key `key` under `cipher`.
+    pub fn new(cipher: Cipher, key: &[u8; 32]) -> Result<Self, KeyError> {
+        Ok(RouteKey {
+            key: make_key(cipher, key)?,
+            cipher,
+        })
+    }
+
+    /// Cipher of this key.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
+    }
+
+    /// Seals the route layer in place: `buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + payload_len]`
+    /// holds the inner packet. Writes the route counter, encrypts the packet, writes the
+    /// route tag after it and leaves [`TAG_LEN`] bytes for the hop tag; returns the frame
+    /// length `OVERHEAD + payload_len`. The hop fields are written by [`HopKey::stamp`].
+    ///
+    /// Sealing two packets with the same counter under one key destroys confidentiality and
+    /// integrity: the caller keeps counters unique. Errors: [`WireError::BufferTooSmall`],
+    /// [`WireError::TooLong`], [`WireError::CounterExhausted`] (the route must be replaced).
+    pub fn seal(
+        &self,
+        counter: u64,
         buf: &mut [u8],
         payload_len: usize,
     ) -> Result<usize, WireError> {
@@ -255,116 +341,61 @@ impl SealKey {
             return Err(WireError::TooLong);
         }
         let frame = buf.get_mut(..frame_len).ok_or(WireError::BufferTooSmall)?;
-        let (header, rest) = frame
-            .split_first_chunk_mut::<HEADER_LEN>()
+        let (head, rest) = frame
+            .split_at_mut_checked(PAYLOAD_OFFSET)
             .ok_or(WireError::BufferTooSmall)?;
-        let (body, tag_out) = rest
-            .split_at_mut_checked(LABEL_LEN + payload_len)
+        let (body, trailer) = rest
+            .split_at_mut_checked(payload_len)
             .ok_or(WireError::BufferTooSmall)?;
-        let (label_out, _) = body
-            .split_first_chunk_mut::<LABEL_LEN>()
-            .ok_or(WireError::BufferTooSmall)?;
-
-        *header = Header {
-            ty: TYPE_DATA,
-            receiver: self.receiver,
-            counter,
-        }
-        .encode();
-        *label_out = label.to_le_bytes();
-
+        head[ROUTE_COUNTER_OFFSET..].copy_from_slice(&counter.to_le_bytes());
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce(counter), Aad::from(&header[..]), body)
+            .seal_in_place_separate_tag(nonce(counter), Aad::empty(), body)
             .map_err(|_| WireError::TooLong)?;
-        let tag = tag.as_ref();
-        if tag_out.len() != tag.len() {
-            return Err(WireError::BufferTooSmall);
-        }
-        tag_out.copy_from_slice(tag);
+        trailer
+            .get_mut(..TAG_LEN)
+            .ok_or(WireError::BufferTooSmall)?
+            .copy_from_slice(tag.as_ref());
         Ok(frame_len)
     }
-}
 
-/// Receiving half of a session.
-#[derive(Debug)]
-pub struct OpenKey {
-    key: LessSafeKey,
-    cipher: Cipher,
-}
-
-/// A frame opened in place.
-#[derive(Debug)]
-pub struct Opened<'a> {
-    /// Decrypted label.
-    pub label: u32,
-    /// Authenticated counter (feed it to the replay window).
-    pub counter: u64,
-    /// Decrypted inner packet: `frame[PAYLOAD_OFFSET..len - TAG_LEN]`.
-    pub packet: &'a mut [u8],
-}
-
-impl OpenKey {
-    /// Key for receiving.
-    pub fn new(cipher: Cipher, key: &[u8; 32]) -> Result<Self, KeyError> {
-        Ok(OpenKey {
-            key: make_key(cipher, key)?,
-            cipher,
-        })
-    }
-
-    /// Cipher of this key.
-    pub fn cipher(&self) -> Cipher {
-        self.cipher
-    }
-
-    /// Verifies and decrypts `frame` in place. Nothing is returned unless the tag
-    /// verifies; a wrong key or any altered byte (header included) gives
-    /// [`WireError::BadTag`] (except the type byte, which gives
-    /// [`WireError::UnknownType`] before any crypto). Counters `>= MAX_COUNTER`
-    /// are rejected with [`WireError::CounterExhausted`] before decryption.
-    ///
-    /// On error the contents of `frame` past the header are unspecified.
-    /// This does not check for replays.
-    pub fn open<'a>(&self, frame: &'a mut [u8]) -> Result<Opened<'a>, WireError> {
-        let header = parse_header(frame)?;
-        if header.counter >= MAX_COUNTER {
+    /// Verifies and decrypts the route layer of `frame` in place and returns the inner
+    /// packet, `frame[PAYLOAD_OFFSET..len - TRAILER_LEN]`. Nothing is returned unless the
+    /// route tag verifies ([`WireError::BadTag`]); route counters `>= MAX_COUNTER` are
+    /// rejected before decryption. The hop layer is not looked at (check it first with
+    /// [`HopKey::verify`]). On error the payload bytes are unspecified. No replay check.
+    pub fn open<'a>(&self, frame: &'a mut [u8]) -> Result<&'a mut [u8], WireError> {
+        let h = parse_header(frame)?;
+        if h.route_counter >= MAX_COUNTER {
             return Err(WireError::CounterExhausted);
         }
-        let (aad, rest) = frame
-            .split_first_chunk_mut::<HEADER_LEN>()
+        let len = frame.len();
+        let sealed = frame
+            .get_mut(PAYLOAD_OFFSET..len - TAG_LEN)
             .ok_or(WireError::TooShort)?;
-        let plain = self
-            .key
-            .open_in_place(nonce(header.counter), Aad::from(&aad[..]), rest)
-            .map_err(|_| WireError::BadTag)?;
-        let (label, packet) = plain
-            .split_first_chunk_mut::<LABEL_LEN>()
-            .ok_or(WireError::TooShort)?;
-        Ok(Opened {
-            label: u32::from_le_bytes(*label),
-            counter: header.counter,
-            packet,
-        })
+        self.key
+            .open_in_place(nonce(h.route_counter), Aad::empty(), sealed)
+            .map_err(|_| WireError::BadTag)
     }
 }
 
-/// Relay step: opens `frame` with `open` (the inbound session), and re-seals the
-/// same bytes in place with `seal` (the outbound session, next counter) under
-/// `new_label`. Returns the new frame length, always `frame.len()`.
+/// Relay step: checks `frame`'s hop tag with `open` (the inbound session's receive key),
+/// then re-stamps it for the next hop with `seal` (the outbound session's send key),
+/// `receiver`, `counter` and `label`. Returns the inbound header (its label chose the rule).
+/// The payload and the route tag are neither read nor changed.
 ///
-/// The caller does the inbound anti-replay check: read the counter with
-/// [`parse_header`] first, check it, and update the window after this returned
-/// `Ok`. (A relay that must see the old label before choosing the next hop uses
-/// [`OpenKey::open`] then [`SealKey::seal`] on the same buffer instead.)
-pub fn reseal(
-    open: &OpenKey,
-    seal: &mut SealKey,
-    new_label: u32,
+/// The caller does the inbound anti-replay check on the returned header's counter.
+pub fn relay(
+    open: &HopKey,
+    seal: &HopKey,
     frame: &mut [u8],
-) -> Result<usize, WireError> {
-    let payload_len = open.open(frame)?.packet.len();
-    seal.seal(new_label, frame, payload_len)
+    receiver: u32,
+    counter: u64,
+    label: u32,
+) -> Result<Header, WireError> {
+    let h = open.verify(frame)?;
+    seal.stamp(frame, receiver, counter, label)?;
+    Ok(h)
 }
 
 #[cfg(test)]
@@ -372,11 +403,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const K1: [u8; 32] = [0x11; 32];
-    const K2: [u8; 32] = [0x22; 32];
+    const HOP1: [u8; 32] = [0x11; 32];
+    const HOP2: [u8; 32] = [0x22; 32];
+    const ROUTE: [u8; 32] = [0x33; 32];
 
     fn cipher() -> impl Strategy<Value = Cipher> {
         prop_oneof![Just(Cipher::Aes256Gcm), Just(Cipher::ChaCha20Poly1305)]
+    }
+
+    fn other(c: Cipher) -> Cipher {
+        match c {
+            Cipher::Aes256Gcm => Cipher::ChaCha20Poly1305,
+            Cipher::ChaCha20Poly1305 => Cipher::Aes256Gcm,
+        }
     }
 
     /// Buffer with headroom/tailroom holding `payload` at PAYLOAD_OFFSET.
@@ -386,117 +425,127 @@ mod tests {
         buf
     }
 
-    fn sealed(c: Cipher, key: &[u8; 32], label: u32, payload: &[u8]) -> Vec<u8> {
-        let mut s = SealKey::new(c, key, 7).unwrap();
+    /// A whole frame: route layer under ROUTE (counter `rc`), hop layer under HOP1.
+    fn framed(c: Cipher, payload: &[u8], rc: u64, hc: u64, label: u32) -> Vec<u8> {
         let mut buf = buf_with(payload);
-        let n = s.seal(label, &mut buf, payload.len()).unwrap();
+        let n = RouteKey::new(c, &ROUTE)
+            .unwrap()
+            .seal(rc, &mut buf, payload.len())
+            .unwrap();
         assert_eq!(n, buf.len());
+        HopKey::new(c, &HOP1)
+            .unwrap()
+            .stamp(&mut buf, 7, hc, label)
+            .unwrap();
         buf
     }
 
     #[test]
     fn constants() {
-        assert_eq!(OVERHEAD, 36);
-        assert_eq!(PAYLOAD_OFFSET, 20);
+        assert_eq!(OVERHEAD, 60);
+        assert_eq!(PAYLOAD_OFFSET, 28);
         assert_eq!(u128::from(MAX_COUNTER), (1u128 << 64) - (1 << 13) - 1);
         let _ = preferred();
     }
 
     #[test]
     fn layout_matches_spec() {
-        // Independent re-computation with ring, straight from the spec.
+        // Independent re-computation with ring, straight from the table in the module doc.
         for c in [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305] {
-            let s = SealKey::new(c, &K1, 0xA1B2_C3D4).unwrap();
             let payload = b"inner ip packet";
-            let mut buf = buf_with(payload);
-            let counter = 0x0102_0304_0506_0708;
-            let n = s
-                .seal_with_counter(counter, 0xDEAD_BEEF, &mut buf, payload.len())
+            let (rc, hc) = (0x1112_1314_1516_1718u64, 0x0102_0304_0506_0708u64);
+            let buf = framed(c, payload, rc, hc, 0xDEAD_BEEF);
+            assert_eq!(buf.len(), OVERHEAD + payload.len());
+            let mut header = vec![2, 0, 0, 0, 7, 0, 0, 0];
+            header.extend_from_slice(&hc.to_le_bytes());
+            header.extend_from_slice(&0xDEAD_BEEFu32.to_le_bytes());
+            header.extend_from_slice(&rc.to_le_bytes());
+            assert_eq!(buf[..28], header[..]);
+            let n12 = |ctr: u64| {
+                let mut n = [0u8; 12];
+                n[4..].copy_from_slice(&ctr.to_le_bytes());
+                Nonce::assume_unique_for_key(n)
+            };
+            let rk = LessSafeKey::new(UnboundKey::new(c.algorithm(), &ROUTE).unwrap());
+            let mut inner = payload.to_vec();
+            rk.seal_in_place_append_tag(n12(rc), Aad::empty(), &mut inner)
                 .unwrap();
-            assert_eq!(n, OVERHEAD + payload.len());
-
-            let header = [1, 0, 0, 0, 0xD4, 0xC3, 0xB2, 0xA1, 8, 7, 6, 5, 4, 3, 2, 1];
-            assert_eq!(buf[..16], header);
-            let mut expect = 0xDEAD_BEEFu32.to_le_bytes().to_vec();
-            expect.extend_from_slice(payload);
-            let mut n12 = [0u8; 12];
-            n12[4..].copy_from_slice(&counter.to_le_bytes());
-            let k = LessSafeKey::new(UnboundKey::new(c.algorithm(), &K1).unwrap());
-            k.seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(n12),
-                Aad::from(&header[..]),
-                &mut expect,
-            )
-            .unwrap();
-            assert_eq!(buf[16..], expect[..]);
+            assert_eq!(buf[28..28 + payload.len() + 16], inner[..]);
+            let hk = LessSafeKey::new(UnboundKey::new(c.algorithm(), &HOP1).unwrap());
+            let mut aad = header.clone();
+            aad.extend_from_slice(&inner[payload.len()..]);
+            let tag = hk
+                .seal_in_place_separate_tag(n12(hc), Aad::from(&aad[..]), &mut [])
+                .unwrap();
+            assert_eq!(buf[buf.len() - 16..], *tag.as_ref());
         }
     }
 
     #[test]
-    fn counter_advances_and_exhausts() {
-        let mut s = SealKey::new(Cipher::ChaCha20Poly1305, &K1, 1).unwrap();
-        let o = OpenKey::new(Cipher::ChaCha20Poly1305, &K1).unwrap();
-        for want in 0..3u64 {
-            let mut buf = buf_with(b"x");
-            s.seal(5, &mut buf, 1).unwrap();
-            assert_eq!(parse_header(&buf).unwrap().counter, want);
-            assert_eq!(o.open(&mut buf).unwrap().counter, want);
-        }
-        s.next = MAX_COUNTER - 1;
+    fn version_1_frames_are_refused() {
+        let mut buf = framed(Cipher::Aes256Gcm, b"x", 0, 0, 1);
+        buf[0] = 1;
+        assert_eq!(parse_header(&buf), Err(WireError::UnknownType(1)));
+        let hop = HopKey::new(Cipher::Aes256Gcm, &HOP1).unwrap();
+        assert_eq!(hop.verify(&buf), Err(WireError::UnknownType(1)));
+    }
+
+    #[test]
+    fn exhausted_counters() {
+        let c = Cipher::ChaCha20Poly1305;
+        let seal = RouteKey::new(c, &ROUTE).unwrap();
+        let hop = HopKey::new(c, &HOP1).unwrap();
         let mut buf = buf_with(b"x");
-        s.seal(5, &mut buf, 1).unwrap();
-        assert_eq!(o.open(&mut buf).unwrap().counter, MAX_COUNTER - 1);
-        let mut buf = buf_with(b"x");
-        assert_eq!(s.seal(5, &mut buf, 1), Err(WireError::CounterExhausted));
-        assert_eq!(s.next_counter(), MAX_COUNTER);
         assert_eq!(
-            s.seal_with_counter(u64::MAX, 5, &mut buf, 1),
+            seal.seal(MAX_COUNTER, &mut buf, 1),
             Err(WireError::CounterExhausted)
         );
-    }
-
-    #[test]
-    fn open_rejects_exhausted_counter() {
-        let mut buf = sealed(Cipher::Aes256Gcm, &K1, 1, b"abc");
-        for c in [MAX_COUNTER, MAX_COUNTER + 1, u64::MAX] {
-            buf[8..16].copy_from_slice(&c.to_le_bytes());
-            let o = OpenKey::new(Cipher::Aes256Gcm, &K1).unwrap();
-            assert_eq!(o.open(&mut buf).unwrap_err(), WireError::CounterExhausted);
+        seal.seal(MAX_COUNTER - 1, &mut buf, 1).unwrap();
+        assert_eq!(
+            hop.stamp(&mut buf, 1, u64::MAX, 1),
+            Err(WireError::CounterExhausted)
+        );
+        hop.stamp(&mut buf, 1, MAX_COUNTER - 1, 1).unwrap();
+        hop.verify(&buf).unwrap();
+        for bad in [MAX_COUNTER, u64::MAX] {
+            let mut b = buf.clone();
+            b[8..16].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(hop.verify(&b), Err(WireError::CounterExhausted));
+            let mut b = buf.clone();
+            b[20..28].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(hop.verify(&b), Err(WireError::CounterExhausted));
+            let open = RouteKey::new(c, &ROUTE).unwrap();
+            assert_eq!(open.open(&mut b).unwrap_err(), WireError::CounterExhausted);
         }
     }
 
     #[test]
     fn too_long_and_overflow() {
-        let s = SealKey::new(Cipher::Aes256Gcm, &K1, 1).unwrap();
+        let s = RouteKey::new(Cipher::Aes256Gcm, &ROUTE).unwrap();
         let mut buf = vec![0u8; MAX_FRAME_LEN + 1];
         assert_eq!(
-            s.seal_with_counter(0, 0, &mut buf, MAX_FRAME_LEN - OVERHEAD + 1),
+            s.seal(0, &mut buf, MAX_FRAME_LEN - OVERHEAD + 1),
             Err(WireError::TooLong)
         );
-        assert_eq!(
-            s.seal_with_counter(0, 0, &mut buf, usize::MAX),
-            Err(WireError::TooLong)
-        );
-        let n = s
-            .seal_with_counter(0, 0, &mut buf, MAX_FRAME_LEN - OVERHEAD)
-            .unwrap();
+        assert_eq!(s.seal(0, &mut buf, usize::MAX), Err(WireError::TooLong));
+        let n = s.seal(0, &mut buf, MAX_FRAME_LEN - OVERHEAD).unwrap();
         assert_eq!(n, MAX_FRAME_LEN);
-        let o = OpenKey::new(Cipher::Aes256Gcm, &K1).unwrap();
-        assert_eq!(o.open(&mut buf[..n]).unwrap().packet.len(), n - OVERHEAD);
+        let hop = HopKey::new(Cipher::Aes256Gcm, &HOP1).unwrap();
+        hop.stamp(&mut buf[..n], 1, 0, 1).unwrap();
+        hop.verify(&buf[..n]).unwrap();
+        let o = RouteKey::new(Cipher::Aes256Gcm, &ROUTE).unwrap();
+        assert_eq!(o.open(&mut buf[..n]).unwrap().len(), n - OVERHEAD);
     }
 
     #[test]
-    fn empty_packet_frame_is_36() {
-        let mut buf = sealed(Cipher::ChaCha20Poly1305, &K1, 9, b"");
-        assert_eq!(buf.len(), 36);
-        let o = OpenKey::new(Cipher::ChaCha20Poly1305, &K1).unwrap();
-        let op = o.open(&mut buf).unwrap();
-        assert_eq!((op.label, op.packet.len()), (9, 0));
-        assert_eq!(
-            o.open(&mut buf[..35]).unwrap_err(),
-            WireError::TooShort,
-            "35 bytes"
-        );
+    fn empty_packet_frame_is_60() {
+        let mut buf = framed(Cipher::ChaCha20Poly1305, b"", 3, 4, 9);
+        assert_eq!(buf.len(), 60);
+        let hop = HopKey::new(Cipher::ChaCha20Poly1305, &HOP1).unwrap();
+        assert_eq!(hop.verify(&buf[..59]), Err(WireError::TooShort));
+        assert_eq!(hop.verify(&buf).unwrap().label, 9);
+        let o = RouteKey::new(Cipher::ChaCha20Poly1305, &ROUTE).unwrap();
+        assert_eq!(o.open(&mut buf).unwrap().len(), 0);
     }
 
     #[test]
@@ -510,7 +559,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parse_header_total(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+        fn parse_header_total(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
             let r = parse_header(&bytes);
             if bytes.len() < OVERHEAD {
                 prop_assert_eq!(r, Err(WireError::TooShort));
@@ -520,138 +569,149 @@ mod tests {
                 let h = r.unwrap();
                 prop_assert_eq!(&h.receiver.to_le_bytes()[..], &bytes[4..8]);
                 prop_assert_eq!(&h.counter.to_le_bytes()[..], &bytes[8..16]);
+                prop_assert_eq!(&h.label.to_le_bytes()[..], &bytes[16..20]);
+                prop_assert_eq!(&h.route_counter.to_le_bytes()[..], &bytes[20..28]);
             }
         }
 
         #[test]
-        fn open_total_on_garbage(
+        fn checks_total_on_garbage(
             c in cipher(),
-            mut bytes in proptest::collection::vec(any::<u8>(), 0..120),
+            mut bytes in proptest::collection::vec(any::<u8>(), 0..140),
         ) {
-            let o = OpenKey::new(c, &K1).unwrap();
+            let hop = HopKey::new(c, &HOP1).unwrap();
+            prop_assert!(hop.verify(&bytes).is_err());
+            let o = RouteKey::new(c, &ROUTE).unwrap();
             prop_assert!(o.open(&mut bytes).is_err());
         }
 
         #[test]
-        fn seal_open_roundtrip(
+        fn roundtrip(
             c in cipher(),
             label in any::<u32>(),
             payload in proptest::collection::vec(any::<u8>(), 0..=1500),
-            receiver in any::<u32>(),
+            rc in 0..MAX_COUNTER,
+            hc in 0..MAX_COUNTER,
             extra in 0usize..40,
         ) {
-            let mut s = SealKey::new(c, &K1, receiver).unwrap();
-            let o = OpenKey::new(c, &K1).unwrap();
             let mut buf = buf_with(&payload);
             buf.resize(buf.len() + extra, 0xEE);
-            let n = s.seal(label, &mut buf, payload.len()).unwrap();
+            let n = RouteKey::new(c, &ROUTE).unwrap().seal(rc, &mut buf, payload.len()).unwrap();
             prop_assert_eq!(n, OVERHEAD + payload.len());
             prop_assert!(buf[n..].iter().all(|&b| b == 0xEE), "tailroom untouched");
-            let h = parse_header(&buf[..n]).unwrap();
-            prop_assert_eq!(h, Header { ty: TYPE_DATA, receiver, counter: 0 });
-            let op = o.open(&mut buf[..n]).unwrap();
-            prop_assert_eq!(op.label, label);
-            prop_assert_eq!(op.counter, 0);
-            prop_assert_eq!(&*op.packet, &payload[..]);
+            HopKey::new(c, &HOP1).unwrap().stamp(&mut buf[..n], 7, hc, label).unwrap();
+            let h = HopKey::new(c, &HOP1).unwrap().verify(&buf[..n]).unwrap();
+            prop_assert_eq!(h, Header { receiver: 7, counter: hc, label, route_counter: rc });
+            let o = RouteKey::new(c, &ROUTE).unwrap();
+            prop_assert_eq!(&*o.open(&mut buf[..n]).unwrap(), &payload[..]);
         }
 
+        /// A flipped bit anywhere in the header, the route tag or the hop tag fails the hop
+        /// check; in the payload it passes the hop check (a relay does not read the payload)
+        /// and fails at the egress.
         #[test]
         fn any_bit_flip_fails(
             c in cipher(),
             payload in proptest::collection::vec(any::<u8>(), 0..64),
             bit in any::<proptest::sample::Index>(),
         ) {
-            let mut buf = sealed(c, &K1, 42, &payload);
+            let mut buf = framed(c, &payload, 5, 6, 42);
             let bit = bit.index(buf.len() * 8);
-            buf[bit / 8] ^= 1 << (bit % 8);
-            let o = OpenKey::new(c, &K1).unwrap();
-            let err = o.open(&mut buf).unwrap_err();
-            if bit / 8 == 0 {
-                prop_assert!(matches!(err, WireError::UnknownType(_)));
-            } else {
-                // Counter is 0, so a flip cannot reach MAX_COUNTER.
-                prop_assert_eq!(err, WireError::BadTag);
+            let byte = bit / 8;
+            buf[byte] ^= 1 << (bit % 8);
+            let hop = HopKey::new(c, &HOP1).unwrap();
+            let o = RouteKey::new(c, &ROUTE).unwrap();
+            let in_payload = (PAYLOAD_OFFSET..PAYLOAD_OFFSET + payload.len()).contains(&byte);
+            match hop.verify(&buf) {
+                Err(WireError::UnknownType(_)) => prop_assert_eq!(byte, 0),
+                Err(e) => {
+                    prop_assert!(!in_payload);
+                    // Counters are small, so a flip cannot reach MAX_COUNTER.
+                    prop_assert_eq!(e, WireError::BadTag);
+                }
+                Ok(_) => {
+                    prop_assert!(in_payload);
+                    prop_assert_eq!(o.open(&mut buf).unwrap_err(), WireError::BadTag);
+                }
             }
         }
 
         #[test]
-        fn wrong_key_fails(
+        fn wrong_keys_fail(
             c in cipher(),
-            other in any::<[u8; 32]>(),
+            key in any::<[u8; 32]>(),
             cross_cipher in any::<bool>(),
             payload in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
-            let mut buf = sealed(c, &K1, 1, &payload);
+            let mut buf = framed(c, &payload, 1, 1, 1);
             let (oc, ok) = if cross_cipher {
-                let oc = match c {
-                    Cipher::Aes256Gcm => Cipher::ChaCha20Poly1305,
-                    Cipher::ChaCha20Poly1305 => Cipher::Aes256Gcm,
-                };
-                (oc, K1)
+                (other(c), HOP1)
             } else {
-                prop_assume!(other != K1);
-                (c, other)
+                prop_assume!(key != HOP1 && key != ROUTE);
+                (c, key)
             };
-            let o = OpenKey::new(oc, &ok).unwrap();
+            prop_assert_eq!(HopKey::new(oc, &ok).unwrap().verify(&buf), Err(WireError::BadTag));
+            let ork = if cross_cipher { ROUTE } else { ok };
+            let o = RouteKey::new(oc, &ork).unwrap();
+            prop_assert_eq!(o.open(&mut buf).unwrap_err(), WireError::BadTag);
+            // Nor does the hop key open the route layer.
+            let mut buf = framed(c, &payload, 1, 1, 1);
+            let o = RouteKey::new(c, &HOP1).unwrap();
             prop_assert_eq!(o.open(&mut buf).unwrap_err(), WireError::BadTag);
         }
 
+        /// Over any number of relays the payload bytes and route tag are carried unchanged,
+        /// each hop's tag verifies with that hop's key only, and the egress opens the packet.
         #[test]
-        fn reseal_relay_roundtrip(
+        fn relay_chain(
             c1 in cipher(),
             c2 in cipher(),
             label in any::<u32>(),
             new_label in any::<u32>(),
             payload in proptest::collection::vec(any::<u8>(), 0..=1500),
-            rounds in 1u64..4,
+            hc in 0u64..1000,
         ) {
-            let mut a = SealKey::new(c1, &K1, 100).unwrap();
-            let r_in = OpenKey::new(c1, &K1).unwrap();
-            let mut r_out = SealKey::new(c2, &K2, 200).unwrap();
-            let b = OpenKey::new(c2, &K2).unwrap();
-            for round in 0..rounds {
-                let mut buf = buf_with(&payload);
-                let n = a.seal(label, &mut buf, payload.len()).unwrap();
-                let m = reseal(&r_in, &mut r_out, new_label, &mut buf[..n]).unwrap();
-                prop_assert_eq!(m, n);
-                let h = parse_header(&buf[..m]).unwrap();
-                prop_assert_eq!((h.receiver, h.counter), (200, round));
-                // The old key no longer opens it.
-                let mut copy = buf.clone();
-                prop_assert_eq!(r_in.open(&mut copy).unwrap_err(), WireError::BadTag);
-                let op = b.open(&mut buf[..m]).unwrap();
-                prop_assert_eq!(op.label, new_label);
-                prop_assert_eq!(&*op.packet, &payload[..]);
-            }
+            let mut buf = framed(c1, &payload, 9, hc, label);
+            let sealed_part = buf[PAYLOAD_OFFSET..].to_vec();
+            let r_in = HopKey::new(c1, &HOP1).unwrap();
+            let r_out = HopKey::new(c2, &HOP2).unwrap();
+            let h = relay(&r_in, &r_out, &mut buf, 200, hc + 1, new_label).unwrap();
+            prop_assert_eq!((h.label, h.counter), (label, hc));
+            let n = buf.len();
+            prop_assert_eq!(&buf[PAYLOAD_OFFSET..n - TAG_LEN], &sealed_part[..sealed_part.len() - TAG_LEN]);
+            prop_assert_eq!(r_in.verify(&buf), Err(WireError::BadTag));
+            let h = HopKey::new(c2, &HOP2).unwrap().verify(&buf).unwrap();
+            prop_assert_eq!(h, Header { receiver: 200, counter: hc + 1, label: new_label, route_counter: 9 });
+            let o = RouteKey::new(c1, &ROUTE).unwrap();
+            prop_assert_eq!(&*o.open(&mut buf).unwrap(), &payload[..]);
         }
 
         #[test]
-        fn reseal_bad_frame_does_not_consume_counter(
-            payload in proptest::collection::vec(any::<u8>(), 0..100),
-        ) {
-            let mut buf = sealed(Cipher::Aes256Gcm, &K1, 1, &payload);
+        fn relay_of_a_bad_frame_changes_nothing(payload in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let mut buf = framed(Cipher::Aes256Gcm, &payload, 1, 1, 1);
             let last = buf.len() - 1;
             buf[last] ^= 1;
-            let r_in = OpenKey::new(Cipher::Aes256Gcm, &K1).unwrap();
-            let mut r_out = SealKey::new(Cipher::Aes256Gcm, &K2, 2).unwrap();
-            prop_assert_eq!(reseal(&r_in, &mut r_out, 3, &mut buf), Err(WireError::BadTag));
-            prop_assert_eq!(r_out.next_counter(), 0);
+            let before = buf.clone();
+            let r_in = HopKey::new(Cipher::Aes256Gcm, &HOP1).unwrap();
+            let r_out = HopKey::new(Cipher::Aes256Gcm, &HOP2).unwrap();
+            prop_assert_eq!(relay(&r_in, &r_out, &mut buf, 2, 0, 3), Err(WireError::BadTag));
+            prop_assert_eq!(buf, before);
         }
 
         #[test]
         fn short_buffer_errors(c in cipher(), payload_len in 0usize..200) {
-            let mut s = SealKey::new(c, &K1, 1).unwrap();
+            let s = RouteKey::new(c, &ROUTE).unwrap();
             for size in 0..OVERHEAD + payload_len {
                 let mut buf = vec![0u8; size];
-                prop_assert_eq!(
-                    s.seal(1, &mut buf, payload_len),
-                    Err(WireError::BufferTooSmall)
-                );
+                prop_assert_eq!(s.seal(0, &mut buf, payload_len), Err(WireError::BufferTooSmall));
             }
-            prop_assert_eq!(s.next_counter(), 0);
             let mut buf = vec![0u8; OVERHEAD + payload_len];
-            prop_assert_eq!(s.seal(1, &mut buf, payload_len), Ok(OVERHEAD + payload_len));
-            prop_assert_eq!(s.next_counter(), 1);
+            prop_assert_eq!(s.seal(0, &mut buf, payload_len), Ok(OVERHEAD + payload_len));
+            let hop = HopKey::new(c, &HOP1).unwrap();
+            for size in 0..OVERHEAD {
+                let mut b = vec![0u8; size];
+                prop_assert_eq!(hop.stamp(&mut b, 1, 0, 1), Err(WireError::TooShort));
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! a packet for an unknown destination is punted, and injected back once its route exists.
 
 use dataplane::fib::Prefix;
-use dataplane::fibproto::{FibMsg, RuleAction};
+use dataplane::fibproto::{FibMsg, Key, RuleAction};
 use dataplane::fibring::FibClient;
 use dataplane::wire::Cipher;
 use std::path::Path;
@@ -85,16 +85,25 @@ fn program_punt_and_inject_through_the_fib_ring() {
         peer: peer.parse().unwrap(),
         peer_shards: 2,
         cipher: Cipher::ChaCha20Poly1305,
-        tx_key: key(tx),
-        rx_key: key(rx),
+        tx_key: Key(key(tx)),
+        rx_key: Key(key(rx)),
+    };
+    // Route keys: a's routes seal with 11 (b opens with it), b's with 12.
+    let route_key = |id, n| FibMsg::AddRouteKey {
+        id,
+        cipher: Cipher::ChaCha20Poly1305,
+        key: Key(key(n)),
     };
     // b: complete. a: session and rule, but no route to fd00::2 yet.
     fb.send(&session(1, "10.77.0.1:7000", 2, 1)).unwrap();
+    fb.send(&route_key(1, 11)).unwrap();
+    fb.send(&route_key(2, 12)).unwrap();
     fb.send(&FibMsg::AddRule {
         session: 1,
         label: 9,
         action: RuleAction::Deliver {
             sources: vec![p("fd00::1/128")],
+            key: 1,
         },
     })
     .unwrap();
@@ -102,16 +111,20 @@ fn program_punt_and_inject_through_the_fib_ring() {
         prefix: p("fd00::1/128"),
         session: 1,
         label: 9,
+        key: 2,
         keepalive: true,
     })
     .unwrap();
     fb.commit(Duration::from_secs(5)).unwrap();
     fa.send(&session(1, "10.77.0.2:7000", 1, 2)).unwrap();
+    fa.send(&route_key(7, 11)).unwrap();
+    fa.send(&route_key(8, 12)).unwrap();
     fa.send(&FibMsg::AddRule {
         session: 1,
         label: 9,
         action: RuleAction::Deliver {
             sources: vec![p("fd00::2/128")],
+            key: 8,
         },
     })
     .unwrap();
@@ -122,11 +135,23 @@ fn program_punt_and_inject_through_the_fib_ring() {
         prefix: p("fd00::77/128"),
         session: 42,
         label: 1,
+        key: 7,
         keepalive: false,
     })
     .unwrap();
     let err = fa.commit(Duration::from_secs(5)).unwrap_err();
     assert!(err.to_string().contains("unknown session 42"), "{err}");
+    // So is one that names an unknown route key.
+    fa.send(&FibMsg::AddRoute {
+        prefix: p("fd00::77/128"),
+        session: 1,
+        label: 1,
+        key: 99,
+        keepalive: false,
+    })
+    .unwrap();
+    let err = fa.commit(Duration::from_secs(5)).unwrap_err();
+    assert!(err.to_string().contains("unknown route key 99"), "{err}");
 
     // A ping with no route yet: a punts the echo request.
     let ping = std::process::Command::new("ip")
@@ -154,6 +179,7 @@ fn program_punt_and_inject_through_the_fib_ring() {
         prefix: p("fd00::2/128"),
         session: 1,
         label: 9,
+        key: 7,
         keepalive: true,
     })
     .unwrap();
@@ -227,10 +253,12 @@ fn idle_routes_expire_unless_kept_alive_and_a_crash_leaves_no_device() {
     std::fs::write(
         &cfg,
         format!(
-            "node:\n  listen: \"127.0.0.1:7000\"\n  shards: 1\n  route_idle_secs: 1\n  addresses: [fd00::1/64]\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {k}, rx_key: {k}}}\nrules: []\nroutes:\n  - {{prefix: fd00::2/128, session: 1, label: 1, keepalive: true}}\n  - {{prefix: fd00::3/128, session: 1, label: 2}}\n"
+            "node:\n  listen: \"127.0.0.1:7000\"\n  shards: 1\n  route_idle_secs: 1\n  addresses: [fd00::1/64]\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {k}, rx_key: {k}}}\nroute_keys:\n  - {{id: 1, key: {k}}}\nrules: []\nroutes:\n  - {{prefix: fd00::2/128, session: 1, label: 1, key: 1, keepalive: true}}\n  - {{prefix: fd00::3/128, session: 1, label: 2, key: 1}}\n"
         ),
     )
     .unwrap();
+    // It holds keys: owner only, or the node refuses it.
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let fib = dir.join("a.fib");
     let node = node_bin();
     let i = a.spawn(

@@ -19,8 +19,8 @@ deadline = time.time() + float(sys.argv[3]); n = 0
 while time.time() < deadline and n < 200000:
     kind = n % 5
     if kind == 0: b = rnd.randbytes(rnd.randrange(0, 40))                       # short
-    elif kind == 1: b = bytes([1,0,0,0]) + struct.pack('<I', 1) + rnd.randbytes(100)  # known session, bad tag
-    elif kind == 2: b = bytes([1,0,0,0]) + struct.pack('<I', 999) + rnd.randbytes(100) # unknown session
+    elif kind == 1: b = bytes([2,0,0,0]) + struct.pack('<I', 1) + rnd.randbytes(100)  # known session, bad tag
+    elif kind == 2: b = bytes([2,0,0,0]) + struct.pack('<I', 999) + rnd.randbytes(100) # unknown session
     elif kind == 3: b = bytes([9]) + rnd.randbytes(60)                           # unknown type
     else: b = rnd.randbytes(1400)
     s.sendto(b, (host, ports[n % len(ports)])); n += 1
@@ -51,6 +51,15 @@ fn write_node(dir: &Path, n: &Node<'_>) -> std::path::PathBuf {
         n.addrs.join(", ")
     );
     y.extend(n.sessions.iter().map(String::as_str));
+    // The route keys of the ends (a relay gets none): routes from fd00::1 seal with 1, the
+    // others with 2.
+    if !n.routes.is_empty() {
+        y.push_str(&format!(
+            "route_keys:\n  - {{id: 1, key: {}}}\n  - {{id: 2, key: {}}}\n",
+            key(201),
+            key(202)
+        ));
+    }
     y.push_str("rules:\n");
     for r in &n.rules {
         y.push_str(&format!("  - {r}\n"));
@@ -65,6 +74,8 @@ fn write_node(dir: &Path, n: &Node<'_>) -> std::path::PathBuf {
     }
     let p = dir.join(format!("{}.yaml", n.ns));
     std::fs::write(&p, y).unwrap();
+    // It holds keys: owner only, or the node refuses it.
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     p
 }
 
@@ -115,12 +126,12 @@ fn two_nodes_with(backend: &str, extra: &[&str]) {
             addrs: &["fd00::1/64", "10.10.0.1/24"],
             sessions: vec![session(1, 1, "10.77.0.2:7000", 1, 2)],
             rules: vec![
-                "{session: 1, label: 100, deliver: [fd00::2/128]}".into(),
-                "{session: 1, label: 101, deliver: [10.10.0.2/32]}".into(),
+                "{session: 1, label: 100, deliver: [fd00::2/128], key: 2}".into(),
+                "{session: 1, label: 101, deliver: [10.10.0.2/32], key: 2}".into(),
             ],
             routes: vec![
-                "{prefix: fd00::2/128, session: 1, label: 100}".into(),
-                "{prefix: 10.10.0.2/32, session: 1, label: 101}".into(),
+                "{prefix: fd00::2/128, session: 1, label: 100, key: 1}".into(),
+                "{prefix: 10.10.0.2/32, session: 1, label: 101, key: 1}".into(),
             ],
         },
     );
@@ -132,12 +143,12 @@ fn two_nodes_with(backend: &str, extra: &[&str]) {
             addrs: &["fd00::2/64", "10.10.0.2/24"],
             sessions: vec![session(1, 1, "10.77.0.1:7000", 2, 1)],
             rules: vec![
-                "{session: 1, label: 100, deliver: [fd00::1/128]}".into(),
-                "{session: 1, label: 101, deliver: [10.10.0.1/32]}".into(),
+                "{session: 1, label: 100, deliver: [fd00::1/128], key: 1}".into(),
+                "{session: 1, label: 101, deliver: [10.10.0.1/32], key: 1}".into(),
             ],
             routes: vec![
-                "{prefix: fd00::1/128, session: 1, label: 100}".into(),
-                "{prefix: 10.10.0.1/32, session: 1, label: 101}".into(),
+                "{prefix: fd00::1/128, session: 1, label: 100, key: 2}".into(),
+                "{prefix: 10.10.0.1/32, session: 1, label: 101, key: 2}".into(),
             ],
         },
     );
@@ -250,8 +261,8 @@ fn three_nodes_with(backend: &str, extra: &[&str]) {
             listen: "10.77.1.1:7000",
             addrs: &["fd00::1/64"],
             sessions: vec![session(1, 1, "10.77.1.2:7000", 1, 2)],
-            rules: vec!["{session: 1, label: 300, deliver: [fd00::3/128]}".into()],
-            routes: vec!["{prefix: fd00::3/128, session: 1, label: 200}".into()],
+            rules: vec!["{session: 1, label: 300, deliver: [fd00::3/128], key: 2}".into()],
+            routes: vec!["{prefix: fd00::3/128, session: 1, label: 200, key: 1}".into()],
         },
     );
     let nr = write_node(
@@ -278,8 +289,8 @@ fn three_nodes_with(backend: &str, extra: &[&str]) {
             listen: "10.77.2.2:7000",
             addrs: &["fd00::3/64"],
             sessions: vec![session(1, 2, "10.77.2.1:7000", 4, 3)],
-            rules: vec!["{session: 1, label: 201, deliver: [fd00::1/128]}".into()],
-            routes: vec!["{prefix: fd00::1/128, session: 1, label: 301}".into()],
+            rules: vec!["{session: 1, label: 201, deliver: [fd00::1/128], key: 1}".into()],
+            routes: vec!["{prefix: fd00::1/128, session: 1, label: 301, key: 2}".into()],
         },
     );
     start_with(&mut a, &na, backend, &dir.join("a.log"), extra);

@@ -82,39 +82,43 @@ impl<'a> Input<'a> {
 
 // ---- dataplane ----------------------------------------------------------------------------
 
-/// The fixed key of [`frame_open`].
+/// The fixed hop key of [`frame_open`].
 pub const FRAME_KEY: [u8; 32] = [0x5a; 32];
+/// The fixed route key of [`frame_open`].
+pub const FRAME_ROUTE_KEY: [u8; 32] = [0x6b; 32];
 
-/// Data frames: `OpenKey::open` of arbitrary bytes under a fixed key (both ciphers), then a
-/// frame sealed from the input (counter, label, payload), maybe with one byte flipped, opened
-/// and relayed with `reseal`; the authenticated counters go through a `ReplayWindow` checked
-/// against a model.
+/// Data frames: the hop check and the route open of arbitrary bytes under fixed keys (both
+/// ciphers), then a frame sealed from the input (route counter, label, payload), maybe with one
+/// byte flipped, checked, opened and relayed; the authenticated counters go through a
+/// `ReplayWindow` checked against a model.
 ///
 /// Input: `cipher flip_at:u16 counter:u64 label:u32 payload...` for the sealed frame; the whole
 /// input is also tried as a frame, and read as little-endian u64 counters for the window.
 pub fn frame_open(data: &[u8]) {
     use dataplane::replay::{ReplayWindow, WINDOW};
     use dataplane::wire::{
-        Cipher, MAX_COUNTER, MAX_FRAME_LEN, OVERHEAD, OpenKey, PAYLOAD_OFFSET, SealKey, WireError,
-        parse_header, reseal,
+        Cipher, HopKey, MAX_COUNTER, MAX_FRAME_LEN, OVERHEAD, PAYLOAD_OFFSET, RouteKey, WireError,
+        parse_header, relay,
     };
 
     for cipher in [Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm] {
-        let open = OpenKey::new(cipher, &FRAME_KEY).expect("fixed key");
-        let mut frame = data.to_vec();
+        let hop = HopKey::new(cipher, &FRAME_KEY).expect("fixed key");
+        let route = RouteKey::new(cipher, &FRAME_ROUTE_KEY).expect("fixed key");
         let header = parse_header(data);
-        match open.open(&mut frame) {
-            Ok(o) => {
-                let h = header.expect("an opened frame has a header");
-                assert_eq!(o.counter, h.counter);
-                assert!(o.counter < MAX_COUNTER);
-                assert_eq!(o.packet.len(), data.len() - OVERHEAD);
+        match hop.verify(data) {
+            Ok(h) => {
+                assert_eq!(Ok(h), header);
+                assert!(h.counter < MAX_COUNTER && h.route_counter < MAX_COUNTER);
             }
             Err(_) => {
                 if data.len() < OVERHEAD {
                     assert!(header.is_err());
                 }
             }
+        }
+        let mut frame = data.to_vec();
+        if let Ok(p) = route.open(&mut frame) {
+            assert_eq!(p.len(), data.len() - OVERHEAD);
         }
     }
 
@@ -129,36 +133,45 @@ pub fn frame_open(data: &[u8]) {
     let counter = i.u64();
     let label = i.u32();
     let payload = i.rest();
-    let seal = SealKey::new(cipher, &FRAME_KEY, 7).expect("fixed key");
-    let open = OpenKey::new(cipher, &FRAME_KEY).expect("fixed key");
+    let hop = HopKey::new(cipher, &FRAME_KEY).expect("fixed key");
+    let route = RouteKey::new(cipher, &FRAME_ROUTE_KEY).expect("fixed key");
     let mut buf = vec![0u8; payload.len() + OVERHEAD];
     buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + payload.len()].copy_from_slice(payload);
-    match seal.seal_with_counter(counter, label, &mut buf, payload.len()) {
+    match route.seal(counter, &mut buf, payload.len()) {
         Err(WireError::CounterExhausted) => assert!(counter >= MAX_COUNTER),
         Err(WireError::TooLong) => assert!(payload.len() + OVERHEAD > MAX_FRAME_LEN),
         Err(e) => panic!("sealing into a buffer of the right size: {e}"),
         Ok(n) => {
             assert_eq!(n, buf.len());
+            hop.stamp(&mut buf, 7, 1, label).expect("stamp");
             let sealed = buf.clone();
-            let o = open.open(&mut buf).expect("a sealed frame opens");
-            assert_eq!((o.label, o.counter), (label, counter));
-            assert_eq!(&*o.packet, payload);
+            let h = hop.verify(&buf).expect("a stamped frame checks");
+            assert_eq!((h.label, h.route_counter), (label, counter));
+            assert_eq!(
+                &*route.open(&mut buf).expect("a sealed frame opens"),
+                payload
+            );
             if flip_at != 0 {
-                // Any altered byte: the frame does not open.
+                // Any altered byte: the frame fails the hop check or does not open.
                 let mut bad = sealed.clone();
                 let at = usize::from(flip_at) % bad.len();
                 bad[at] ^= (flip_at >> 8) as u8 | 1;
-                assert!(open.open(&mut bad).is_err());
+                assert!(hop.verify(&bad).is_err() || route.open(&mut bad).is_err());
             }
-            // Relay: open and seal again under the next hop's key.
-            let mut relay = SealKey::new(Cipher::ChaCha20Poly1305, &[0x33; 32], 9).expect("key");
-            let mut frame = sealed;
-            let n = reseal(&open, &mut relay, label ^ 1, &mut frame).expect("reseal");
-            assert_eq!(n, frame.len());
-            let back = OpenKey::new(Cipher::ChaCha20Poly1305, &[0x33; 32]).expect("key");
-            let o = back.open(&mut frame).expect("the resealed frame opens");
-            assert_eq!((o.label, o.counter), (label ^ 1, 0));
-            assert_eq!(&*o.packet, payload);
+            // Relay: check, re-stamp under the next hop's key; the payload is carried as is.
+            let next = HopKey::new(Cipher::ChaCha20Poly1305, &[0x33; 32]).expect("key");
+            let mut frame = sealed.clone();
+            relay(&hop, &next, &mut frame, 9, 2, label ^ 1).expect("relay");
+            assert_eq!(
+                frame[PAYLOAD_OFFSET..n - 16],
+                sealed[PAYLOAD_OFFSET..n - 16]
+            );
+            let h = next.verify(&frame).expect("the relayed frame checks");
+            assert_eq!((h.receiver, h.counter, h.label), (9, 2, label ^ 1));
+            assert_eq!(
+                &*route.open(&mut frame).expect("and opens at the egress"),
+                payload
+            );
         }
     }
 

@@ -8,9 +8,9 @@ use apps::hostnet::Change;
 use controlplane::identity::Identity;
 use controlplane::messenger::{Msg as MMsg, Record, Reject, Service};
 use controlplane::nm::{Advert, AdvertFlags, Msg as NmMsg, RouteId};
-use dataplane::fibproto::{FibMsg, RuleAction, Traffic};
+use dataplane::fibproto::{FibMsg, Key, RuleAction, Traffic};
 use dataplane::offload::{F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VnetHdr};
-use dataplane::wire::{Cipher, OVERHEAD, PAYLOAD_OFFSET, SealKey};
+use dataplane::wire::{Cipher, HopKey, OVERHEAD, PAYLOAD_OFFSET, RouteKey};
 use netbase::{NodeId, Prefix};
 
 fn pfx(s: &str) -> Prefix {
@@ -74,13 +74,13 @@ fn frame_open() -> Vec<Vec<u8>> {
         ),
         (Cipher::Aes256Gcm, &[0x60u8; 48][..]),
     ] {
-        let seal = SealKey::new(cipher, &super::FRAME_KEY, 3).expect("key");
+        let route = RouteKey::new(cipher, &super::FRAME_ROUTE_KEY).expect("key");
+        let hop = HopKey::new(cipher, &super::FRAME_KEY).expect("key");
         let mut buf = vec![0u8; payload.len() + OVERHEAD];
         buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + payload.len()].copy_from_slice(payload);
-        let n = seal
-            .seal_with_counter(5, 42, &mut buf, payload.len())
-            .expect("seal");
+        let n = route.seal(5, &mut buf, payload.len()).expect("seal");
         buf.truncate(n);
+        hop.stamp(&mut buf, 3, 4, 42).expect("stamp");
         v.push(buf);
     }
     // The seal-from-input layout: cipher, flip_at, counter, label, payload.
@@ -192,9 +192,15 @@ fn fib_msg() -> Vec<Vec<u8>> {
             peer: "192.0.2.1:7000".parse().expect("addr"),
             peer_shards: 2,
             cipher: Cipher::ChaCha20Poly1305,
-            tx_key: [1; 32],
-            rx_key: [2; 32],
+            tx_key: Key([1; 32]),
+            rx_key: Key([2; 32]),
         },
+        FibMsg::AddRouteKey {
+            id: 3,
+            cipher: Cipher::Aes256Gcm,
+            key: Key([3; 32]),
+        },
+        FibMsg::RemoveRouteKey { id: 3 },
         FibMsg::RemoveSession { id: 1 },
         FibMsg::ForgetPreviousKey { id: 1 },
         FibMsg::AddRule {
@@ -210,6 +216,7 @@ fn fib_msg() -> Vec<Vec<u8>> {
             label: 7,
             action: RuleAction::Deliver {
                 sources: vec![pfx("fd00::/64"), pfx("10.0.0.0/8")],
+                key: 3,
             },
         },
         FibMsg::RemoveRule {
@@ -220,6 +227,7 @@ fn fib_msg() -> Vec<Vec<u8>> {
             prefix: pfx("fd00::2/128"),
             session: 1,
             label: 5,
+            key: 3,
             keepalive: true,
         },
         FibMsg::RemoveRoute {

@@ -34,7 +34,7 @@ fn actions(nm: &mut NodeManager) -> Vec<Action> {
 
 fn delivers_for(acts: &[Action], origin: NodeId) -> bool {
     acts.iter().any(|a| {
-        matches!(a, Action::InstallRule { then: RuleThen::Deliver { origin: o }, .. } if *o == origin)
+        matches!(a, Action::InstallRule { then: RuleThen::Deliver { origin: o, .. }, .. } if *o == origin)
     })
 }
 
@@ -60,7 +60,7 @@ fn genuine(a: &Peer, m: &Peer, e: &Peer, counter: u64) -> (Vec<u8>, session::Ini
         counter,
     };
     let path = vec![a.id, m.id, e.id];
-    let (init, hs) = session::initiate(&x25519_private(&a.seed), &e.id, &rid, &path).unwrap();
+    let (init, hs) = session::initiate(&x25519_private(&a.seed), &e.id, &rid, &path, true).unwrap();
     let m = Msg::Setup {
         rid,
         path,
@@ -100,7 +100,7 @@ fn a_setup_claiming_another_nodes_origin_is_refused_and_the_real_one_accepted() 
         counter: 100,
     };
     let path = vec![a.id, m.id, e.id];
-    let (_, hs) = session::initiate(&x25519_private(&m.seed), &e.id, &rid, &path).unwrap();
+    let (_, hs) = session::initiate(&x25519_private(&m.seed), &e.id, &rid, &path, true).unwrap();
     let forged = Msg::Setup {
         rid,
         path: path.clone(),

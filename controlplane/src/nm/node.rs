@@ -83,6 +83,9 @@ pub struct Config {
     /// ids of its previous life (neighbours may still hold state for them): the driver passes
     /// something that grows across restarts, e.g. the wall clock in microseconds.
     pub first_route_counter: u64,
+    /// Whether this CPU has AES instructions: a route's data uses AES-256-GCM when both its
+    /// ends have them, else ChaCha20-Poly1305.
+    pub route_aes: bool,
 }
 
 impl Default for Config {
@@ -115,6 +118,7 @@ impl Default for Config {
             new_origins_burst: 2000,
             max_label: (1 << 20) - 1,
             first_route_counter: 0,
+            route_aes: dataplane::wire::preferred() == dataplane::wire::Cipher::Aes256Gcm,
         }
     }
 }
@@ -254,6 +258,8 @@ pub(super) struct OwnRoute {
     pub(super) next_keepalive: u64,
     /// The route's end-to-end keys, once the egress answered the handshake.
     pub(super) keys: Option<RouteKeys>,
+    /// The dataplane's names of its data keys (tx, rx), while they are installed.
+    pub(super) key_ids: Option<(u64, u64)>,
     /// Keepalives sent (their sequence numbers).
     pub(super) ka_seq: u64,
 }
@@ -290,6 +296,8 @@ pub(super) struct Hop {
     pub(super) created: u64,
     /// Egress: the route's end-to-end keys.
     pub(super) keys: Option<RouteKeys>,
+    /// Egress: the dataplane's names of its data keys (tx, rx).
+    pub(super) key_ids: Option<(u64, u64)>,
     /// Egress: the last keepalive sequence number taken.
     pub(super) ka_seq: u64,
     /// The handshake answer passed upstream (repeated for a duplicate setup or ack).
@@ -325,8 +333,14 @@ pub struct NodeManager {
     pub(super) own: BTreeMap<RouteId, OwnRoute>,
     pub(super) dests: BTreeMap<NodeId, Dest>,
     pub(super) hops: BTreeMap<RouteId, Hop>,
-    pub(super) installed: BTreeMap<NodeId, (NodeId, u32)>,
+    /// Ingress mappings: destination -> (first hop, label, data key).
+    pub(super) installed: BTreeMap<NodeId, (NodeId, u32, u64)>,
     pub(super) next_route: u64,
+    /// Last data key id handed out (ids are never reused within this process).
+    pub(super) next_key: u64,
+    /// Data keys of routes that ended, erased from the dataplane at the end of the step
+    /// (after the ingress mapping moved away from them).
+    pub(super) dead_keys: Vec<u64>,
     pub(super) actions: VecDeque<Action>,
     pub(super) c: Counters,
     pub(super) topo_dirty: bool,
@@ -360,6 +374,8 @@ impl NodeManager {
             hops: BTreeMap::new(),
             installed: BTreeMap::new(),
             next_route: first_route,
+            next_key: 0,
+            dead_keys: Vec::new(),
             actions: VecDeque::new(),
             c: Counters::default(),
             topo_dirty: false,
@@ -545,6 +561,39 @@ impl NodeManager {
     }
 
     /// Run timers. Call at (or after) `poll_timeout()`.
+    /// The dataplane lost every route key (a new one started, or its tables were lost): the
+    /// routes this node is an end of are torn down along their paths and set up again, with
+    /// new handshakes and keys. A key is never handed to a dataplane twice, as its sealing
+    /// counters would start again from 0.
+    pub fn data_keys_lost(&mut self, now_ms: u64) {
+        let own: Vec<RouteId> = self
+            .own
+            .iter()
+            .filter(|(_, r)| r.key_ids.is_some())
+            .map(|(rid, _)| *rid)
+            .collect();
+        for rid in own {
+            if let Some(r) = self.own.get_mut(&rid) {
+                // Already gone from the dataplane.
+                r.key_ids = None;
+            }
+            self.fail_own_route(now_ms, &rid);
+        }
+        let egress: Vec<RouteId> = self
+            .hops
+            .iter()
+            .filter(|(_, h)| h.next.is_none() && h.key_ids.is_some())
+            .map(|(rid, _)| *rid)
+            .collect();
+        for rid in egress {
+            if let Some(h) = self.hops.get_mut(&rid) {
+                h.key_ids = None;
+            }
+            self.end_egress(&rid);
+        }
+        self.finish(now_ms);
+    }
+
     pub fn tick(&mut self, now_ms: u64) {
         let gone = self.lsdb.expire(now_ms);
         if !gone.is_empty() {
@@ -607,7 +656,10 @@ impl NodeManager {
                     OwnState::Pending { .. } => None,
                 };
                 let active = label.is_some()
-                    && self.installed.get(dst) == Some(&(r.first_hop(), label.unwrap_or(0)));
+                    && self
+                        .installed
+                        .get(dst)
+                        .is_some_and(|(via, l, _)| (*via, Some(*l)) == (r.first_hop(), label));
                 out.push(RouteInfo {
                     dst: *dst,
                     rid,
@@ -646,7 +698,7 @@ impl NodeManager {
     }
 
     /// Current ingress mapping for `dst` (what the last RouteUp said).
-    pub fn mapping(&self, dst: &NodeId) -> Option<(NodeId, u32)> {
+    pub fn mapping(&self, dst: &NodeId) -> Option<(NodeId, u32, u64)> {
         self.installed.get(dst).copied()
     }
 
@@ -809,6 +861,9 @@ impl NodeManager {
         if self.topo_dirty {
             self.topo_dirty = false;
             self.routes_topology_changed(now_ms);
+        }
+        for id in std::mem::take(&mut self.dead_keys) {
+            self.actions.push_back(Action::RemoveKey { id });
         }
         self.pump(now_ms);
     }

@@ -17,9 +17,10 @@
 
 use super::node::{Hop, NodeManager, OwnRoute, OwnState};
 use super::paths::{self, Constraints, PathStatus};
-use super::session::{self, SetupWindow};
+use super::session::{self, RouteKeys, SetupWindow};
 use super::types::{Action, NodeId, RouteId, RuleThen};
 use super::wire::{Msg, T_KEEPALIVE};
+use dataplane::fibproto::Key;
 
 impl NodeManager {
     fn install(&mut self, in_from: NodeId, in_label: u32, then: RuleThen) {
@@ -28,6 +29,27 @@ impl NodeManager {
             in_label,
             then,
         });
+    }
+
+    /// Names a route end's data keys for the dataplane and programs them: (tx, rx).
+    fn add_keys(&mut self, keys: &RouteKeys) -> (u64, u64) {
+        let mut add = |key: [u8; 32]| {
+            self.next_key += 1;
+            self.actions.push_back(Action::AddKey {
+                id: self.next_key,
+                cipher: keys.cipher,
+                key: Key(key),
+            });
+            self.next_key
+        };
+        (add(keys.tx), add(keys.rx))
+    }
+
+    /// A route end's data keys go at the end of this step.
+    fn drop_keys(&mut self, ids: Option<(u64, u64)>) {
+        if let Some((tx, rx)) = ids {
+            self.dead_keys.extend([tx, rx]);
+        }
     }
 
     fn uninstall(&mut self, in_from: NodeId, in_label: u32) {
@@ -114,13 +136,14 @@ impl NodeManager {
             origin: self.id,
             counter: self.next_route,
         };
-        let Ok((init, hs)) = session::initiate(&self.noise, &dst, &rid, &path) else {
+        let Ok((init, hs)) = session::initiate(&self.noise, &dst, &rid, &path, self.cfg.route_aes)
+        else {
             // Not a valid key: no route can prove itself to it.
             self.labels.free(&first, rev_label);
             return None;
         };
         self.pending_hs.insert(rid, init);
-        self.install(first, rev_label, RuleThen::Deliver { origin: dst });
+        // The reverse deliver rule waits for the egress's answer (it needs the route's key).
         self.send(
             first,
             &Msg::Setup {
@@ -142,6 +165,7 @@ impl NodeManager {
                 created: now_ms,
                 next_keepalive: now_ms.saturating_add(self.cfg.route_keepalive_ms),
                 keys: None,
+                key_ids: None,
                 ka_seq: 0,
             },
         );
@@ -155,6 +179,7 @@ impl NodeManager {
         let r = self.own.remove(rid)?;
         let first = r.first_hop();
         self.uninstall(first, r.rev_label);
+        self.drop_keys(r.key_ids);
         if notify && self.nbs.contains_key(&first) {
             self.send(
                 first,
@@ -279,9 +304,9 @@ impl NodeManager {
     pub(super) fn reselect(&mut self, dst: &NodeId) {
         let up = |rid: Option<RouteId>| {
             let r = self.own.get(&rid?)?;
-            match r.state {
-                OwnState::Up { label } => Some((r.first_hop(), label)),
-                OwnState::Pending { .. } => None,
+            match (r.state, r.key_ids) {
+                (OwnState::Up { label }, Some((tx, _))) => Some((r.first_hop(), label, tx)),
+                _ => None,
             }
         };
         let mut want = self
@@ -293,20 +318,22 @@ impl NodeManager {
                 .hops
                 .iter()
                 .filter(|(rid, h)| rid.origin == *dst && h.next.is_none() && h.fwd_in.is_some())
-                .max_by_key(|(rid, h)| (h.created, **rid))
-                .map(|(_, h)| (h.prev, h.rev_out));
+                .filter_map(|(rid, h)| Some((rid, h, h.key_ids?.0)))
+                .max_by_key(|(rid, h, _)| (h.created, **rid))
+                .map(|(_, h, tx)| (h.prev, h.rev_out, tx));
         }
         let have = self.installed.get(dst).copied();
         if want == have {
             return;
         }
         match want {
-            Some((via, label)) => {
-                self.installed.insert(*dst, (via, label));
+            Some((via, label, key)) => {
+                self.installed.insert(*dst, (via, label, key));
                 self.actions.push_back(Action::RouteUp {
                     dst: *dst,
                     via,
                     label,
+                    key,
                 });
             }
             None => {
@@ -477,13 +504,14 @@ impl NodeManager {
         if i == path.len() - 1 {
             // Egress: nothing is installed for a setup whose handshake does not prove that
             // its sender holds the origin's key, nor for a replay of one that did.
-            let (keys, ack_hs) = match session::respond(&self.noise, &rid, &path, &hs) {
-                Ok(k) => k,
-                Err(_) => {
-                    self.c.setups_unauthenticated += 1;
-                    return self.refuse(from, rid);
-                }
-            };
+            let (keys, ack_hs) =
+                match session::respond(&self.noise, &rid, &path, &hs, self.cfg.route_aes) {
+                    Ok(k) => k,
+                    Err(_) => {
+                        self.c.setups_unauthenticated += 1;
+                        return self.refuse(from, rid);
+                    }
+                };
             if !self.setup_is_new(now_ms, &rid) {
                 self.c.setups_replayed += 1;
                 return self.refuse(from, rid);
@@ -491,7 +519,15 @@ impl NodeManager {
             let Some(fwd_in) = self.labels.alloc(&from) else {
                 return self.refuse(from, rid);
             };
-            self.install(from, fwd_in, RuleThen::Deliver { origin: rid.origin });
+            let ids = self.add_keys(&keys);
+            self.install(
+                from,
+                fwd_in,
+                RuleThen::Deliver {
+                    origin: rid.origin,
+                    key: ids.1,
+                },
+            );
             self.hops.insert(
                 rid,
                 Hop {
@@ -504,6 +540,7 @@ impl NodeManager {
                     expires,
                     created: now_ms,
                     keys: Some(keys),
+                    key_ids: Some(ids),
                     ka_seq: 0,
                     ack_hs: ack_hs.clone(),
                 },
@@ -550,6 +587,7 @@ impl NodeManager {
                 expires,
                 created: now_ms,
                 keys: None,
+                key_ids: None,
                 ka_seq: 0,
                 ack_hs: Vec::new(),
             },
@@ -576,14 +614,25 @@ impl NodeManager {
         if let Some(r) = self.own.get(&rid) {
             if r.first_hop() == from && !r.is_up() {
                 let path = r.path.clone();
+                let (first, rev_label, dst) = (r.first_hop(), r.rev_label, r.dst);
                 let keys = self
                     .pending_hs
                     .remove(&rid)
                     .and_then(|init| session::finish(init, &rid, &path, &hs).ok());
                 match keys {
                     Some(k) => {
+                        let ids = self.add_keys(&k);
+                        self.install(
+                            first,
+                            rev_label,
+                            RuleThen::Deliver {
+                                origin: dst,
+                                key: ids.1,
+                            },
+                        );
                         if let Some(r) = self.own.get_mut(&rid) {
                             r.keys = Some(k);
+                            r.key_ids = Some(ids);
                         }
                         self.on_own_up(now_ms, rid, label);
                     }
@@ -692,6 +741,17 @@ impl NodeManager {
         }
     }
 
+    /// An own route whose keys the dataplane lost: torn down along its path and replaced.
+    pub(super) fn fail_own_route(&mut self, now_ms: u64, rid: &RouteId) {
+        self.fail_own(now_ms, rid, true);
+    }
+
+    /// An egress route whose keys the dataplane lost: torn down towards its origin (which
+    /// sets up another).
+    pub(super) fn end_egress(&mut self, rid: &RouteId) {
+        self.remove_hop(rid, false, true);
+    }
+
     /// Drop transit/egress state, its rules and labels; optionally tell
     /// the downstream and/or upstream neighbour.
     fn remove_hop(&mut self, rid: &RouteId, notify_down: bool, notify_up: bool) {
@@ -701,6 +761,7 @@ impl NodeManager {
         if let Some(l) = h.fwd_in {
             self.uninstall(h.prev, l);
         }
+        self.drop_keys(h.key_ids);
         if let (Some(l), Some(n)) = (h.rev_in, h.next) {
             self.uninstall(n, l);
         }

@@ -3,8 +3,11 @@
 //!
 //! The origin knows the destination's public key, so the Setup carries the first message of
 //! `Noise_IK_25519_ChaChaPoly_BLAKE2s` (static keys: the X25519 forms of the nodes' Ed25519
-//! keys) and the SetupAck the answer. Both payloads are the route's binding: SHA-256 of the
-//! route id and the path, so a message cannot be moved to another route or path. The egress
+//! keys) and the SetupAck the answer. Both payloads start with the route's binding: SHA-256 of
+//! the route id and the path, so a message cannot be moved to another route or path. Then one
+//! byte: in the Setup whether the origin's CPU has AES instructions (1) or not (0), in the
+//! SetupAck the data cipher the egress chose (1 AES-256-GCM, only when both have AES; 2
+//! ChaCha20-Poly1305). The handshake authenticates both, so no relay can downgrade the cipher. The egress
 //! installs its deliver rule only once the first message shows that the sender holds the
 //! origin's key; transit nodes carry the messages unchanged and learn nothing from them.
 //!
@@ -12,6 +15,7 @@
 //! layer) and `ctrl`, the key of the route control messages' MACs (keepalives).
 
 use super::types::{NodeId, RouteId};
+use dataplane::wire::Cipher;
 use ring::{digest, hkdf, hmac};
 
 /// The handshake pattern.
@@ -43,6 +47,8 @@ pub enum SessionError {
 /// The keys of one established route, as seen from one end.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RouteKeys {
+    /// The data cipher both ends use.
+    pub cipher: Cipher,
     /// Data this end sends.
     pub tx: [u8; 32],
     /// Data this end receives.
@@ -100,6 +106,21 @@ pub fn binding(rid: &RouteId, path: &[NodeId]) -> [u8; 32] {
     out
 }
 
+/// A handshake payload: the binding and one byte.
+fn payload(rid: &RouteId, path: &[NodeId], byte: u8) -> [u8; 33] {
+    let mut p = [0u8; 33];
+    p[..32].copy_from_slice(&binding(rid, path));
+    p[32] = byte;
+    p
+}
+
+fn cipher_code(c: Cipher) -> u8 {
+    match c {
+        Cipher::Aes256Gcm => 1,
+        Cipher::ChaCha20Poly1305 => 2,
+    }
+}
+
 fn noise_params() -> snow::params::NoiseParams {
     // The pattern string is a constant this module's tests parse.
     NOISE.parse().expect("valid Noise pattern")
@@ -107,11 +128,13 @@ fn noise_params() -> snow::params::NoiseParams {
 
 /// Origin: the first handshake message of route `rid` along `path` to `dst`; `local` is the
 /// origin's X25519 private key ([`x25519_private`]).
+/// `aes`: whether this CPU has AES instructions ([`dataplane::wire::preferred`]).
 pub fn initiate(
     local: &[u8; 32],
     dst: &NodeId,
     rid: &RouteId,
     path: &[NodeId],
+    aes: bool,
 ) -> Result<(Initiator, Vec<u8>), SessionError> {
     let remote = x25519_public(dst).ok_or(SessionError::BadKey)?;
     let mut hs = snow::Builder::new(noise_params())
@@ -122,19 +145,20 @@ pub fn initiate(
         .map_err(|_| SessionError::Handshake)?;
     let mut buf = vec![0u8; MAX_HANDSHAKE];
     let n = hs
-        .write_message(&binding(rid, path), &mut buf)
+        .write_message(&payload(rid, path, u8::from(aes)), &mut buf)
         .map_err(|_| SessionError::Handshake)?;
     buf.truncate(n);
     Ok((Initiator { hs }, buf))
 }
 
 /// Egress: checks the first message of route `rid` along `path` (it must come from the key of
-/// `rid.origin` and be bound to this route) and answers it.
+/// `rid.origin` and be bound to this route) and answers it; `aes` as for [`initiate`].
 pub fn respond(
     local: &[u8; 32],
     rid: &RouteId,
     path: &[NodeId],
     msg1: &[u8],
+    aes: bool,
 ) -> Result<(RouteKeys, Vec<u8>), SessionError> {
     if msg1.len() > MAX_HANDSHAKE {
         return Err(SessionError::Handshake);
@@ -152,18 +176,28 @@ pub fn respond(
     if hs.get_remote_static() != Some(&origin[..]) {
         return Err(SessionError::NotOrigin);
     }
-    let bind = binding(rid, path);
-    if payload[..n] != bind {
+    let got = payload.get(..n).ok_or(SessionError::Binding)?;
+    let (bind, origin_aes) = match got {
+        [b @ .., f] if b.len() == 32 && *f <= 1 => (b, *f == 1),
+        _ => return Err(SessionError::Binding),
+    };
+    if *bind != binding(rid, path) {
         return Err(SessionError::Binding);
     }
+    let cipher = if aes && origin_aes {
+        Cipher::Aes256Gcm
+    } else {
+        Cipher::ChaCha20Poly1305
+    };
     let mut buf = vec![0u8; MAX_HANDSHAKE];
     let n = hs
-        .write_message(&bind, &mut buf)
+        .write_message(&self::payload(rid, path, cipher_code(cipher)), &mut buf)
         .map_err(|_| SessionError::Handshake)?;
     buf.truncate(n);
     let (i2r, r2i, ctrl) = split(hs)?;
     Ok((
         RouteKeys {
+            cipher,
             tx: r2i,
             rx: i2r,
             ctrl,
@@ -187,11 +221,18 @@ pub fn finish(
     let n = hs
         .read_message(msg2, &mut payload)
         .map_err(|_| SessionError::Handshake)?;
-    if payload[..n] != binding(rid, path) {
+    let got = payload.get(..n).ok_or(SessionError::Binding)?;
+    let cipher = match got {
+        [b @ .., 1] if b.len() == 32 => Cipher::Aes256Gcm,
+        [b @ .., 2] if b.len() == 32 => Cipher::ChaCha20Poly1305,
+        _ => return Err(SessionError::Binding),
+    };
+    if got[..32] != binding(rid, path) {
         return Err(SessionError::Binding);
     }
     let (i2r, r2i, ctrl) = split(hs)?;
     Ok(RouteKeys {
+        cipher,
         tx: i2r,
         rx: r2i,
         ctrl,
@@ -311,16 +352,28 @@ mod tests {
             origin: a,
             counter: 7,
         };
-        let (init, m1) = initiate(&sa, &c, &rid, &path).unwrap();
+        let (init, m1) = initiate(&sa, &c, &rid, &path, true).unwrap();
         assert!(m1.len() <= MAX_HANDSHAKE);
-        let (kc, m2) = respond(&sc, &rid, &path, &m1).unwrap();
+        let (kc, m2) = respond(&sc, &rid, &path, &m1, true).unwrap();
         let ka = finish(init, &rid, &path, &m2).unwrap();
         assert_eq!((ka.tx, ka.rx, ka.ctrl), (kc.rx, kc.tx, kc.ctrl));
+        assert_eq!(
+            (ka.cipher, kc.cipher),
+            (Cipher::Aes256Gcm, Cipher::Aes256Gcm)
+        );
+        // AES only when both ends have it.
+        for (oa, ea) in [(false, true), (true, false), (false, false)] {
+            let (init, m1) = initiate(&sa, &c, &rid, &path, oa).unwrap();
+            let (kc, m2) = respond(&sc, &rid, &path, &m1, ea).unwrap();
+            let ka = finish(init, &rid, &path, &m2).unwrap();
+            assert_eq!(ka.cipher, Cipher::ChaCha20Poly1305);
+            assert_eq!(kc.cipher, Cipher::ChaCha20Poly1305);
+        }
         assert_ne!(ka.tx, ka.rx);
         // A neighbour with its own key claiming a's route: refused.
-        let (_, forged) = initiate(&sm, &c, &rid, &path).unwrap();
+        let (_, forged) = initiate(&sm, &c, &rid, &path, true).unwrap();
         assert_eq!(
-            respond(&sc, &rid, &path, &forged).unwrap_err(),
+            respond(&sc, &rid, &path, &forged, true).unwrap_err(),
             SessionError::NotOrigin
         );
         // a's genuine message moved to another route id or path: refused.
@@ -329,25 +382,25 @@ mod tests {
             counter: 8,
         };
         assert_eq!(
-            respond(&sc, &other, &path, &m1).unwrap_err(),
+            respond(&sc, &other, &path, &m1, true).unwrap_err(),
             SessionError::Binding
         );
         let detour = vec![a, node(4).1, c];
         assert_eq!(
-            respond(&sc, &rid, &detour, &m1).unwrap_err(),
+            respond(&sc, &rid, &detour, &m1, true).unwrap_err(),
             SessionError::Binding
         );
         // Modified, truncated or oversized bytes, or another egress: refused, never a panic.
         for i in 0..m1.len() {
             let mut bad = m1.clone();
             bad[i] ^= 0x40;
-            assert!(respond(&sc, &rid, &path, &bad).is_err(), "byte {i}");
+            assert!(respond(&sc, &rid, &path, &bad, true).is_err(), "byte {i}");
         }
-        assert!(respond(&sc, &rid, &path, &m1[..m1.len() - 1]).is_err());
-        assert!(respond(&sc, &rid, &path, &[0u8; MAX_HANDSHAKE + 1]).is_err());
-        assert!(respond(&sm, &rid, &path, &m1).is_err());
+        assert!(respond(&sc, &rid, &path, &m1[..m1.len() - 1], true).is_err());
+        assert!(respond(&sc, &rid, &path, &[0u8; MAX_HANDSHAKE + 1], true).is_err());
+        assert!(respond(&sm, &rid, &path, &m1, true).is_err());
         // A forged answer does not finish the origin's handshake.
-        let (init, _) = initiate(&sa, &c, &rid, &path).unwrap();
+        let (init, _) = initiate(&sa, &c, &rid, &path, true).unwrap();
         let mut bad = m2.clone();
         bad[5] ^= 1;
         assert!(finish(init, &rid, &path, &bad).is_err());

@@ -17,8 +17,8 @@ pub enum RuleThen {
     /// Swap the label and send to the neighbour `to`.
     Forward { to: NodeId, label: u32 },
     /// This node is the egress; `origin` is the node the packet came from
-    /// (the ingress of this direction).
-    Deliver { origin: NodeId },
+    /// (the ingress of this direction), and the packet must open with data key `key`.
+    Deliver { origin: NodeId, key: u64 },
 }
 
 /// Output of the state machine; the driver executes these in order.
@@ -33,6 +33,16 @@ pub enum Action {
         in_label: u32,
         then: RuleThen,
     },
+    /// Program one direction of a route's end-to-end data key under `id` (before any rule or
+    /// mapping names it). An id names one key for the route's life and is never reused.
+    AddKey {
+        id: u64,
+        cipher: dataplane::wire::Cipher,
+        /// The key (its `Debug` prints no bytes).
+        key: dataplane::fibproto::Key,
+    },
+    /// Erase data key `id`: its route ended.
+    RemoveKey { id: u64 },
     /// Remove the rule for (`in_from`, `in_label`).
     RemoveRule { in_from: NodeId, in_label: u32 },
     /// Ingress mapping: packets for `dst` go to neighbour `via` with
@@ -42,6 +52,8 @@ pub enum Action {
         dst: NodeId,
         via: NodeId,
         label: u32,
+        /// The data key packets for `dst` are sealed with.
+        key: u64,
     },
     /// No usable route to `dst` any more (packets for it should be punted).
     RouteDown { dst: NodeId },

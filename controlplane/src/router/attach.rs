@@ -283,7 +283,7 @@ impl Router {
         let via = self
             .nm
             .mapping(&node)
-            .and_then(|(via, label)| self.session_of(&via).map(|s| (s, label)));
+            .and_then(|(via, label, key)| self.session_of(&via).map(|s| (s, label, key)));
         let stale: Vec<Prefix> = self
             .programmed
             .iter()
@@ -294,30 +294,32 @@ impl Router {
             self.programmed.remove(&p);
             self.fib(FibMsg::RemoveRoute { prefix: p });
         }
-        if let Some((session, label)) = via {
+        if let Some((session, label, key)) = via {
             for p in &want {
                 self.fib(FibMsg::AddRoute {
                     prefix: *p,
                     session,
                     label,
+                    key,
                     keepalive: true,
                 });
                 self.programmed.insert(*p, node);
             }
         }
-        let rules: Vec<(u32, u32)> = self
+        let rules: Vec<((u32, u32), u64)> = self
             .delivers
             .iter()
-            .filter(|(_, o)| **o == node)
-            .map(|(k, _)| *k)
+            .filter(|(_, (o, _))| *o == node)
+            .map(|(k, (_, key))| (*k, *key))
             .collect();
         let sources = self.sources_of(&node);
-        for (session, label) in rules {
+        for ((session, label), key) in rules {
             self.fib(FibMsg::AddRule {
                 session,
                 label,
                 action: RuleAction::Deliver {
                     sources: sources.clone(),
+                    key,
                 },
             });
         }

@@ -1,6 +1,11 @@
 //! What the router has programmed into its dataplane, kept so that a restarted dataplane (its
 //! tables empty) can be given all of it again. The same semantics as the dataplane's tables:
-//! removing a session removes the rules and routes that use it.
+//! removing a session (or a route key) removes the rules and routes that use it.
+//!
+//! Route keys are the exception: they are never kept, so never given again. A new dataplane
+//! would seal from counter 0 under them, reusing nonces; the rules and routes that name one
+//! are left out of a replay too (the routes are set up again, with new handshakes). In practice
+//! a lost dataplane closes every link, so its routes are gone by the time one comes back.
 
 use dataplane::fib::Prefix;
 use dataplane::fibproto::{FibMsg, RuleAction};
@@ -12,7 +17,8 @@ pub struct Mirror {
     /// Session id -> the `AddSession` that made it (current keys).
     sessions: HashMap<u32, FibMsg>,
     rules: HashMap<(u32, u32), RuleAction>,
-    routes: HashMap<Prefix, (u32, u32, bool)>,
+    /// Prefix -> (session, label, route key, keepalive).
+    routes: HashMap<Prefix, (u32, u32, u64, bool)>,
 }
 
 impl Mirror {
@@ -27,7 +33,7 @@ impl Mirror {
                 self.rules.retain(|(s, _), a| {
                     s != id && !matches!(a, RuleAction::Forward { session, .. } if session == id)
                 });
-                self.routes.retain(|_, (s, _, _)| s != id);
+                self.routes.retain(|_, (s, _, _, _)| s != id);
             }
             FibMsg::AddRule {
                 session,
@@ -43,9 +49,16 @@ impl Mirror {
                 prefix,
                 session,
                 label,
+                key,
                 keepalive,
             } => {
-                self.routes.insert(*prefix, (*session, *label, *keepalive));
+                self.routes
+                    .insert(*prefix, (*session, *label, *key, *keepalive));
+            }
+            FibMsg::RemoveRouteKey { id } => {
+                self.rules
+                    .retain(|_, a| !matches!(a, RuleAction::Deliver { key, .. } if key == id));
+                self.routes.retain(|_, (_, _, k, _)| k != id);
             }
             FibMsg::RemoveRoute { prefix } => {
                 self.routes.remove(prefix);
@@ -66,18 +79,13 @@ impl Mirror {
                 .filter_map(|id| self.sessions.get(id).cloned()),
         );
         for (&(session, label), action) in &self.rules {
+            if matches!(action, RuleAction::Deliver { .. }) {
+                continue;
+            }
             v.push(FibMsg::AddRule {
                 session,
                 label,
                 action: action.clone(),
-            });
-        }
-        for (&prefix, &(session, label, keepalive)) in &self.routes {
-            v.push(FibMsg::AddRoute {
-                prefix,
-                session,
-                label,
-                keepalive,
             });
         }
         v

@@ -22,7 +22,7 @@ use crate::link::LinkParams;
 use crate::linkcore::{self, DataKeys, KeyStep, Metric, RekeyPolicy};
 use crate::messenger::Service;
 use crate::nm::{Action, NodeManager, RuleThen};
-use dataplane::fibproto::{FibMsg, RuleAction, Traffic};
+use dataplane::fibproto::{FibMsg, Key, RuleAction, Traffic};
 use mirror::Mirror;
 use netbase::Prefix;
 use std::collections::{HashMap, VecDeque};
@@ -155,7 +155,7 @@ pub struct Router {
     /// Attached prefixes routed in the dataplane now, and to which node.
     programmed: HashMap<Prefix, NodeId>,
     /// Deliver rules installed: (session, label) -> the node whose route ends here.
-    delivers: HashMap<(u32, u32), NodeId>,
+    delivers: HashMap<(u32, u32), (NodeId, u64)>,
     /// Services apps published, per app connection.
     app_services: HashMap<u64, Vec<Service>>,
     /// Whether a messenger client takes [`Output::Publish`].
@@ -293,12 +293,18 @@ impl Router {
 
     /// A dataplane is serving again (its tables empty): it gets everything the router holds,
     /// in one commit.
-    pub fn handle_dataplane_back(&mut self) {
+    /// Route keys are not given again (see [`mirror`]): the routes this node is an end of
+    /// are set up anew.
+    pub fn handle_dataplane_back(&mut self, now: Instant) {
         self.out.push_back(Output::Fib(FibMsg::Clear));
         for m in self.mirror.replay() {
             self.out.push_back(Output::Fib(m));
         }
         self.dirty = true;
+        self.commit();
+        let ms = self.ms(now);
+        self.nm.data_keys_lost(ms);
+        self.actions();
         self.commit();
     }
 
@@ -351,8 +357,8 @@ impl Router {
             peer: up.remote.data_endpoint,
             peer_shards: up.remote.data_shards,
             cipher,
-            tx_key: up.data_tx,
-            rx_key: up.data_rx,
+            tx_key: Key(up.data_tx),
+            rx_key: Key(up.data_rx),
         });
         self.remember(peer);
         let cost = self.cost_of(&peer, None);
@@ -499,8 +505,8 @@ impl Router {
                         peer: endpoint,
                         peer_shards,
                         cipher,
-                        tx_key: tx,
-                        rx_key: rx,
+                        tx_key: Key(tx),
+                        rx_key: Key(rx),
                     });
                     self.commit();
                 }
@@ -542,11 +548,12 @@ impl Router {
                             Some(s) => RuleAction::Forward { session: s, label },
                             None => continue,
                         },
-                        RuleThen::Deliver { origin } => {
+                        RuleThen::Deliver { origin, key } => {
                             self.remember(origin);
-                            self.delivers.insert((session, in_label), origin);
+                            self.delivers.insert((session, in_label), (origin, key));
                             RuleAction::Deliver {
                                 sources: self.sources_of(&origin),
+                                key,
                             }
                         }
                     };
@@ -565,7 +572,20 @@ impl Router {
                         });
                     }
                 }
-                Action::RouteUp { dst, via, label } => {
+                Action::AddKey { id, cipher, key } => {
+                    self.fib(FibMsg::AddRouteKey { id, cipher, key });
+                }
+                Action::RemoveKey { id } => {
+                    // The dataplane drops whatever still names the key; so does this copy.
+                    self.delivers.retain(|_, (_, k)| *k != id);
+                    self.fib(FibMsg::RemoveRouteKey { id });
+                }
+                Action::RouteUp {
+                    dst,
+                    via,
+                    label,
+                    key,
+                } => {
                     self.remember(dst);
                     let Some(session) = self.session_of(&via) else {
                         continue;
@@ -574,6 +594,7 @@ impl Router {
                         prefix: prefix(&dst),
                         session,
                         label,
+                        key,
                         keepalive: true,
                     });
                     if self.has_attachments(&dst) {
@@ -655,7 +676,7 @@ impl Router {
             let mut nodes: Vec<NodeId> = vec![self.me];
             nodes.extend(self.nm.lsdb_summary().into_iter().map(|(n, _)| n));
             nodes.extend(self.links.keys().copied());
-            nodes.extend(self.delivers.values().copied());
+            nodes.extend(self.delivers.values().map(|(n, _)| *n));
             nodes.extend(self.attached.values().flat_map(|m| m.keys().copied()));
             for n in nodes {
                 self.remember(n);

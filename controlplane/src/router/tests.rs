@@ -14,6 +14,9 @@ struct Fib {
     sessions: HashMap<u32, ([u8; 32], [u8; 32])>,
     rules: HashMap<(u32, u32), RuleAction>,
     routes: HashMap<Prefix, (u32, u32)>,
+    /// Route keys by id, and the route key of each route.
+    route_keys: HashMap<u64, dataplane::fibproto::Key>,
+    route_key_of: HashMap<Prefix, u64>,
     pending: Vec<FibMsg>,
     commits: usize,
     /// Sessions whose previous receive key was forgotten, in order.
@@ -28,7 +31,7 @@ impl Fib {
                 FibMsg::AddSession {
                     id, tx_key, rx_key, ..
                 } => {
-                    self.sessions.insert(id, (tx_key, rx_key));
+                    self.sessions.insert(id, (tx_key.0, rx_key.0));
                 }
                 FibMsg::RemoveSession { id } => {
                     self.sessions.remove(&id);
@@ -48,9 +51,29 @@ impl Fib {
                     prefix,
                     session,
                     label,
+                    key,
                     ..
                 } => {
                     self.routes.insert(prefix, (session, label));
+                    self.route_key_of.insert(prefix, key);
+                }
+                FibMsg::AddRouteKey { id, key, .. } => {
+                    self.route_keys.insert(id, key);
+                }
+                FibMsg::RemoveRouteKey { id } => {
+                    self.route_keys.remove(&id);
+                    self.rules
+                        .retain(|_, a| !matches!(a, RuleAction::Deliver { key, .. } if *key == id));
+                    let gone: Vec<Prefix> = self
+                        .route_key_of
+                        .iter()
+                        .filter(|(_, k)| **k == id)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for p in gone {
+                        self.routes.remove(&p);
+                        self.route_key_of.remove(&p);
+                    }
                 }
                 FibMsg::RemoveRoute { prefix } => {
                     self.routes.remove(&prefix);
@@ -60,6 +83,8 @@ impl Fib {
                     self.sessions.clear();
                     self.rules.clear();
                     self.routes.clear();
+                    self.route_keys.clear();
+                    self.route_key_of.clear();
                 }
                 other => panic!("unexpected fib message {other:?}"),
             }
@@ -298,7 +323,7 @@ fn deliver_sources(f: &Fib) -> Vec<Vec<Prefix>> {
     f.rules
         .values()
         .filter_map(|a| match a {
-            RuleAction::Deliver { sources } => Some(sources.clone()),
+            RuleAction::Deliver { sources, .. } => Some(sources.clone()),
             _ => None,
         })
         .collect()
@@ -583,24 +608,44 @@ fn a_restarted_dataplane_is_given_everything_the_router_holds() {
     );
     assert_eq!(r, "ok");
     m.advance(300);
+    let forwards = |f: &Fib| {
+        f.rules
+            .iter()
+            .filter(|(_, a)| matches!(a, RuleAction::Forward { .. }))
+            .count()
+    };
     for i in 0..3 {
-        let before = (
-            m.nodes[i].fib.sessions.clone(),
-            m.nodes[i].fib.rules.clone(),
-            m.nodes[i].fib.routes.clone(),
-        );
-        assert!(!before.0.is_empty());
-        // A new dataplane starts empty; the router programs all of it in one commit.
+        let before = m.nodes[i].fib.sessions.clone();
+        let dsts: std::collections::HashSet<Prefix> =
+            m.nodes[i].fib.routes.keys().copied().collect();
+        let old_keys: Vec<dataplane::fibproto::Key> =
+            m.nodes[i].fib.route_keys.values().copied().collect();
+        assert!(!before.is_empty());
+        // A new dataplane starts empty; the router programs its sessions and relay rules in
+        // one commit, and sets the routes it is an end of up again, with new keys.
         m.nodes[i].fib = Fib::default();
-        m.nodes[i].r.handle_dataplane_back();
+        let now = m.now;
+        m.nodes[i].r.handle_dataplane_back(now);
         m.run();
         let f = &m.nodes[i].fib;
-        assert_eq!(f.commits, 1);
-        assert_eq!(
-            (f.sessions.clone(), f.rules.clone(), f.routes.clone()),
-            before,
-            "node {i}"
-        );
+        assert_eq!(f.sessions, before, "node {i}");
+        if i == 1 {
+            assert_eq!(
+                forwards(f),
+                2,
+                "the relay's rules (one route, both directions)"
+            );
+        }
+        m.advance(300);
+        let f = &m.nodes[i].fib;
+        let now_dsts: std::collections::HashSet<Prefix> = f.routes.keys().copied().collect();
+        assert_eq!(now_dsts, dsts, "node {i}: its destinations are back");
+        for k in f.route_keys.values() {
+            assert!(
+                !old_keys.contains(k),
+                "node {i}: an old route key came back"
+            );
+        }
     }
 }
 
@@ -642,7 +687,8 @@ fn a_lost_dataplane_closes_every_link_and_the_mesh_heals_around_and_back() {
     m.link(0, 1);
     m.link(1, 2);
     m.nodes[1].fib = Fib::default();
-    m.nodes[1].r.handle_dataplane_back();
+    let now = m.now;
+    m.nodes[1].r.handle_dataplane_back(now);
     m.advance(1500);
     let (session, _) = m.nodes[0].fib.routes[&m.host(2)];
     assert!(m.nodes[0].fib.sessions.contains_key(&session));

@@ -27,7 +27,10 @@ impl Rng {
 #[derive(Default, Clone)]
 pub struct Dataplane {
     pub rules: BTreeMap<(NodeId, u32), RuleThen>,
-    pub routes: BTreeMap<NodeId, (NodeId, u32)>,
+    /// dst -> (via, label, data key id).
+    pub routes: BTreeMap<NodeId, (NodeId, u32, u64)>,
+    /// Data keys by id (a node that is only a relay of a route holds none of its keys).
+    pub keys: BTreeMap<u64, [u8; 32]>,
 }
 
 /// (deliver at, tie-break seq, to, from, bytes)
@@ -241,8 +244,23 @@ impl Sim {
                         self.missing_removes += 1;
                     }
                 }
-                Action::RouteUp { dst, via, label } => {
-                    self.dp[i].routes.insert(dst, (via, label));
+                Action::AddKey { id, key, .. } => {
+                    if self.dp[i].keys.insert(id, key.0).is_some() {
+                        self.rule_conflicts += 1;
+                    }
+                }
+                Action::RemoveKey { id } => {
+                    if self.dp[i].keys.remove(&id).is_none() {
+                        self.missing_removes += 1;
+                    }
+                }
+                Action::RouteUp {
+                    dst,
+                    via,
+                    label,
+                    key,
+                } => {
+                    self.dp[i].routes.insert(dst, (via, label, key));
                 }
                 Action::RouteDown { dst } => {
                     self.dp[i].routes.remove(&dst);
@@ -357,8 +375,11 @@ impl Sim {
     /// table to a Deliver at `d` naming `s` as origin. Returns the node path.
     pub fn walk(&self, s: usize, d: usize) -> Result<Vec<usize>, String> {
         let dst = self.ids[d];
-        let Some(&(via, label)) = self.dp[s].routes.get(&dst) else {
+        let Some(&(via, label, tx)) = self.dp[s].routes.get(&dst) else {
             return Err(format!("{s}: no mapping for {d}"));
+        };
+        let Some(sealed_with) = self.dp[s].keys.get(&tx) else {
+            return Err(format!("{s}: mapping for {d} names no key"));
         };
         let mut from = s;
         let mut cur = *self.index.get(&via).ok_or("unknown via")?;
@@ -376,9 +397,21 @@ impl Sim {
                         "no rule at {cur} for ({from},{label}) path {path:?}"
                     ));
                 }
-                Some(RuleThen::Deliver { origin }) => {
+                Some(RuleThen::Deliver { origin, key }) => {
                     if cur != d || *origin != self.ids[s] {
                         return Err(format!("delivered at {cur} (want {d}) path {path:?}"));
+                    }
+                    // The egress opens with the very key the ingress sealed with.
+                    if self.dp[cur].keys.get(key) != Some(sealed_with) {
+                        return Err(format!("{d} cannot open what {s} sealed, path {path:?}"));
+                    }
+                    // No node between them holds it.
+                    for &relay in &path[1..path.len() - 1] {
+                        if self.dp[relay].keys.values().any(|k| k == sealed_with) {
+                            return Err(format!(
+                                "relay {relay} holds the route key, path {path:?}"
+                            ));
+                        }
                     }
                     return Ok(path);
                 }

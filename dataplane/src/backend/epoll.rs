@@ -13,9 +13,10 @@ use crate::backend::gso::{self, GroRelay, GsoBatch, Relayed};
 use crate::backend::plan::SendPlan;
 use crate::mmsg::{self, BATCH};
 use crate::offload::{self, Coalescer, Prepared, VNET_HDR_LEN, VnetHdr};
+use crate::shard::TAILROOM;
 use crate::shard::{BUF_SIZE, HEADROOM, Verdict};
 use crate::stats::DropReason;
-use crate::wire::{OVERHEAD, TAG_LEN};
+use crate::wire::OVERHEAD;
 use rustix::event::epoll;
 use std::io;
 use std::os::fd::AsFd;
@@ -375,10 +376,7 @@ fn tun_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
     for _ in 0..ROUNDS {
         let mut n = 0;
         while n < BATCH {
-            match rustix::io::read(
-                &io.tun,
-                &mut b.bufs[n][HEADROOM..BUF_SIZE - crate::wire::TAG_LEN],
-            ) {
+            match rustix::io::read(&io.tun, &mut b.bufs[n][HEADROOM..BUF_SIZE - TAILROOM]) {
                 Ok(0) => break,
                 Ok(len) => {
                     match io.shard.from_tun(&mut b.bufs[n], len) {
@@ -412,7 +410,7 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
             let k = b.plan.len();
             let n = match rustix::io::read(
                 &io.tun,
-                &mut b.bufs[k][HEADROOM - VNET_HDR_LEN..BUF_SIZE - TAG_LEN],
+                &mut b.bufs[k][HEADROOM - VNET_HDR_LEN..BUF_SIZE - TAILROOM],
             ) {
                 Ok(0) => break,
                 Ok(n) => n,

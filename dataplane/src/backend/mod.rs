@@ -12,7 +12,7 @@
 //!
 //! and in its loop:
 //!
-//! - Buffers of [`BUF_SIZE`] bytes. A TUN read goes to [`HEADROOM`] (leaving [`TAG_LEN`] at
+//! - Buffers of [`BUF_SIZE`] bytes. A TUN read goes to [`HEADROOM`] (leaving [`TAILROOM`] at
 //!   the end) and is given to [`Shard::from_tun`]; a UDP frame goes to offset 0 and is given to
 //!   [`Shard::from_udp`].
 //! - Every [`Verdict`] carried out, and its outcome counted once: `Send` sends `buf[..len]` to
@@ -32,7 +32,7 @@
 //!
 //! [`BUF_SIZE`]: crate::shard::BUF_SIZE
 //! [`HEADROOM`]: crate::shard::HEADROOM
-//! [`TAG_LEN`]: crate::wire::TAG_LEN
+//! [`TAILROOM`]: crate::shard::TAILROOM
 //! [`Verdict`]: crate::shard::Verdict
 
 pub mod epoll;

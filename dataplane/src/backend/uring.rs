@@ -24,9 +24,9 @@
 
 use crate::backend::ShardIo;
 use crate::mmsg;
+use crate::shard::TAILROOM;
 use crate::shard::{BUF_SIZE, HEADROOM, Verdict};
 use crate::stats::DropReason;
-use crate::wire::TAG_LEN;
 use ::io_uring::{IoUring, cqueue, opcode, squeue, types};
 use rustix::fs::OFlags;
 use std::alloc::Layout;
@@ -376,7 +376,7 @@ impl Uring {
 
     fn arm_tun_read(&mut self, slot: usize) -> io::Result<()> {
         let ptr = self.tun_bufs.at(slot * STRIDE + HEADROOM);
-        let len = (BUF_SIZE - HEADROOM - TAG_LEN) as u32;
+        let len = (BUF_SIZE - HEADROOM - TAILROOM) as u32;
         let e = if self.fixed {
             opcode::ReadFixed::new(types::Fd(self.tun), ptr, len, slot as u16).build()
         } else {
