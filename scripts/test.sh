@@ -11,7 +11,8 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
 need=()
-for pkg_cmd in iproute2:ip iputils-ping:ping iperf3:iperf3 curl:curl tmux:tmux python3:python3 nftables:nft; do
+for pkg_cmd in iproute2:ip iputils-ping:ping iperf3:iperf3 curl:curl tmux:tmux python3:python3 nftables:nft \
+    prometheus:promtool; do
     pkg=${pkg_cmd%%:*}; cmd=${pkg_cmd##*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -11,6 +11,7 @@
 use crate::command::{COMMANDS, Spec, lookup};
 use clap::{Arg, ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// The GUI refresh period when none is given, in milliseconds.
@@ -22,6 +23,8 @@ const LONG_ABOUT: &str = "\
 Supervise and operate the components of a Skywire router.
 
   viscript serve    [--config F] [--socket P]      the daemon, with a unix control socket
+                    [--metrics IP:PORT [--metrics-any]]
+                                                   and Prometheus metrics at GET /metrics
   viscript gui      [--config F] [--socket P] [--refresh-ms MS]
                                                    the terminal GUI: attaches to the daemon at
                                                    the socket, else runs the supervisor itself
@@ -71,14 +74,41 @@ struct Cli {
     /// GUI refresh period in milliseconds, 100 to 60000 [default: 500] (GUI only).
     #[arg(long, value_name = "MS", value_parser = refresh_parser())]
     refresh_ms: Option<u64>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[command(subcommand)]
     mode: Option<ModeCmd>,
+}
+
+/// `serve`'s metrics endpoint, before or after the subcommand word.
+#[derive(Args, Debug, Clone, Default)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (serve only; port 0 picks a free
+    /// one, logged on stderr). Off by default; loopback addresses only unless --metrics-any.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Allow a --metrics address other than loopback (anyone reaching it sees the
+    /// components, their state and their usage; there is no authentication).
+    #[arg(long)]
+    metrics_any: bool,
+}
+
+impl MetricsArgs {
+    fn or(self, other: MetricsArgs) -> MetricsArgs {
+        MetricsArgs {
+            metrics: self.metrics.or(other.metrics),
+            metrics_any: self.metrics_any || other.metrics_any,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum ModeCmd {
     /// The daemon: the supervisor with an owner-only unix control socket.
-    Serve,
+    Serve {
+        #[command(flatten)]
+        metrics: MetricsArgs,
+    },
     /// The terminal GUI: attaches to the daemon at the socket, else runs the supervisor itself
     /// from --config (quitting it then stops every component).
     Gui {
@@ -95,7 +125,10 @@ enum ModeCmd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     /// `viscript serve`.
-    Serve,
+    Serve {
+        /// Where to serve Prometheus metrics (`--metrics`), if anywhere.
+        metrics: Option<SocketAddr>,
+    },
     /// `viscript gui`; `bare` when no subcommand was given (the GUI only on a terminal).
     Gui {
         /// Refresh period in milliseconds.
@@ -275,6 +308,13 @@ where
             "--headless takes no subcommand; type commands at its prompt",
         ));
     }
+    let top_metrics = m.get_one::<SocketAddr>("metrics").is_some() || m.get_flag("metrics_any");
+    if top_metrics && m.subcommand_name() != Some("serve") {
+        return Err(command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--metrics and --metrics-any are for the daemon (`viscript serve`)",
+        ));
+    }
     if let Some((word, sub)) = m.subcommand()
         && let Some(spec) = lookup(word)
     {
@@ -304,7 +344,9 @@ where
     let mode = match (cli.headless, cli.mode) {
         // A subcommand with --headless is refused above.
         (true, _) | (false, Some(ModeCmd::Headless)) => Mode::Headless,
-        (false, Some(ModeCmd::Serve)) => Mode::Serve,
+        (false, Some(ModeCmd::Serve { metrics })) => Mode::Serve {
+            metrics: metrics_addr(metrics.or(cli.metrics.clone()))?,
+        },
         (false, Some(ModeCmd::Gui { refresh_ms })) => Mode::Gui {
             refresh_ms: refresh_ms.or(cli.refresh_ms).unwrap_or(DEFAULT_REFRESH_MS),
             bare: false,
@@ -324,6 +366,25 @@ where
         options: cli.options,
         mode,
     })
+}
+
+/// The metrics address of `serve`: a loopback one, or any with `--metrics-any`.
+fn metrics_addr(m: MetricsArgs) -> Result<Option<SocketAddr>, clap::Error> {
+    match m.metrics {
+        None if m.metrics_any => Err(command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "--metrics-any needs --metrics IP:PORT",
+        )),
+        Some(a) if !a.ip().is_loopback() && !m.metrics_any => Err(command().error(
+            clap::error::ErrorKind::ValueValidation,
+            format!(
+                "--metrics {a}: not a loopback address; the metrics have no authentication, \
+                 so anyone reaching {a} would read them. Use 127.0.0.1:PORT (or [::1]:PORT), \
+                 or add --metrics-any to serve them there anyway"
+            ),
+        )),
+        a => Ok(a),
+    }
 }
 
 /// The tokens of a console command as [`crate::command::Command::parse`] takes them.
@@ -378,10 +439,39 @@ mod tests {
     }
 
     #[test]
+    fn metrics_loopback_only_unless_metrics_any() {
+        let serve = |line: &str| match p(line).mode {
+            Mode::Serve { metrics } => metrics.map(|a| a.to_string()),
+            m => panic!("{line}: {m:?}"),
+        };
+        assert_eq!(serve("serve"), None);
+        for line in [
+            "serve --metrics 127.0.0.1:9464",
+            "--metrics 127.0.0.1:9464 serve",
+            "--config F serve --metrics=127.0.0.1:9464 --socket S",
+        ] {
+            assert_eq!(serve(line).as_deref(), Some("127.0.0.1:9464"), "{line}");
+        }
+        assert_eq!(serve("serve --metrics [::1]:0").as_deref(), Some("[::1]:0"));
+        for line in [
+            "serve --metrics 0.0.0.0:9464 --metrics-any",
+            "--metrics-any serve --metrics 0.0.0.0:9464",
+        ] {
+            assert_eq!(serve(line).as_deref(), Some("0.0.0.0:9464"), "{line}");
+        }
+        assert!(fails("serve --metrics 0.0.0.0:9464").contains("not a loopback address"));
+        assert!(fails("serve --metrics 192.0.2.1:9464").contains("--metrics-any"));
+        assert!(fails("serve --metrics-any").contains("needs --metrics"));
+        assert!(fails("serve --metrics localhost:9464").contains("--metrics"));
+        assert!(fails("--metrics 127.0.0.1:9464 headless").contains("for the daemon"));
+        assert!(fails("--metrics 127.0.0.1:9464 list").contains("for the daemon"));
+    }
+
+    #[test]
     fn options_before_and_after_the_mode_word() {
         let want = Invocation {
             options: opts("F", Some("S"), false),
-            mode: Mode::Serve,
+            mode: Mode::Serve { metrics: None },
         };
         for line in [
             "serve --config F --socket S",

@@ -46,7 +46,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 pub struct Active(Arc<AtomicUsize>);
 
 /// Counts one connection for as long as it lives.
-struct Counted(Active);
+pub(crate) struct Counted(Active);
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -55,7 +55,7 @@ impl Drop for Counted {
 }
 
 impl Active {
-    fn enter(&self) -> Counted {
+    pub(crate) fn enter(&self) -> Counted {
         self.0.fetch_add(1, Ordering::AcqRel);
         Counted(self.clone())
     }

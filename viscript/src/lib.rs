@@ -11,6 +11,7 @@ pub mod gui;
 pub mod lifecycle;
 pub mod logbuf;
 pub mod loglevel;
+pub mod metrics;
 pub mod notify;
 #[allow(unsafe_code)] // fork/exec and signals through pidfds
 pub mod proc;

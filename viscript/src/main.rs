@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use viscript::cli::{self, Mode, Options};
@@ -50,10 +51,10 @@ fn main() {
     };
     let opts = inv.options;
     match inv.mode {
-        Mode::Serve | Mode::Headless => {
-            let serve = inv.mode == Mode::Serve;
-            std::process::exit(run_supervisor(&opts, serve));
+        Mode::Serve { metrics } => {
+            std::process::exit(run_supervisor(&opts, Some(metrics)));
         }
+        Mode::Headless => std::process::exit(run_supervisor(&opts, None)),
         Mode::Gui { refresh_ms, bare } => {
             if bare && !std::io::stdout().is_terminal() {
                 eprintln!("viscript: no command; see `viscript --help` (the GUI needs a terminal)");
@@ -68,10 +69,21 @@ fn main() {
     }
 }
 
-/// `serve` (the daemon on its socket) or the headless console: the supervisor in this process.
-fn run_supervisor(opts: &Options, serve: bool) -> i32 {
+/// `serve` (the daemon on its socket; `Some(its --metrics)`) or the headless console (`None`):
+/// the supervisor in this process.
+fn run_supervisor(opts: &Options, serve: Option<Option<SocketAddr>>) -> i32 {
     let cfg = load(&opts.config);
     let socket = socket_of(opts, Some(&cfg));
+    // Bound before anything starts, so a taken port is an error with nothing to undo.
+    let metrics = match serve.flatten().map(TcpListener::bind) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            eprintln!("viscript: --metrics: cannot listen: {e}");
+            return 2;
+        }
+    };
+    let serve = serve.is_some();
     if let Err(e) = proc::become_subreaper() {
         eprintln!("viscript: cannot become child subreaper ({e}); orphans go to init");
     }
@@ -99,6 +111,14 @@ fn run_supervisor(opts: &Options, serve: bool) -> i32 {
             return 1;
         }
     };
+    if let Some(l) = metrics {
+        match l.local_addr() {
+            Ok(a) => eprintln!("viscript: metrics on http://{a}/metrics"),
+            Err(e) => eprintln!("viscript: metrics on an unknown address ({e})"),
+        }
+        let h = handle.clone();
+        std::thread::spawn(move || viscript::metrics::serve(l, h));
+    }
     if let Some(l) = listener {
         eprintln!("viscript: serving on {}", socket.display());
         let h = handle.clone();

@@ -61,7 +61,14 @@ enum Kind {
 }
 
 /// Options that take a value, to find the subcommand word.
-const WITH_VALUE: &[&str] = &["--config", "-c", "--socket", "-s", "--refresh-ms"];
+const WITH_VALUE: &[&str] = &[
+    "--config",
+    "-c",
+    "--socket",
+    "-s",
+    "--refresh-ms",
+    "--metrics",
+];
 
 /// The arguments after `viscript` (placeholders replaced) and what kind of form it is.
 fn form(line: &str, config: &Path, socket: &Path) -> (Vec<String>, Kind) {

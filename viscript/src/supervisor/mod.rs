@@ -97,6 +97,21 @@ impl Handle {
             .unwrap_or_else(|_| Reply::err("the supervisor stopped before answering"))
     }
 
+    /// [`Handle::call`] for callers that must not wait on a busy supervisor (the metrics
+    /// endpoint): a full request queue is an error at once, and the answer is waited for at
+    /// most `limit`.
+    pub fn call_within(&self, cmd: Command, limit: Duration) -> Reply {
+        let (tx, rx) = sync_channel(1);
+        match self.tx.try_send(Req::Cmd(cmd, tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Reply::err("the supervisor is busy"),
+            Err(TrySendError::Disconnected(_)) => return Reply::err("the supervisor has stopped"),
+        }
+        let _ = rustix::io::write(self.bell.as_fd(), &1u64.to_ne_bytes());
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| Reply::err("the supervisor did not answer in time"))
+    }
+
     /// Creates a signal connection for a process started elsewhere (`pid`, seen through
     /// SO_PEERCRED) and returns its id and the client's descriptors.
     pub fn attach(&self, name: &str, pid: u32) -> Result<(u64, ClientFds), String> {

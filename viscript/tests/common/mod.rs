@@ -98,9 +98,31 @@ impl Daemon {
     /// Starts the daemon in `scratch` (made by the caller, who may have put a socket there)
     /// with `env` added to its environment.
     pub fn start_in(scratch: Scratch, config_text: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(scratch, config_text, env, &[], None)
+    }
+
+    /// Starts the daemon with `extra` arguments after `serve`; its stderr lines go to `lines`
+    /// (and on to this process's stderr) while it runs.
+    pub fn start_logged(
+        tag: &str,
+        config_text: &str,
+        extra: &[&str],
+    ) -> (Daemon, std::sync::mpsc::Receiver<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = Daemon::start_with(Scratch::new(tag), config_text, &[], extra, Some(tx));
+        (d, rx)
+    }
+
+    fn start_with(
+        scratch: Scratch,
+        config_text: &str,
+        env: &[(&str, &str)],
+        extra: &[&str],
+        lines: Option<std::sync::mpsc::Sender<String>>,
+    ) -> Daemon {
         let config = scratch.write("config.yaml", config_text);
         let socket = scratch.dir.join("run").join("viscript.sock");
-        let child = Command::new(viscript_bin())
+        let mut child = Command::new(viscript_bin())
             // Not the environment of a service manager running the tests, only what is given.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -111,11 +133,26 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .arg("serve")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(if lines.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap();
+        if let (Some(tx), Some(err)) = (lines, child.stderr.take()) {
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for l in std::io::BufReader::new(err).lines() {
+                    let Ok(l) = l else { break };
+                    eprintln!("{l}");
+                    let _ = tx.send(l);
+                }
+            });
+        }
         let d = Daemon {
             scratch,
             socket,
