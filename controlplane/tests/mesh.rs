@@ -232,6 +232,23 @@ fn diamond_routes_and_reroutes_after_a_cut() {
     };
     assert!(rekeys(a) + rekeys(&routers[1]) >= 1, "no rekey happened");
 
+    // End-to-end keys: the ends of the route hold them, the relays' dataplanes hold none.
+    let route_keys = |r: &Router| -> u64 {
+        vis(r, &["ru", "1"])["data"]["counters"]["route_keys"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+    };
+    assert!(
+        route_keys(a) >= 2 && route_keys(a) != u64::MAX,
+        "a holds no route key"
+    );
+    assert!(
+        route_keys(d) >= 2 && route_keys(d) != u64::MAX,
+        "d holds no route key"
+    );
+    assert_eq!(route_keys(&routers[1]), 0, "relay b holds a route key");
+    assert_eq!(route_keys(&routers[2]), 0, "relay c holds a route key");
+
     // Which branch carries the traffic? The relay whose dataplane saw more frames.
     let frames = |r: &Router| -> u64 {
         let v = vis(r, &["ru", "1"]);

@@ -260,6 +260,8 @@ fn main() {
                 let fib = cell.load().0;
                 report.push(("sessions".into(), fib.sessions.len() as u64));
                 report.push(("routes".into(), fib.routes.len() as u64));
+                // Route keys: only the ends of a route hold one; a pure relay shows 0.
+                report.push(("route_keys".into(), fib.route_keys.len() as u64));
                 for (name, v) in report {
                     published
                         .entry(name.clone())
