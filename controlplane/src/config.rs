@@ -14,6 +14,7 @@
 //! allow_any: false                    # accept links from keys not listed below
 //! rekey_secs: 120                     # rotate a link's data keys this often...
 //! rekey_bytes: 1073741824             # ... or after this much traffic
+//! route_rekey_secs: 120               # replace a route's end-to-end keys this often
 //! neighbours:
 //!   - pk: <64 hex>
 //!     endpoint: 10.0.0.2:7100         # optional: dial it (else wait for it)
@@ -52,6 +53,8 @@ struct File {
     rekey_secs: u64,
     #[serde(default = "rekey_bytes")]
     rekey_bytes: u64,
+    #[serde(default = "rekey_secs")]
+    route_rekey_secs: u64,
     neighbours: Option<Vec<NeighbourFile>>,
     #[serde(default)]
     policy: Policy,
@@ -153,6 +156,8 @@ pub struct Config {
     pub rekey_secs: u64,
     /// ... or this many bytes through its session, whichever comes first.
     pub rekey_bytes: u64,
+    /// Replace a route's end-to-end keys (make-before-break, a new handshake) this often.
+    pub route_rekey_secs: u64,
     /// Neighbours.
     pub neighbours: Vec<Neighbour>,
     /// Policy.
@@ -226,6 +231,7 @@ impl Config {
             allow_any: f.allow_any,
             rekey_secs: f.rekey_secs.max(1),
             rekey_bytes: f.rekey_bytes.max(1 << 20),
+            route_rekey_secs: f.route_rekey_secs.max(1),
             neighbours,
             policy: f.policy,
             messengers,

@@ -299,6 +299,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             .collect(),
         drain: cfg.policy.drain,
         no_transit: cfg.policy.no_transit,
+        route_rekey_ms: cfg.route_rekey_secs.saturating_mul(1000),
         // Route ids must not repeat across restarts (neighbours may still hold the old ones).
         first_route_counter: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

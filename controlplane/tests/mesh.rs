@@ -160,7 +160,7 @@ fn diamond_routes_and_reroutes_after_a_cut() {
         std::fs::write(
             dir.join(format!("{n}-control.yaml")),
             format!(
-                "key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nrekey_secs: 1\nmessengers:\n  - {{pk: {pm}, endpoint: \"10.84.0.100:7200\"}}\nadvertise: [{adv}]\nneighbours:\n{neigh}"
+                "key: {n}.key\nfib_socket: {n}.fib\nlisten: \"0.0.0.0:7100\"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nrekey_secs: 1\nroute_rekey_secs: 1\nmessengers:\n  - {{pk: {pm}, endpoint: \"10.84.0.100:7200\"}}\nadvertise: [{adv}]\nneighbours:\n{neigh}"
             ),
         )
         .unwrap();
@@ -231,6 +231,12 @@ fn diamond_routes_and_reroutes_after_a_cut() {
             .unwrap_or(0)
     };
     assert!(rekeys(a) + rekeys(&routers[1]) >= 1, "no rekey happened");
+    // Route keys are renewed every second here too (route_rekey_secs: 1), make-before-break,
+    // while the transfer ran (its checksum matched).
+    let route_rekeys = vis(a, &["ru", "2"])["data"]["counters"]["route_rekeys"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(route_rekeys >= 1, "no route rekey happened");
 
     // End-to-end keys: the ends of the route hold them, the relays' dataplanes hold none.
     let route_keys = |r: &Router| -> u64 {

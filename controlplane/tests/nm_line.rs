@@ -352,3 +352,57 @@ fn neighbour_restart_with_link_replaced_resyncs_and_drops_old_routes() {
     );
     assert_eq!(s.nodes[0].counters().no_path, 0);
 }
+
+/// A route's keys are replaced every `route_rekey_ms`, make-before-break: traffic has a
+/// mapping at every moment, each new key is shared by the two ends only, and the old keys are
+/// erased from both ends' dataplanes.
+#[test]
+fn route_keys_are_renewed_in_time_without_a_gap() {
+    let cfg = Config {
+        route_rekey_ms: 5_000,
+        ..Config::default()
+    };
+    let mut s = Sim::new(3, &cfg, 1);
+    s.link_up(0, 1, 5);
+    s.link_up(1, 2, 7);
+    assert!(
+        s.run_until_pred(10, 2_000, |s| s.lsdb_converged())
+            .is_some()
+    );
+    s.request_route(0, 2);
+    s.run_until(s.now + 24);
+    assert_eq!(s.walk(0, 2).unwrap(), vec![0, 1, 2]);
+    let first: Vec<[u8; 32]> = s.dp[0].keys.values().copied().collect();
+    assert_eq!(first.len(), 2, "one route: a tx and an rx key");
+    let start = s.now;
+    while s.now < start + 12_000 {
+        let t = s.now + 10;
+        s.run_until(t);
+        // Walks check that the egress opens with the ingress's key and no relay holds it.
+        assert_eq!(s.walk(0, 2).unwrap(), vec![0, 1, 2], "gap at {}", s.now);
+        assert_eq!(s.walk(2, 0).unwrap(), vec![2, 1, 0], "gap at {}", s.now);
+    }
+    assert!(
+        s.nodes[0].counters().route_rekeys >= 2,
+        "{:?}",
+        s.nodes[0].counters().route_rekeys
+    );
+    let now_keys: Vec<[u8; 32]> = s.dp[0].keys.values().copied().collect();
+    assert_eq!(
+        now_keys.len(),
+        2,
+        "old keys left in the ingress's dataplane"
+    );
+    assert_eq!(
+        s.dp[2].keys.len(),
+        2,
+        "old keys left in the egress's dataplane"
+    );
+    assert!(s.dp[1].keys.is_empty());
+    assert!(
+        now_keys.iter().all(|k| !first.contains(k)),
+        "a key was kept"
+    );
+    assert_eq!(s.rule_conflicts, 0);
+    assert_eq!(s.missing_removes, 0);
+}

@@ -240,7 +240,8 @@ impl NodeManager {
             return;
         };
         r.state = OwnState::Up { label };
-        r.next_keepalive = now_ms.saturating_add(self.cfg.route_keepalive_ms);
+        // The first keepalive at once: it tells the egress that this end holds the keys.
+        r.next_keepalive = now_ms;
         let dst = r.dst;
         let mut old = None;
         if let Some(d) = self.dests.get_mut(&dst)
@@ -252,7 +253,10 @@ impl NodeManager {
         if let Some(o) = old {
             self.c.migrations += 1;
             self.reselect(&dst);
-            self.teardown_own(&o, true);
+            // The old route goes once the egress has moved its return traffic (it does on
+            // the new route's first keepalive, one path delay from now).
+            let at = now_ms.saturating_add(self.cfg.route_keepalive_ms.max(1));
+            self.retiring.push((at, o));
         }
         self.reselect(&dst);
         self.ensure_backup(now_ms, &dst);
@@ -319,7 +323,11 @@ impl NodeManager {
                 .iter()
                 .filter(|(rid, h)| rid.origin == *dst && h.next.is_none() && h.fwd_in.is_some())
                 .filter_map(|(rid, h)| Some((rid, h, h.key_ids?.0)))
-                .max_by_key(|(rid, h, _)| (h.created, **rid))
+                // A route the origin already keeps alive first: the origin opens the reverse
+                // direction only once the SetupAck brought it the keys, so a newer route's
+                // reverse is taken when its first keepalive proves that (or when it is the
+                // only one).
+                .max_by_key(|(rid, h, _)| (h.ka_seq > 0, h.created, **rid))
                 .map(|(_, h, tx)| (h.prev, h.rev_out, tx));
         }
         let have = self.installed.get(dst).copied();
@@ -421,6 +429,55 @@ impl NodeManager {
         }
         self.reselect(&dst);
         self.ensure_backup(now_ms, &dst);
+    }
+
+    /// Routes whose keys are `route_rekey_ms` old get new ones: the primary is replaced
+    /// make-before-break (the replacement takes over in `on_own_up`, the old route is torn
+    /// down and its keys erased), an old backup is torn down and set up again.
+    fn rekey_routes(&mut self, now_ms: u64) {
+        let age = self.cfg.route_rekey_ms;
+        if age == 0 {
+            return;
+        }
+        let old = |rid: Option<RouteId>| {
+            rid.and_then(|r| self.own.get(&r))
+                .is_some_and(|r| r.is_up() && now_ms >= r.created.saturating_add(age))
+        };
+        let mut primaries = Vec::new();
+        let mut backups = Vec::new();
+        for (dst, d) in &self.dests {
+            if now_ms < d.rekey_not_before {
+                continue;
+            }
+            if d.replacing.is_none() && old(d.primary) {
+                primaries.push(*dst);
+            }
+            if let Some(b) = d.backup.filter(|b| old(Some(*b))) {
+                backups.push((*dst, b));
+            }
+        }
+        let wait = now_ms.saturating_add(self.cfg.setup_retry_ms.max(1));
+        for dst in primaries {
+            let rid = self
+                .compute_path(&dst)
+                .and_then(|path| self.start_setup(now_ms, dst, path));
+            if let Some(d) = self.dests.get_mut(&dst) {
+                d.replacing = rid;
+                d.rekey_not_before = wait;
+            }
+            if rid.is_some() {
+                self.c.route_rekeys += 1;
+            }
+        }
+        for (dst, b) in backups {
+            self.teardown_own(&b, true);
+            if let Some(d) = self.dests.get_mut(&dst) {
+                d.backup = None;
+                d.rekey_not_before = wait;
+            }
+            self.c.route_rekeys += 1;
+            self.ensure_backup(now_ms, &dst);
+        }
     }
 
     // ----- transit / egress side -------------------------------------------
@@ -714,7 +771,12 @@ impl NodeManager {
                 }) {
                     // Egress: only the origin's own keepalives keep its route here.
                     h.expires = now_ms.saturating_add(self.cfg.route_timeout_ms);
+                    let first = h.ka_seq == 0;
                     h.ka_seq = seq;
+                    if first {
+                        // The origin holds the route's keys now: its reverse may carry data.
+                        self.reselect(&rid.origin);
+                    }
                 } else {
                     self.c.keepalives_unauthenticated += 1;
                 }
@@ -846,6 +908,14 @@ impl NodeManager {
         for rid in expired {
             self.remove_hop(&rid, true, true);
         }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
+            .into_iter()
+            .partition(|(at, _)| *at <= now_ms);
+        self.retiring = later;
+        for (_, rid) in due {
+            self.teardown_own(&rid, true);
+        }
+        self.rekey_routes(now_ms);
         // Retries and idle release.
         let mut retry = Vec::new();
         let mut idle = Vec::new();
@@ -881,6 +951,9 @@ impl NodeManager {
         }
         for h in self.hops.values() {
             at(h.expires);
+        }
+        for (t, _) in &self.retiring {
+            at(*t);
         }
         for d in self.dests.values() {
             if let (None, Some(r)) = (d.primary, d.retry_at) {

@@ -115,6 +115,7 @@ impl Router {
             ("msgs_malformed".to_string(), c.msgs_malformed),
             ("failovers".to_string(), c.failovers),
             ("rebuilds".to_string(), c.rebuilds),
+            ("route_rekeys".to_string(), c.route_rekeys),
             ("setups_started".to_string(), c.setups_started),
             ("setups_refused".to_string(), c.setups_refused),
             (
