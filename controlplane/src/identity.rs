@@ -75,32 +75,36 @@ impl Identity {
         Identity::from_seed(seed)
     }
 
-    /// Reads the key file at `path`, creating it (mode 0600) with a new identity when absent.
-    /// Returns the identity and whether it was created.
+    /// Reads the key file at `path`. Refused when group or others may read it (a key they
+    /// could copy is not this node's alone).
+    pub fn load(path: &Path) -> io::Result<Identity> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let meta = std::fs::metadata(path)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{}: key file is readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                ),
+            ));
+        }
+        let id = NodeId::from_hex(text.lines().next().unwrap_or("")).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        Identity::from_seed(id.0).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Reads the key file at `path` ([`Identity::load`]), creating it (mode 0600) with a new
+    /// identity when absent. Returns the identity and whether it was created.
     pub fn load_or_create(path: &Path) -> io::Result<(Identity, bool)> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let meta = std::fs::metadata(path)?;
-                if meta.permissions().mode() & 0o077 != 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!(
-                            "{}: key file is readable by others (mode {:o}); chmod 600 it",
-                            path.display(),
-                            meta.permissions().mode() & 0o777
-                        ),
-                    ));
-                }
-                let id = NodeId::from_hex(text.lines().next().unwrap_or("")).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                })?;
-                let ident = Identity::from_seed(id.0)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                Ok((ident, false))
-            }
+        match Identity::load(path) {
+            Ok(ident) => Ok((ident, false)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
@@ -116,7 +120,7 @@ impl Identity {
                 f.sync_all()?;
                 Ok((ident, true))
             }
-            Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            Err(e) => Err(e),
         }
     }
 
