@@ -31,8 +31,8 @@ pub fn find_service(
     kind: &str,
     timeout: Duration,
 ) -> Result<(NodeId, u16), String> {
-    let text = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let seed = NodeId::from_hex(text.lines().next().unwrap_or(""))?.0;
+    // The node key, refused when others may read it (as skywire-control refuses it).
+    let seed = Identity::load(key).map_err(|e| e.to_string())?.seed();
     let mut last = String::from("no messenger configured");
     for (pk, addr) in messengers {
         let id = Identity::from_seed(seed)?;
@@ -117,5 +117,23 @@ mod tests {
         assert_eq!(addr.port(), 7200);
         assert!(parse_messenger("nonsense").is_err());
         assert!(parse_messenger(&format!("{pk}@nope")).is_err());
+    }
+
+    /// A node key others may read is refused before any messenger is asked.
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("skywire-lookup-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("node.key");
+        let id = Identity::generate().unwrap();
+        std::fs::write(&key, format!("{}\n", NodeId(id.seed()).hex())).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = find_service(&key, &[], "socks", Duration::from_millis(10)).unwrap_err();
+        assert!(e.contains("readable by others"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = find_service(&key, &[], "socks", Duration::from_millis(10)).unwrap_err();
+        assert!(e.contains("no messenger"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
