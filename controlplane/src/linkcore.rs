@@ -280,6 +280,13 @@ impl Metric {
     }
 }
 
+/// Shortest time between two rotations the responder takes. A rotation costs a fib commit
+/// (a copy of the whole table) on both ends, so a neighbour asking for new keys as fast as it
+/// can send would make this node copy its tables thousands of times a second. No policy needs
+/// more: the smallest `rekey_bytes` (64 MiB) lasts 50 ms at 10 Gbit/s. A request that comes
+/// sooner is not confirmed (counted); the initiator repeats it after its retry time.
+pub const MIN_REKEY_INTERVAL: Duration = Duration::from_millis(50);
+
 /// When a link's data keys rotate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RekeyPolicy {
@@ -328,6 +335,8 @@ pub struct DataKeys {
     pending: Option<(u32, Instant)>,
     since: Instant,
     bytes_at_rekey: u64,
+    /// Requests refused: sooner than [`MIN_REKEY_INTERVAL`] after the last rotation.
+    too_soon: u64,
 }
 
 impl DataKeys {
@@ -341,7 +350,13 @@ impl DataKeys {
             pending: None,
             since: now,
             bytes_at_rekey: 0,
+            too_soon: 0,
         }
+    }
+
+    /// Rotation requests refused as too soon after the previous one.
+    pub fn refused_too_soon(&self) -> u64 {
+        self.too_soon
     }
 
     /// The current generation.
@@ -394,6 +409,12 @@ impl DataKeys {
         let mut steps = Vec::new();
         let mut rotated = false;
         if !ack && !self.initiator {
+            if generation == self.generation + 1
+                && now.saturating_duration_since(self.since) < MIN_REKEY_INTERVAL
+            {
+                self.too_soon += 1;
+                return (steps, false);
+            }
             if generation == self.generation + 1 {
                 self.advance(now, generation);
                 steps.push(KeyStep::Program {
@@ -577,6 +598,28 @@ mod tests {
             }
         }
         sent
+    }
+
+    /// A neighbour asking for rotation after rotation: the responder takes at most one per
+    /// MIN_REKEY_INTERVAL (each costs a fib commit), counts the others and does not confirm
+    /// them; the request is taken once the interval has passed.
+    #[test]
+    fn a_responder_takes_at_most_one_rotation_per_interval() {
+        let t0 = Instant::now();
+        let mut b = DataKeys::new(t0, false, [2; 32], [1; 32]);
+        let later = t0 + MIN_REKEY_INTERVAL;
+        assert!(b.handle(later, 1, false).1);
+        for i in 0..100u64 {
+            let at = later + Duration::from_micros(i * 400);
+            let (steps, rotated) = b.handle(at, 2, false);
+            assert!(!rotated && steps.is_empty(), "rotation {i} taken too soon");
+        }
+        assert_eq!(b.refused_too_soon(), 100);
+        assert_eq!(b.generation(), 1);
+        let (steps, rotated) = b.handle(later + MIN_REKEY_INTERVAL, 2, false);
+        assert!(rotated);
+        assert_eq!(steps.len(), 2, "program and confirm");
+        assert_eq!(b.generation(), 2);
     }
 
     #[test]

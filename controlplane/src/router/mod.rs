@@ -135,6 +135,8 @@ pub struct Stats {
     pub endpoint_claims_replaced: u64,
     /// Data-key rotations completed.
     pub rekeys: u64,
+    /// Rotation requests refused: sooner than `MIN_REKEY_INTERVAL` after the last one.
+    pub rekeys_too_soon: u64,
     /// App socket requests refused.
     pub app_errors: u64,
     /// Times the dataplane went away (and its links were closed).
@@ -442,7 +444,9 @@ impl Router {
         let Some(l) = self.links.get_mut(&peer).filter(|l| l.id == link) else {
             return;
         };
+        let before = l.keys.refused_too_soon();
         let (steps, rotated) = l.keys.handle(now, generation, ack);
+        self.stats.rekeys_too_soon += l.keys.refused_too_soon() - before;
         if rotated {
             self.stats.rekeys += 1;
             l.forget_previous_at = Some(now + PREVIOUS_KEY_LIFETIME);

@@ -87,6 +87,7 @@ impl Router {
             ),
             ("fib_errors".to_string(), self.stats.fib_errors),
             ("rekeys".to_string(), self.stats.rekeys),
+            ("rekeys_too_soon".to_string(), self.stats.rekeys_too_soon),
             (
                 "attached_prefixes".to_string(),
                 self.programmed.len() as u64,
