@@ -15,6 +15,19 @@ pub const FIB_VERSION: u8 = 2;
 pub const MAX_LIST: usize = 4096;
 /// Longest punted or injected packet.
 pub const MAX_PACKET: usize = 65535;
+/// Longest error text in an `Ack` (a sentence naming the refused entry).
+pub const MAX_ERROR: usize = 1024;
+/// Longest counter name in `Counters` (names are short identifiers like `drop_bad_tag`).
+pub const MAX_NAME: usize = 255;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn cut(s: &str, max: usize) -> &[u8] {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    &s.as_bytes()[..n]
+}
 
 /// A 32-byte key on the ring. Its `Debug` prints no key bytes, so no message can leak one
 /// into a log.
@@ -317,8 +330,13 @@ impl<'a> R<'a> {
         }
         Ok(self.take(n)?.to_vec())
     }
-    fn str(&mut self) -> Result<String, FibDecodeError> {
+    /// A string of at most `max` bytes (longer ones are refused: the encoder never writes
+    /// them, so a round trip gives back what was decoded).
+    fn str(&mut self, max: usize) -> Result<String, FibDecodeError> {
         let n = self.u16()? as usize;
+        if n > max {
+            return Err(FibDecodeError::Bad("string too long"));
+        }
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| FibDecodeError::Bad("string"))
     }
     fn cipher(&mut self) -> Result<Cipher, FibDecodeError> {
@@ -454,7 +472,7 @@ impl FibMsg {
             FibMsg::Ack { nonce, error } => {
                 w.u8(t::ACK);
                 w.u64(*nonce);
-                let e = &error.as_bytes()[..error.len().min(1024)];
+                let e = cut(error, MAX_ERROR);
                 w.u16(e.len() as u16);
                 w.raw(e);
             }
@@ -481,7 +499,7 @@ impl FibMsg {
                 let n = drops.len().min(MAX_LIST);
                 w.u32(n as u32);
                 for (name, v) in &drops[..n] {
-                    let b = &name.as_bytes()[..name.len().min(255)];
+                    let b = cut(name, MAX_NAME);
                     w.u16(b.len() as u16);
                     w.raw(b);
                     w.u64(*v);
@@ -576,7 +594,7 @@ impl FibMsg {
             t::INJECT => FibMsg::Inject { packet: r.bytes()? },
             t::ACK => FibMsg::Ack {
                 nonce: r.u64()?,
-                error: r.str()?,
+                error: r.str(MAX_ERROR)?,
             },
             t::COUNTERS => {
                 let nonce = r.u64()?;
@@ -595,7 +613,7 @@ impl FibMsg {
                 let n = r.count()?;
                 let mut drops = Vec::with_capacity(n.min(64));
                 for _ in 0..n {
-                    let name = r.str()?;
+                    let name = r.str(MAX_NAME)?;
                     drops.push((name, r.u64()?));
                 }
                 FibMsg::Counters {
@@ -756,6 +774,33 @@ mod tests {
             let mut b = Vec::new();
             m.encode(&mut b);
             prop_assert_eq!(FibMsg::decode(&b).unwrap(), m);
+        }
+
+        /// Found by the fuzz target fib_msg: a counter name longer than the encoder writes
+        /// (255 bytes) decoded, then came back cut; an error text likewise past 1024. Both are
+        /// refused now, and the encoder cuts at a character boundary.
+        #[test]
+        fn over_long_strings_are_refused_and_cut_on_characters(extra in 1usize..40) {
+            let name = "x".repeat(MAX_NAME + extra);
+            let mut b = Vec::new();
+            FibMsg::Counters { nonce: 1, sessions: vec![], routes: vec![], drops: vec![(name.clone(), 1)] }.encode(&mut b);
+            let cut_name = matches!(FibMsg::decode(&b), Ok(FibMsg::Counters { drops, .. }) if drops[0].0.len() == MAX_NAME);
+            prop_assert!(cut_name);
+            // Hand-made: a name of MAX_NAME + extra bytes on the wire.
+            let mut w = vec![FIB_VERSION, t::COUNTERS];
+            w.extend_from_slice(&1u64.to_le_bytes());
+            w.extend_from_slice(&0u32.to_le_bytes());
+            w.extend_from_slice(&0u32.to_le_bytes());
+            w.extend_from_slice(&1u32.to_le_bytes());
+            w.extend_from_slice(&((MAX_NAME + extra) as u16).to_le_bytes());
+            w.extend_from_slice(name.as_bytes());
+            w.extend_from_slice(&1u64.to_le_bytes());
+            prop_assert_eq!(FibMsg::decode(&w), Err(FibDecodeError::Bad("string too long")));
+            let e = "é".repeat(MAX_ERROR);
+            let mut b = Vec::new();
+            FibMsg::Ack { nonce: 1, error: e }.encode(&mut b);
+            let cut_error = matches!(FibMsg::decode(&b), Ok(FibMsg::Ack { error, .. }) if error.len() == MAX_ERROR);
+            prop_assert!(cut_error);
         }
 
         /// No message prints key bytes.
