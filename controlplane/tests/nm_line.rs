@@ -353,7 +353,7 @@ fn neighbour_restart_with_link_replaced_resyncs_and_drops_old_routes() {
     assert_eq!(s.nodes[0].counters().no_path, 0);
 }
 
-/// A route's keys are replaced every `route_rekey_ms`, make-before-break: traffic has a
+/// A route's keys are replaced every `route_rekey_ms` (plus a spread of up to a quarter), make-before-break: traffic has a
 /// mapping at every moment, each new key is shared by the two ends only, and the old keys are
 /// erased from both ends' dataplanes.
 #[test]
@@ -375,7 +375,7 @@ fn route_keys_are_renewed_in_time_without_a_gap() {
     let first: Vec<[u8; 32]> = s.dp[0].keys.values().copied().collect();
     assert_eq!(first.len(), 2, "one route: a tx and an rx key");
     let start = s.now;
-    while s.now < start + 12_000 {
+    while s.now < start + 16_000 {
         let t = s.now + 10;
         s.run_until(t);
         // Walks check that the egress opens with the ingress's key and no relay holds it.

@@ -439,9 +439,14 @@ impl NodeManager {
         if age == 0 {
             return;
         }
+        // Spread over a quarter of the period (by route id): routes set up together, as after
+        // a restart, do not all renew at once and meet the neighbours' Setup rate limits.
         let old = |rid: Option<RouteId>| {
-            rid.and_then(|r| self.own.get(&r))
-                .is_some_and(|r| r.is_up() && now_ms >= r.created.saturating_add(age))
+            rid.and_then(|r| Some((r, self.own.get(&r)?)))
+                .is_some_and(|(rid, r)| {
+                    let spread = age / 4 / 16 * (rid.counter % 16);
+                    r.is_up() && now_ms >= r.created.saturating_add(age).saturating_add(spread)
+                })
         };
         let mut primaries = Vec::new();
         let mut backups = Vec::new();
