@@ -353,9 +353,9 @@ fn neighbour_restart_with_link_replaced_resyncs_and_drops_old_routes() {
     assert_eq!(s.nodes[0].counters().no_path, 0);
 }
 
-/// A route's keys are replaced every `route_rekey_ms` (plus a spread of up to a quarter), make-before-break: traffic has a
-/// mapping at every moment, each new key is shared by the two ends only, and the old keys are
-/// erased from both ends' dataplanes.
+/// A route's keys are replaced every `route_rekey_ms` (plus a spread of up to a quarter),
+/// make-before-break: traffic has a mapping at every moment, each new key is shared by the two
+/// ends only, and the old keys are erased from both ends' dataplanes.
 #[test]
 fn route_keys_are_renewed_in_time_without_a_gap() {
     let cfg = Config {
