@@ -8,6 +8,7 @@
 //! - [`netlink`]: a minimal rtnetlink client (devices, addresses, routes) for the host network.
 //! - [`netns`]: running a closure inside a new network namespace (tests).
 //! - [`pidfd`]: whether another process (the peer of a socket) exited.
+//! - [`metrics_http`]: the small bounded HTTP/1.x server of `GET /metrics` (Prometheus).
 //!
 //! `unsafe` lives only in [`netns`] (one syscall).
 
@@ -16,6 +17,7 @@
 #![deny(unsafe_code)]
 
 pub mod bytes;
+pub mod metrics_http;
 #[allow(missing_docs)]
 #[allow(unsafe_code)] // syscalls
 pub mod netlink;
