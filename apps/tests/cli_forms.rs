@@ -8,9 +8,10 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use testbed::KillOnDrop;
 
 const README_SOCKET: &str = "/run/skywire/sky0.ctl";
 const README_DIR: &str = "/tmp/sky";
@@ -51,16 +52,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Kills the process when the test is done with it.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -124,7 +115,7 @@ fn is_usage_error(stderr: &str) -> bool {
 /// Runs an app that should serve: waits for its `listening on` line on stdout, then it is
 /// killed. Returns the line, or panics with what it said when it exited instead.
 fn serves(bin: &Path, args: &[String], line: &str) -> String {
-    let mut g = Guard(
+    let mut g = KillOnDrop(
         Command::new(bin)
             .args(args)
             .stdin(Stdio::null())

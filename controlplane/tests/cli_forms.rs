@@ -6,10 +6,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use testbed::bin;
+use testbed::{KillOnDrop, bin};
 
 const README_DIR: &str = "/tmp/sky";
 
@@ -31,16 +31,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Kills the process if the test ends early.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -80,7 +70,7 @@ fn is_usage_error(stderr: &str) -> bool {
 /// Runs `args` and waits for `marker` on stderr (then kills it) or for its exit; returns
 /// stderr so far, and the exit status when it exited.
 fn run_until(args: &[String], marker: &str, limit: Duration) -> (String, Option<i32>) {
-    let mut child = Guard(
+    let mut child = KillOnDrop(
         Command::new(control())
             .args(args)
             .env("SKYWIRE_LOG", "info")
