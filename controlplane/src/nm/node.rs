@@ -593,7 +593,8 @@ impl NodeManager {
                 // Already gone from the dataplane.
                 r.key_ids = None;
             }
-            self.fail_own_route(now_ms, &rid);
+            // Torn down along its path and replaced.
+            self.fail_own(now_ms, &rid, true);
         }
         let egress: Vec<RouteId> = self
             .hops
@@ -605,7 +606,8 @@ impl NodeManager {
             if let Some(h) = self.hops.get_mut(&rid) {
                 h.key_ids = None;
             }
-            self.end_egress(&rid);
+            // Torn down towards its origin, which sets up another.
+            self.remove_hop(&rid, false, true);
         }
         self.finish(now_ms);
     }

@@ -194,7 +194,7 @@ impl NodeManager {
 
     /// An own route failed (broken path, setup timeout, error from the
     /// path). Fail over to the backup or rebuild.
-    fn fail_own(&mut self, now_ms: u64, rid: &RouteId, notify: bool) {
+    pub(super) fn fail_own(&mut self, now_ms: u64, rid: &RouteId, notify: bool) {
         let Some(r) = self.teardown_own(rid, notify) else {
             return;
         };
@@ -808,20 +808,9 @@ impl NodeManager {
         }
     }
 
-    /// An own route whose keys the dataplane lost: torn down along its path and replaced.
-    pub(super) fn fail_own_route(&mut self, now_ms: u64, rid: &RouteId) {
-        self.fail_own(now_ms, rid, true);
-    }
-
-    /// An egress route whose keys the dataplane lost: torn down towards its origin (which
-    /// sets up another).
-    pub(super) fn end_egress(&mut self, rid: &RouteId) {
-        self.remove_hop(rid, false, true);
-    }
-
     /// Drop transit/egress state, its rules and labels; optionally tell
     /// the downstream and/or upstream neighbour.
-    fn remove_hop(&mut self, rid: &RouteId, notify_down: bool, notify_up: bool) {
+    pub(super) fn remove_hop(&mut self, rid: &RouteId, notify_down: bool, notify_up: bool) {
         let Some(h) = self.hops.remove(rid) else {
             return;
         };
