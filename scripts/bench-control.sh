@@ -4,10 +4,13 @@
 #                hop, inject, answer -- the first ping's round trip, median of RUNS runs
 #                (a's controlplane is restarted between runs so no route is left over).
 #   reroute_ms N diamond a-b-d / a-c-d: the active branch's link is cut while a pings d every
-#                10 ms; the gap between the last answer before and the first after the cut,
-#                median of RUNS cuts (keepalive 100 ms, dead after 3 missed: detection <= 300 ms).
-# Usage: scripts/bench-control.sh [RUNS]   (env OFFLOAD=auto|on|off for the nodes; needs root; installs
-# iputils-ping if missing)
+#                PING_MS ms (default 5); the gap between the last answer before and the first
+#                after the cut, median and p95 of RUNS cuts. Detection: the dataplanes' liveness
+#                probes (probe_ms PROBE_MS, default 5, down after PROBE_DEAD, default 4, silent
+#                intervals; PROBE_MS=0: off), else the link keepalive (100 ms, dead after 3).
+#   false_link_downs  with LOAD_SECS=N: probe detections over N s of a loaded diamond, no cut.
+# Usage: scripts/bench-control.sh [RUNS]   (env OFFLOAD=auto|on|off for the nodes, PROBE_MS,
+# PROBE_DEAD, PING_MS, LOAD_SECS; needs root; installs iputils-ping, and iperf3 for LOAD_SECS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
@@ -34,6 +37,8 @@ for n in a b c d; do
 done
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "nan"} else if (NR%2) {print a[(NR+1)/2]} else {printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}}'; }
+# nearest-rank 95th percentile
+p95() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "nan"} else {i=int(NR*0.95+0.999); if (i<1) i=1; print a[i]}}'; }
 
 # topology EDGES... where an edge is x:y:net ; builds namespaces, veths, configs, starts routers
 build() {
@@ -49,8 +54,8 @@ build() {
     done
     for n in a b c d; do
         printf 'node:\n  listen: "0.0.0.0:7000"\n  shards: 1\n' > "$W/$n-node.yaml"
-        printf 'key: %s\nfib_socket: %s\nlisten: "0.0.0.0:7100"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nneighbours:\n%s' \
-            "$W/$n.key" "$W/$n.fib" "${NEIGH[$n]:-}" > "$W/$n-control.yaml"
+        printf 'key: %s\nfib_socket: %s\nlisten: "0.0.0.0:7100"\ndata_port: 7000\nkeepalive_ms: 100\ndead_after: 3\nprobe_ms: %s\nprobe_dead_after: %s\nneighbours:\n%s' \
+            "$W/$n.key" "$W/$n.fib" "${PROBE_MS:-5}" "${PROBE_DEAD:-4}" "${NEIGH[$n]:-}" > "$W/$n-control.yaml"
         ip netns exec "bc_$n" "$NODE" --static "$W/$n-node.yaml" --fib-socket "$W/$n.fib" --no-pin --offload "${OFFLOAD:-auto}" >>"$W/$n-node.log" 2>&1 &
     done
     for n in a b c d; do start_control "$n"; done
@@ -106,7 +111,8 @@ for i in $(seq "$RUNS"); do
     ip netns exec bc_a ping -c 3 -i 0.01 "${ADDR[d]}" >/dev/null 2>&1 || true
     rx_b2=$(ip -n bc_b -s link show bc_ba | awk '/RX:/ {getline; print $2}')
     if [ "$rx_b2" -gt "$((rx_b + 2))" ]; then cut=bc_ab; else cut=bc_ac; fi
-    ip netns exec bc_a ping -D -i 0.01 -W 0.5 -c 600 "${ADDR[d]}" > "$W/ping$i.txt" 2>/dev/null &
+    PI=$(awk "BEGIN {print ${PING_MS:-5} / 1000}")
+    ip netns exec bc_a ping -D -i "$PI" -W 0.5 -c "$((3000 / ${PING_MS:-5}))" "${ADDR[d]}" > "$W/ping$i.txt" 2>/dev/null &
     pp=$!
     sleep 1
     ip -n bc_a link set "$cut" down
@@ -124,3 +130,31 @@ PY
 done
 echo "reroute runs (ms): ${reroutes[*]}" >&2
 echo "reroute_ms $(printf '%s\n' "${reroutes[@]}" | grep -v nan | median)"
+echo "reroute_p95_ms $(printf '%s\n' "${reroutes[@]}" | grep -v nan | p95)"
+echo "probe detections at a: $(grep -c 'data session was silent' "$W/a-control.log" || true) for $RUNS cuts"
+
+# ---- false link-downs under load (LOAD_SECS > 0) ------------------------------------------
+# The diamond with no cut for LOAD_SECS: a TCP stream a -> d (iperf3) through the mesh, pings
+# every 10 ms, and two busy loops (one per core) beside the routers. Every probe detection here
+# is a false link-down.
+if [ "${LOAD_SECS:-0}" -gt 0 ]; then
+    command -v iperf3 >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
+    teardown
+    build a:b:1 a:c:2 b:d:3 c:d:4
+    wait_reach bc_a "${ADDR[d]}"
+    sleep 1
+    before=$(cat "$W"/*-control.log | grep -c 'data session was silent' || true)
+    ip netns exec bc_d iperf3 -s -D -1 -B "${ADDR[d]}" >/dev/null 2>&1
+    sleep 0.3
+    hogs=()
+    for _ in 1 2; do timeout "$LOAD_SECS" sh -c 'while :; do :; done' & hogs+=($!); done
+    ip netns exec bc_a ping -i 0.01 -q -w "$LOAD_SECS" "${ADDR[d]}" > "$W/load-ping.txt" 2>&1 &
+    lp=$!
+    mbps=$(ip netns exec bc_a iperf3 -c "${ADDR[d]}" -t "$LOAD_SECS" -J 2>/dev/null \
+        | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))' 2>/dev/null || echo nan)
+    wait "$lp" || true
+    for h in "${hogs[@]}"; do wait "$h" 2>/dev/null || true; done
+    after=$(cat "$W"/*-control.log | grep -c 'data session was silent' || true)
+    echo "load ${LOAD_SECS}s (iperf3 a->d ${mbps} Mbit/s, 2 busy loops, pings every 10 ms: $(grep -o '[0-9.]*% packet loss' "$W/load-ping.txt" || echo '?'))"
+    echo "false_link_downs $((after - before))   (probe_ms ${PROBE_MS:-5}, probe_dead_after ${PROBE_DEAD:-4}, 4 routers)"
+fi

@@ -194,11 +194,19 @@ impl Driver {
         back
     }
 
-    /// Packets the dataplane punted.
+    /// Packets the dataplane punted, and the sessions it found silent.
     fn punts(&mut self, now: Instant) {
         while let Some(Ok(Some(m))) = self.dp.fib().map(|f| f.recv(Duration::ZERO)) {
-            if let FibMsg::Punt { dst, packet } = m {
-                self.router.handle_punt(now, dst, packet);
+            match m {
+                FibMsg::Punt { dst, packet } => self.router.handle_punt(now, dst, packet),
+                FibMsg::SessionDown { id, silent_ms } => {
+                    self.router.handle_session_down(now, id, silent_ms);
+                    // Fail over now: the backups are switched to before the next punt is
+                    // looked at.
+                    self.router.flush();
+                    self.outputs();
+                }
+                _ => {}
             }
         }
     }

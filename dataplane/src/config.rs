@@ -247,6 +247,8 @@ impl Static {
                     .map_err(|e| err(format!("session {}: {e}", s.id)))?,
                 prev_rx_key: None,
                 traffic: Arc::new(Traffic::new(shards)),
+                // Static sessions have no controlplane to tell of a silent peer.
+                liveness: None,
             };
             if fib.sessions.insert(s.id, Arc::new(cfg)).is_some() {
                 return Err(err(format!("session id {} appears twice", s.id)));

@@ -163,6 +163,8 @@ pub struct SessionCfg {
     pub prev_rx_key: Option<[u8; 32]>,
     /// Traffic on this session (rx = frames from the peer, tx = frames to it).
     pub traffic: Arc<Traffic>,
+    /// Fast failure detection by probes ([`crate::liveness`]); `None`: not watched.
+    pub liveness: Option<crate::liveness::Liveness>,
 }
 
 impl std::fmt::Debug for SessionCfg {
@@ -174,6 +176,7 @@ impl std::fmt::Debug for SessionCfg {
             .field("peer", &self.peer)
             .field("peer_shards", &self.peer_shards)
             .field("cipher", &self.cipher)
+            .field("liveness", &self.liveness)
             .finish_non_exhaustive()
     }
 }

@@ -5,12 +5,13 @@
 //! an `Ack` carrying its nonce; the dataplane never blocks on the controlplane.
 
 use crate::fib::Prefix;
+use crate::liveness::Liveness;
 use crate::wire::Cipher;
 use netbase::bytes::{self, Reader, Writer};
 use std::net::{IpAddr, SocketAddr};
 
 /// Encoding version.
-pub const FIB_VERSION: u8 = 2;
+pub const FIB_VERSION: u8 = 3;
 /// Most sources a deliver rule carries, and most entries in a counters report.
 pub const MAX_LIST: usize = 4096;
 /// Longest punted or injected packet.
@@ -92,6 +93,8 @@ pub enum FibMsg {
         tx_key: Key,
         /// Opening key.
         rx_key: Key,
+        /// Fast failure detection by probes (`None`: the session is not watched).
+        liveness: Option<Liveness>,
     },
     /// Stage removal of a session (and of the rules and routes that use it).
     RemoveSession {
@@ -191,6 +194,14 @@ pub enum FibMsg {
         /// Drops by reason name.
         drops: Vec<(String, u64)>,
     },
+    /// Dataplane -> controlplane: nothing authentic arrived on a watched session (one the
+    /// peer was heard on) for its detection time: the link is likely down.
+    SessionDown {
+        /// The session.
+        id: u32,
+        /// How long it was silent, in ms.
+        silent_ms: u32,
+    },
     /// Dataplane -> controlplane: a packet from sky0 with no route.
     Punt {
         /// Its destination.
@@ -246,6 +257,7 @@ mod t {
     pub const FORGET_PREVIOUS_KEY: u8 = 14;
     pub const ADD_ROUTE_KEY: u8 = 15;
     pub const REMOVE_ROUTE_KEY: u8 = 16;
+    pub const SESSION_DOWN: u8 = 17;
 }
 
 /// The fib protocol's writer: the shared [`Writer`] (little endian) plus its own field types.
@@ -346,6 +358,15 @@ impl<'a> R<'a> {
             _ => Err(FibDecodeError::Bad("cipher")),
         }
     }
+    /// Interval 0 and multiplier 0: not watched; else both within [`Liveness::new`]'s bounds.
+    fn liveness(&mut self) -> Result<Option<Liveness>, FibDecodeError> {
+        match (self.u16()?, self.u8()?) {
+            (0, 0) => Ok(None),
+            (i, m) => Liveness::new(i, m)
+                .map(Some)
+                .ok_or(FibDecodeError::Bad("liveness setting")),
+        }
+    }
     fn traffic(&mut self) -> Result<Traffic, FibDecodeError> {
         Ok(Traffic {
             rx_pkts: self.u64()?,
@@ -379,6 +400,7 @@ impl FibMsg {
                 cipher,
                 tx_key,
                 rx_key,
+                liveness,
             } => {
                 w.u8(t::ADD_SESSION);
                 w.u32(*id);
@@ -389,6 +411,15 @@ impl FibMsg {
                 w.u8(cipher_code(*cipher));
                 w.raw(&tx_key.0);
                 w.raw(&rx_key.0);
+                // Interval 0: not watched.
+                let (i, m) = liveness.map_or((0, 0), |l| (l.interval_ms, l.multiplier));
+                w.u16(i);
+                w.u8(m);
+            }
+            FibMsg::SessionDown { id, silent_ms } => {
+                w.u8(t::SESSION_DOWN);
+                w.u32(*id);
+                w.u32(*silent_ms);
             }
             FibMsg::AddRouteKey { id, cipher, key } => {
                 w.u8(t::ADD_ROUTE_KEY);
@@ -536,8 +567,13 @@ impl FibMsg {
                     cipher,
                     tx_key: Key(r.arr()?),
                     rx_key: Key(r.arr()?),
+                    liveness: r.liveness()?,
                 }
             }
+            t::SESSION_DOWN => FibMsg::SessionDown {
+                id: r.u32()?,
+                silent_ms: r.u32()?,
+            },
             t::ADD_ROUTE_KEY => FibMsg::AddRouteKey {
                 id: r.u64()?,
                 cipher: r.cipher()?,
@@ -672,10 +708,14 @@ mod tests {
                 any::<u16>(),
                 any::<bool>(),
                 any::<[u8; 32]>(),
-                any::<[u8; 32]>()
+                any::<[u8; 32]>(),
+                proptest::option::of((
+                    crate::liveness::MIN_INTERVAL_MS..=crate::liveness::MAX_INTERVAL_MS,
+                    crate::liveness::MIN_MULTIPLIER..=crate::liveness::MAX_MULTIPLIER
+                ))
             )
                 .prop_map(
-                    |(id, peer_id, ip, port, peer_shards, aes, tx_key, rx_key)| {
+                    |(id, peer_id, ip, port, peer_shards, aes, tx_key, rx_key, l)| {
                         FibMsg::AddSession {
                             id,
                             peer_id,
@@ -688,9 +728,12 @@ mod tests {
                             },
                             tx_key: Key(tx_key),
                             rx_key: Key(rx_key),
+                            liveness: l.and_then(|(i, m)| Liveness::new(i, m)),
                         }
                     }
                 ),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(id, silent_ms)| FibMsg::SessionDown { id, silent_ms }),
             (any::<u64>(), any::<bool>(), any::<[u8; 32]>()).prop_map(|(id, aes, key)| {
                 FibMsg::AddRouteKey {
                     id,

@@ -8,6 +8,7 @@
 
 use crate::fib::{Action, Fib, FibCell, Route, RouteKeyCfg, SessionCfg};
 use crate::fibproto::{FibMsg, RuleAction, Traffic as WireTraffic};
+use crate::liveness::{Event, Monitor, Sample};
 use crate::punt::Punts;
 use crate::shard::{BUF_SIZE, HEADROOM, Shard, Verdict};
 use crate::stats::{NodeStats, Traffic, traffic};
@@ -28,12 +29,19 @@ const MAX_REPORTED: usize = 512;
 /// Longest the fib thread sleeps: how fast a stop request is noticed.
 const FIB_IDLE: Duration = Duration::from_millis(100);
 
-/// Sleeps until the ring, the punt queue or the listener has something, or `FIB_IDLE`.
-fn wait(ring: Option<BorrowedFd<'_>>, punts: BorrowedFd<'_>, listener: BorrowedFd<'_>) {
+/// Sleeps until the ring, the punt queue or the listener has something, or `timeout` (at most
+/// `FIB_IDLE`).
+fn wait(
+    ring: Option<BorrowedFd<'_>>,
+    punts: BorrowedFd<'_>,
+    listener: BorrowedFd<'_>,
+    timeout: Duration,
+) {
     use rustix::event::{PollFd, PollFlags, poll};
+    let t = timeout.min(FIB_IDLE);
     let ts = rustix::time::Timespec {
         tv_sec: 0,
-        tv_nsec: FIB_IDLE.as_nanos() as i64,
+        tv_nsec: t.as_nanos() as i64,
     };
     let mut fds = vec![
         PollFd::new(&punts, PollFlags::IN),
@@ -86,6 +94,43 @@ pub struct FibServer {
     pub path: PathBuf,
     /// How long tables outlive the controlplane that made them.
     pub grace: Duration,
+}
+
+/// The fib thread's liveness state: the monitor, and when it was last looked at.
+struct Liveness {
+    monitor: Monitor,
+    polled: Option<Instant>,
+    generation: u64,
+}
+
+impl Liveness {
+    fn new() -> Liveness {
+        Liveness {
+            monitor: Monitor::new(),
+            polled: None,
+            generation: u64::MAX,
+        }
+    }
+
+    /// Whether the monitor has something due, the table changed (sessions added or removed),
+    /// or it was not looked at for `FIB_IDLE`.
+    fn due(&self, now: Instant, generation: u64) -> bool {
+        generation != self.generation
+            || self.polled.is_none_or(|t| now >= t + FIB_IDLE)
+            || self.monitor.next_due().is_some_and(|t| now >= t)
+    }
+
+    fn polled(&mut self, now: Instant, generation: u64) {
+        self.polled = Some(now);
+        self.generation = generation;
+    }
+
+    /// How long the thread may sleep from `now` before the monitor is due.
+    fn sleep(&self, now: Instant) -> Duration {
+        self.monitor
+            .next_due()
+            .map_or(FIB_IDLE, |t| t.saturating_duration_since(now))
+    }
 }
 
 /// Tables left by a controlplane that went away: kept (forwarding goes on while it restarts)
@@ -153,6 +198,7 @@ impl FibServer {
         let mut rec = Vec::new();
         let mut controlplane: Option<OwnedFd> = None;
         let mut orphan = Orphan::new(self.grace);
+        let mut live = Liveness::new();
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if controlplane.as_ref().is_some_and(netbase::pidfd::exited) {
@@ -182,14 +228,18 @@ impl FibServer {
             }
             let mut drain = [0u8; 8];
             let _ = rustix::io::read(&*self.punts.bell, &mut drain);
+            // Probes go out whether or not a controlplane is there: the neighbours must keep
+            // hearing us while ours restarts.
+            let mut out: Vec<FibMsg> = Vec::new();
+            self.liveness(now, &mut live, &mut out, &mut buf);
+            let idle = live.sleep(Instant::now());
             let Some(c) = chan.as_mut() else {
                 // Nobody to punt to: punted packets are just dropped.
                 while self.punts.rx.try_recv().is_ok() {}
-                wait(None, self.punts.bell.as_fd(), listener.as_fd());
+                wait(None, self.punts.bell.as_fd(), listener.as_fd(), idle);
                 continue;
             };
             let mut lost = false;
-            let mut out: Vec<FibMsg> = Vec::new();
             let mut inbox: Vec<FibMsg> = Vec::new();
             // Everything queued, bounded per turn.
             while !lost && inbox.len() < 4096 {
@@ -234,6 +284,7 @@ impl FibServer {
                         Some(c.rx.bell_fd()),
                         self.punts.bell.as_fd(),
                         listener.as_fd(),
+                        idle,
                     );
                     c.rx.disarm();
                 }
@@ -245,6 +296,58 @@ impl FibServer {
             }
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Probes and detections due at `now` ([`crate::liveness`]): probes are sent from the
+    /// injector's socket, silent sessions are reported in `out`.
+    fn liveness(
+        &mut self,
+        now: Instant,
+        live: &mut Liveness,
+        out: &mut Vec<FibMsg>,
+        buf: &mut [u8],
+    ) {
+        if !live.due(now, self.cell.generation()) {
+            return;
+        }
+        let fib = self.cell.load().0;
+        let samples = fib.sessions.iter().map(|(id, s)| Sample {
+            session: *id,
+            liveness: s.liveness,
+            rx_pkts: s.traffic.sum(traffic::RX_PKTS),
+            tx_pkts: s.traffic.sum(traffic::TX_PKTS),
+        });
+        let mut events = Vec::new();
+        let node_rx = self.stats.udp.sum(traffic::RX_PKTS);
+        live.monitor.poll(now, node_rx, samples, &mut events);
+        live.polled(now, self.cell.generation());
+        self.injector.refresh();
+        for e in events {
+            match e {
+                Event::Probe(id) => {
+                    if let Some(Verdict::Send { to, len }) = self.injector.probe(id, buf) {
+                        match self.udp.send_to(&buf[..len], to) {
+                            Ok(_) => self.injector.sent(len),
+                            Err(_) => {
+                                self.injector.discard(crate::stats::DropReason::SendError);
+                            }
+                        }
+                    }
+                }
+                Event::Down { session, silent } => {
+                    tracing::warn!(
+                        "session {session}: nothing heard from the peer for {} ms",
+                        silent.as_millis()
+                    );
+                    out.push(FibMsg::SessionDown {
+                        id: session,
+                        silent_ms: u32::try_from(silent.as_millis()).unwrap_or(u32::MAX),
+                    });
+                }
+            }
+        }
+        self.stats
+            .set_liveness(live.monitor.probes, live.monitor.downs);
     }
 
     fn apply(
@@ -265,6 +368,7 @@ impl FibServer {
                 cipher,
                 tx_key,
                 rx_key,
+                liveness,
             } => {
                 // Replacing a session's keys (a rekey) keeps its counters and remembers the old
                 // receive key, so frames sealed before the peer switched still open.
@@ -290,6 +394,7 @@ impl FibServer {
                         rx_key: rx_key.0,
                         prev_rx_key,
                         traffic,
+                        liveness,
                     }),
                 );
             }
@@ -444,7 +549,10 @@ impl FibServer {
                 }
             }
             // Dataplane-to-controlplane messages arriving here are ignored.
-            FibMsg::Ack { .. } | FibMsg::Counters { .. } | FibMsg::Punt { .. } => {}
+            FibMsg::Ack { .. }
+            | FibMsg::Counters { .. }
+            | FibMsg::Punt { .. }
+            | FibMsg::SessionDown { .. } => {}
         }
     }
 }

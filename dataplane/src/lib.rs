@@ -8,6 +8,7 @@
 //!   (provided-buffer ring, multishot recvmsg, batched submissions).
 //! - [`tun`]: the device (its addresses through `netbase::netlink`); [`offload`]: TUN offloads (vnet
 //!   header, checksum completion, TCP segmentation), sans I/O.
+//! - [`liveness`]: fast failure detection of link sessions (probes), sans I/O.
 //! - [`punt`]: packets with no route, rate-limited on their way to the controlplane.
 //! - [`config`]: the static mode file.
 
@@ -21,6 +22,7 @@ pub mod fib;
 pub mod fibproto;
 pub mod fibring;
 pub mod fixtures;
+pub mod liveness;
 #[allow(unsafe_code)] // sendmmsg/recvmmsg and their cmsg buffers
 pub mod mmsg;
 pub mod offload;

@@ -53,6 +53,9 @@ struct Cli {
     controlplane_grace: u64,
 }
 
+/// Nice value of the fib thread (see where it is spawned).
+const FIB_THREAD_NICE: i32 = -10;
+
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("skywire-node: {msg}");
     std::process::exit(1);
@@ -152,7 +155,19 @@ fn main() {
     };
     let fib_thread = std::thread::Builder::new()
         .name("fib".into())
-        .spawn(move || fib_server.run(fib_listener))
+        .spawn(move || {
+            // The fib thread sends the liveness probes and times the silences: on a loaded
+            // router it must still wake within a few ms, or neighbours see a dead link (a
+            // false failover). A nicer value is all it asks (no real-time class: its commits
+            // may take a while); unprivileged, it stays at the default.
+            if let Err(e) = rustix::process::setpriority_process(
+                Some(rustix::thread::gettid()),
+                FIB_THREAD_NICE,
+            ) {
+                tracing::debug!("fib thread priority: {e}");
+            }
+            fib_server.run(fib_listener)
+        })
         .unwrap_or_else(|e| fail(e));
     let mut threads = Vec::new();
     let pin = !cli.no_pin;

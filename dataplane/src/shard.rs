@@ -53,6 +53,9 @@ pub enum Verdict {
     },
     /// Counted and dropped.
     Drop(DropReason),
+    /// Taken by this node (a liveness probe): counted as the session's traffic, nothing to
+    /// send or write.
+    Consumed,
     /// No route for the inner packet at `buf[HEADROOM..HEADROOM + len]` (from
     /// [`Shard::from_tun`] only): counted and dropped as [`DropReason::NoRule`]; the backend
     /// offers the packet to the controlplane ([`crate::punt::PuntGate::offer`]) if it punts.
@@ -366,6 +369,10 @@ impl Shard {
         }
         s.cfg.traffic.add(shard, traffic::RX_PKTS, 1);
         s.cfg.traffic.add(shard, traffic::RX_BYTES, len as u64);
+        if hdr.label == wire::LABEL_PROBE {
+            // Proof the peer is alive (counted above); it goes no further.
+            return Verdict::Consumed;
+        }
         match self.fib.rules.get(&(hdr.receiver, hdr.label)) {
             None => self.discard(DropReason::NoRule),
             Some(Action::Deliver { sources, key }) => {
@@ -413,6 +420,32 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// A liveness probe on session `session` in `buf[..OVERHEAD]` ([`wire::LABEL_PROBE`], no
+    /// payload, no route layer; the hop tag authenticates it), or `None` for a session this
+    /// shard does not hold. Counted as the session's traffic once sent like any frame.
+    pub fn probe(&mut self, session: SessionId, buf: &mut [u8]) -> Option<Verdict> {
+        let shard = usize::from(self.id);
+        let s = self.sessions.get_mut(&session)?;
+        let frame = buf.get_mut(..wire::OVERHEAD)?;
+        frame.fill(0);
+        // The route counter names this shard's stream, so the probe reaches the receiving
+        // shard that takes this shard's frames.
+        frame[wire::ROUTE_COUNTER_OFFSET..wire::HEADER_LEN]
+            .copy_from_slice(&(u64::from(self.id) << SEQ_BITS).to_le_bytes());
+        let hc = next_counter(self.id, &mut s.seq)?;
+        s.seal
+            .stamp(frame, s.cfg.peer_id, hc, wire::LABEL_PROBE)
+            .ok()?;
+        s.cfg.traffic.add(shard, traffic::TX_PKTS, 1);
+        s.cfg
+            .traffic
+            .add(shard, traffic::TX_BYTES, wire::OVERHEAD as u64);
+        Some(Verdict::Send {
+            to: s.to(self.id),
+            len: wire::OVERHEAD,
+        })
     }
 
     /// Counts a verdict's outcome after the backend tried it (sent / written or not).
@@ -506,6 +539,45 @@ mod tests {
         assert_eq!(a.from_tun(&mut buf, n), Verdict::Punt { len: n });
         assert_eq!(a.stats().drops.sum(DropReason::NoRule as usize), before + 1);
         assert_eq!(&buf[HEADROOM..HEADROOM + n], &pkt[..]);
+    }
+
+    #[test]
+    fn a_probe_is_consumed_and_counted_as_the_peer_heard_and_a_forged_or_replayed_one_is_not() {
+        let (mut a, mut b) = pair();
+        let heard = |b: &Shard| b.fib.sessions[&1].traffic.sum(traffic::RX_PKTS);
+        let mut buf = vec![0u8; BUF_SIZE];
+        let Some(Verdict::Send { len, .. }) = a.probe(1, &mut buf) else {
+            panic!("no probe")
+        };
+        assert_eq!(len, wire::OVERHEAD);
+        assert_eq!(a.fib.sessions[&1].traffic.sum(traffic::TX_PKTS), 1);
+        let mut replay = buf[..len].to_vec();
+        let mut forged = buf[..len].to_vec();
+        forged[20] ^= 1; // the route counter (covered by the hop tag)
+        assert_eq!(
+            b.from_udp(&mut forged, len),
+            Verdict::Drop(DropReason::BadTag)
+        );
+        assert_eq!(
+            heard(&b),
+            0,
+            "a refused probe must not count as the peer heard"
+        );
+        assert_eq!(b.from_udp(&mut buf, len), Verdict::Consumed);
+        assert_eq!(heard(&b), 1);
+        // Nothing reached a rule or the device: a probe goes no further than the hop.
+        assert_eq!(b.stats().tun.sum(traffic::TX_PKTS), 0);
+        assert_eq!(
+            b.from_udp(&mut replay, len),
+            Verdict::Drop(DropReason::Replay)
+        );
+        assert_eq!(
+            heard(&b),
+            1,
+            "a replayed probe must not count as the peer heard"
+        );
+        // No probe for a session the shard lacks.
+        assert_eq!(a.probe(9, &mut buf), None);
     }
 
     /// b has two receiving shards; a (one sending shard, stream 0) sends to b's port 0 only.

@@ -157,6 +157,10 @@ pub struct NodeStats {
     pub tun: Traffic,
     /// UDP side: frames received, bytes, frames sent, bytes.
     pub udp: Traffic,
+    /// Liveness probes sent (the fib thread's, [`crate::liveness`]).
+    probes: AtomicU64,
+    /// Watched sessions reported silent.
+    sessions_down: AtomicU64,
 }
 
 impl NodeStats {
@@ -166,7 +170,15 @@ impl NodeStats {
             drops: PerShard::new(shards),
             tun: PerShard::new(shards),
             udp: PerShard::new(shards),
+            probes: AtomicU64::new(0),
+            sessions_down: AtomicU64::new(0),
         }
+    }
+
+    /// The liveness monitor's totals (its one writer is the fib thread).
+    pub fn set_liveness(&self, probes: u64, sessions_down: u64) {
+        self.probes.store(probes, Ordering::Relaxed);
+        self.sessions_down.store(sessions_down, Ordering::Relaxed);
     }
 
     /// Counts one drop.
@@ -186,6 +198,14 @@ impl NodeStats {
             ("udp_rx_bytes".to_string(), self.udp.sum(traffic::RX_BYTES)),
             ("udp_tx_packets".to_string(), self.udp.sum(traffic::TX_PKTS)),
             ("udp_tx_bytes".to_string(), self.udp.sum(traffic::TX_BYTES)),
+            (
+                "probes_sent".to_string(),
+                self.probes.load(Ordering::Relaxed),
+            ),
+            (
+                "sessions_down".to_string(),
+                self.sessions_down.load(Ordering::Relaxed),
+            ),
         ];
         for d in DropReason::ALL {
             v.push((d.name().to_string(), self.drops.sum(d as usize)));

@@ -43,6 +43,11 @@ use thiserror::Error;
 pub const TYPE_DATA: u8 = 2;
 /// Offset of the label.
 pub const LABEL_OFFSET: usize = 16;
+/// Label of a liveness probe ([`crate::liveness`]): a frame with no payload and no route
+/// layer (route counter = the sending shard's stream, route tag zero), authenticated by its
+/// hop tag and consumed by the hop that receives it. Labels below 16 are never allocated to
+/// routes.
+pub const LABEL_PROBE: u32 = 1;
 /// Offset of the route counter.
 pub const ROUTE_COUNTER_OFFSET: usize = 20;
 /// Length of the cleartext header (type .. route counter).

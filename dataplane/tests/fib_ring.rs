@@ -87,6 +87,7 @@ fn program_punt_and_inject_through_the_fib_ring() {
         cipher: Cipher::ChaCha20Poly1305,
         tx_key: Key(key(tx)),
         rx_key: Key(key(rx)),
+        liveness: None,
     };
     // Route keys: a's routes seal with 11 (b opens with it), b's with 12.
     let route_key = |id, n| FibMsg::AddRouteKey {

@@ -194,6 +194,11 @@ fn fib_msg() -> Vec<Vec<u8>> {
             cipher: Cipher::ChaCha20Poly1305,
             tx_key: Key([1; 32]),
             rx_key: Key([2; 32]),
+            liveness: dataplane::liveness::Liveness::new(20, 3),
+        },
+        FibMsg::SessionDown {
+            id: 1,
+            silent_ms: 61,
         },
         FibMsg::AddRouteKey {
             id: 3,

@@ -127,6 +127,8 @@ pub struct Stats {
     pub links_up: u64,
     /// Links that went down.
     pub links_down: u64,
+    /// Of those, links the dataplane found silent (liveness probes) before their keepalive.
+    pub links_silent: u64,
     /// Fib commits refused by the dataplane.
     pub fib_errors: u64,
     /// Punts dropped over the router's punt budget ([`PUNTS_PER_SEC`]).
@@ -361,6 +363,7 @@ impl Router {
             cipher,
             tx_key: Key(up.data_tx),
             rx_key: Key(up.data_rx),
+            liveness: self.cfg.liveness,
         });
         self.remember(peer);
         let cost = self.cost_of(&peer, None);
@@ -400,6 +403,29 @@ impl Router {
         let ms = self.ms(now);
         self.nm.link_down(ms, peer);
         self.actions();
+    }
+
+    /// The dataplane heard nothing on data session `session` for `silent_ms` (its liveness
+    /// probes, [`dataplane::liveness`]): the link is down now, tens of ms before its
+    /// keepalive would say so. It is closed (the dialling side dials again) and its routes
+    /// fail over to their backups.
+    pub fn handle_session_down(&mut self, now: Instant, session: u32, silent_ms: u32) {
+        let Some((peer, link)) = self
+            .links
+            .iter()
+            .find(|(_, l)| l.session == session)
+            .map(|(p, l)| (*p, l.id))
+        else {
+            return;
+        };
+        self.stats.links_silent += 1;
+        self.out.push_back(Output::Close { link });
+        self.handle_link_down(
+            now,
+            peer,
+            link,
+            &format!("its data session was silent for {silent_ms} ms"),
+        );
     }
 
     /// A round trip measured on link `link`; the cost is re-advertised on a real change.
@@ -511,6 +537,7 @@ impl Router {
                         cipher,
                         tx_key: Key(tx),
                         rx_key: Key(rx),
+                        liveness: self.cfg.liveness,
                     });
                     self.commit();
                 }

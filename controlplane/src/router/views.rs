@@ -73,6 +73,7 @@ impl Router {
             ("links".to_string(), self.links.len() as u64),
             ("links_up_total".to_string(), self.stats.links_up),
             ("links_down_total".to_string(), self.stats.links_down),
+            ("links_silent_total".to_string(), self.stats.links_silent),
             ("punts".to_string(), self.stats.punts),
             ("injected".to_string(), self.stats.injected),
             ("punt_drops".to_string(), self.stats.punt_drops),

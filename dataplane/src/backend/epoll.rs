@@ -304,7 +304,7 @@ fn udp_rounds_offload(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io:
                         deliver_offload(io, co, &mut b.bufs[i][off..], len);
                     }
                     // (`from_udp` never punts.)
-                    Verdict::Drop(_) | Verdict::Punt { .. } => rel.other(),
+                    Verdict::Drop(_) | Verdict::Consumed | Verdict::Punt { .. } => rel.other(),
                 }
                 off += seg.max(1);
             }
@@ -361,7 +361,7 @@ fn udp_rounds(io: &mut ShardIo, b: &mut Bufs, co: &mut Coalescer) -> io::Result<
                 }
                 Verdict::Deliver { len } => write_tun(io, &mut b.bufs[i], len),
                 // (`from_udp` never punts.)
-                Verdict::Drop(_) | Verdict::Punt { .. } => {}
+                Verdict::Drop(_) | Verdict::Consumed | Verdict::Punt { .. } => {}
             }
         }
         flush(io, b);
@@ -383,7 +383,7 @@ fn tun_side(io: &mut ShardIo, b: &mut Bufs) -> io::Result<()> {
                         Verdict::Send { to, len } => b.plan.push(n, 0, to, len),
                         Verdict::Punt { len } => punt(io, &b.bufs[n][HEADROOM..HEADROOM + len]),
                         // A packet from sky0 is never delivered back to sky0.
-                        Verdict::Deliver { .. } | Verdict::Drop(_) => {}
+                        Verdict::Deliver { .. } | Verdict::Drop(_) | Verdict::Consumed => {}
                     }
                     n += 1;
                 }
@@ -438,7 +438,7 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
                         }
                     }
                     Verdict::Punt { len } => punt(io, &buf[HEADROOM..HEADROOM + len]),
-                    Verdict::Deliver { .. } | Verdict::Drop(_) => {}
+                    Verdict::Deliver { .. } | Verdict::Drop(_) | Verdict::Consumed => {}
                 },
                 Ok(Prepared::Gso(g)) => {
                     // The super-packet stays in bufs[k]; flush sends only bufs[..k].
@@ -465,7 +465,7 @@ fn tun_side_offload(io: &mut ShardIo, b: &mut Bufs, tx: &mut Tx) -> io::Result<(
                             Verdict::Punt { len } => {
                                 punt(io, &tx.batch.tail().1[HEADROOM..HEADROOM + len]);
                             }
-                            Verdict::Deliver { .. } | Verdict::Drop(_) => {}
+                            Verdict::Deliver { .. } | Verdict::Drop(_) | Verdict::Consumed => {}
                         }
                     }
                     tx.send(io);

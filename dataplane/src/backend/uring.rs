@@ -492,7 +492,9 @@ impl Uring {
                 self.arm_tun_read(slot)
             }
             // A packet from sky0 is never delivered back to sky0.
-            Verdict::Deliver { .. } | Verdict::Drop(_) => self.arm_tun_read(slot),
+            Verdict::Deliver { .. } | Verdict::Drop(_) | Verdict::Consumed => {
+                self.arm_tun_read(slot)
+            }
         }
     }
 
@@ -560,7 +562,7 @@ impl Uring {
                 unsafe { self.push(&e) }
             }
             // (`from_udp` never punts.)
-            Verdict::Drop(_) | Verdict::Punt { .. } => {
+            Verdict::Drop(_) | Verdict::Consumed | Verdict::Punt { .. } => {
                 self.give_back(bid);
                 Ok(())
             }
