@@ -857,3 +857,14 @@ fn a_service_is_chosen_by_route_not_by_key_order() {
     let me = m.nodes[0].id;
     assert_eq!(r.choose_service(&[(me, 9)]), None, "never itself");
 }
+
+#[test]
+fn the_report_counts_lsdb_evictions_beside_its_other_counters() {
+    let mut m = Mesh::new(2);
+    m.link(0, 1);
+    m.advance(300);
+    let rep = m.nodes[0].r.report();
+    let get = |k: &str| rep.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert_eq!(get("lsdb"), Some(2));
+    assert_eq!(get("adverts_evicted"), Some(0));
+}
