@@ -673,20 +673,25 @@ impl Router {
     /// (not once per punt, as a local process sending to random overlay addresses could make
     /// it). The rebuild also drops addresses of nodes no longer known.
     fn lookup_addr(&mut self, dst: &IpAddr) -> Option<NodeId> {
-        let v = self.nm.lsdb_version();
-        if self.indexed != Some(v) {
-            self.indexed = Some(v);
-            self.by_addr.clear();
-            let mut nodes: Vec<NodeId> = vec![self.me];
-            nodes.extend(self.nm.lsdb_summary().into_iter().map(|(n, _)| n));
-            nodes.extend(self.links.keys().copied());
-            nodes.extend(self.delivers.values().map(|(n, _)| *n));
-            nodes.extend(self.attached.values().flat_map(|m| m.keys().copied()));
-            for n in nodes {
-                self.remember(n);
-            }
+        if self.indexed != Some(self.nm.lsdb_version()) {
+            self.rebuild_index();
         }
         self.by_addr.get(dst).copied()
+    }
+
+    /// `by_addr` again from the nodes known now (the LSDB, links, routes ending here and
+    /// attachments), dropping the others.
+    fn rebuild_index(&mut self) {
+        self.indexed = Some(self.nm.lsdb_version());
+        self.by_addr.clear();
+        let mut nodes: Vec<NodeId> = vec![self.me];
+        nodes.extend(self.nm.lsdb_summary().into_iter().map(|(n, _)| n));
+        nodes.extend(self.links.keys().copied());
+        nodes.extend(self.delivers.values().map(|(n, _)| *n));
+        nodes.extend(self.attached.values().flat_map(|m| m.keys().copied()));
+        for n in nodes {
+            self.by_addr.insert(IpAddr::V6(n.overlay_addr()), n);
+        }
     }
 
     /// The dataplane's counters: routes that carried traffic since the last read are kept
