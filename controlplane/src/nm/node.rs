@@ -864,6 +864,8 @@ impl NodeManager {
                     n.flood.enqueue(origin);
                 }
             }
+            // Acknowledged, so not sent again: a refused origin comes back with its next
+            // refresh, when more of its links may be listed back (and it may stand higher).
             Err(Reject::TableFull) => self.ack(from, origin, seq),
             Err(Reject::Unsigned | Reject::BadSignature | Reject::BadLifetime) => {}
         }
