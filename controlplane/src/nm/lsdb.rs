@@ -83,10 +83,12 @@ pub enum Standing {
 
 /// How long a ranking of the entries ([`Lsdb`]'s eviction order) is used after the LSDB
 /// changed before it is computed again. Computing it costs a lookup per link of every entry
-/// (O(L log N), see [`Lsdb::rank`]: a million lookups and more at 100 000 entries); an
-/// attacker who changes its own adverts at will must not make that happen per advert. Within this time entries keep the
-/// standing they were ranked with, and origins that came in meanwhile are not evicted.
-pub const RANKING_REFRESH_MS: u64 = 1_000;
+/// (O(L log N), see [`Lsdb::rank`]: a million lookups and more at 100 000 entries), and in a
+/// large mesh the LSDB changes many times a second (refreshes), so while the table is full
+/// and new origins keep coming (a Sybil flood) it is computed once per this period. Within
+/// it entries keep the standing they were ranked with and origins that came in meanwhile are
+/// not evicted, which next to advert lifetimes of an hour changes little.
+pub const RANKING_REFRESH_MS: u64 = 10_000;
 
 /// The eviction order of the entries, computed when the table is full and a decision is due.
 #[derive(Debug)]
