@@ -316,3 +316,68 @@ fn a_sybil_advert_flood_is_slowed_per_neighbour_and_bounded_in_memory() {
     assert!(c.lsdb_bytes <= 64 * 1024, "{}", c.lsdb_bytes);
     assert!(c.adverts_rejected.table_full > 0);
 }
+
+#[test]
+fn a_table_filled_with_sybils_by_one_neighbour_still_takes_a_real_node_via_another() {
+    use super::advert::{Advert, AdvertFlags};
+    let (m, n, e, r) = (peer(2), peer(3), peer(4), peer(5));
+    let cfg = Config {
+        max_lsdb_entries: 40,
+        ..Config::default()
+    };
+    let limit = cfg.max_lsdb_entries;
+    let mut nm = NodeManager::new(e.seed, cfg, 0);
+    nm.link_up(0, m.id, 100);
+    nm.link_up(0, n.id, 100);
+    nm.tick(100);
+    let _ = actions(&mut nm);
+    let advert = |p: &Peer, links: &[NodeId]| {
+        let (kp, _) = keypair_from_seed(&p.seed);
+        let mut l: Vec<(NodeId, u32)> = links.iter().map(|x| (*x, 100)).collect();
+        l.sort();
+        Msg::Advert(Advert::new_signed(
+            &kp,
+            p.id,
+            1,
+            600_000,
+            l,
+            AdvertFlags::default(),
+            &[],
+        ))
+        .encode()
+    };
+    // The neighbours list e; n also lists r, its new neighbour.
+    nm.handle(100, m.id, &advert(&m, &[e.id]));
+    nm.handle(100, n.id, &advert(&n, &[e.id, r.id]));
+    // m fills the table with Sybils claiming links to m, n and each other (none listed back).
+    for i in 0..100u32 {
+        let mut seed = [9u8; 32];
+        seed[..4].copy_from_slice(&i.to_be_bytes());
+        let s = Peer {
+            seed,
+            id: keypair_from_seed(&seed).1,
+        };
+        nm.handle(200, m.id, &advert(&s, &[m.id, n.id]));
+    }
+    let c = nm.counters();
+    assert_eq!(c.lsdb_size, limit);
+    assert!(c.adverts_rejected.table_full > 0);
+    assert_eq!(c.adverts_evicted, 0, "Sybils do not displace each other");
+    // r joins through n: taken in the place of a Sybil, and routable.
+    nm.handle(300, n.id, &advert(&r, &[n.id]));
+    let c = nm.counters();
+    assert_eq!(c.lsdb_size, limit);
+    assert_eq!(c.adverts_evicted, 1);
+    assert!(nm.advert(&r.id).is_some());
+    assert_eq!(nm.path_cost(&r.id), Some(200));
+    let _ = actions(&mut nm);
+    nm.request_route(301, r.id);
+    let setup_via_n = actions(&mut nm).iter().any(|a| match a {
+        Action::Send { to, bytes } => {
+            *to == n.id
+                && matches!(Msg::decode(bytes), Ok(Msg::Setup { path, .. }) if path == vec![e.id, n.id, r.id])
+        }
+        _ => false,
+    });
+    assert!(setup_via_n, "a route to r is set up through n");
+}

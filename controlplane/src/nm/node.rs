@@ -137,6 +137,8 @@ pub struct Counters {
     pub adverts_originated: u64,
     pub adverts_accepted: u64,
     pub adverts_expired: u64,
+    /// Adverts evicted from the full LSDB for better-standing ones (see `lsdb::Standing`).
+    pub adverts_evicted: u64,
     /// Rejections by reason (unsigned, bad signature, stale, replay, ...).
     pub adverts_rejected: RejectCounts,
     /// Our own advert came back with a newer seq (restart): jumped past it.
@@ -366,7 +368,8 @@ impl NodeManager {
     pub fn new(seed: [u8; 32], cfg: Config, now_ms: u64) -> Self {
         let (key, id) = keypair_from_seed(&seed);
         let lsdb = Lsdb::new(cfg.max_lsdb_entries.max(1), cfg.max_advert_lifetime_ms)
-            .with_max_bytes(cfg.max_lsdb_bytes);
+            .with_max_bytes(cfg.max_lsdb_bytes)
+            .with_own(id);
         let labels = LabelAllocator::new(cfg.max_label);
         let first_route = cfg.first_route_counter;
         let nm = Self {
@@ -454,6 +457,7 @@ impl NodeManager {
         if self.nbs.remove(&nb).is_some() {
             self.routes_link_down(now_ms, &nb);
         }
+        self.lsdb.set_neighbour(nb, true);
         let advertised = self.advertised_cost(&nb, cost_us);
         let mut flood = FloodState::new(self.cfg.flood_rate_per_s, self.cfg.flood_burst, now_ms);
         // Database synchronisation: offer the whole LSDB to the new
@@ -508,6 +512,7 @@ impl NodeManager {
             self.finish(now_ms);
             return;
         }
+        self.lsdb.set_neighbour(nb, false);
         self.originate_pending = true;
         self.originate_urgent = true;
         self.topo_dirty = true;
@@ -727,6 +732,7 @@ impl NodeManager {
         c.own_seq = self.seq;
         c.adverts_accepted = self.lsdb.accepted;
         c.adverts_expired = self.lsdb.expired;
+        c.adverts_evicted = self.lsdb.evicted;
         c.adverts_rejected = self.lsdb.rejected;
         c.routes_up = self.own.values().filter(|r| r.is_up()).count();
         c.routes_pending = self.own.len() - c.routes_up;
@@ -833,7 +839,10 @@ impl NodeManager {
             return;
         }
         match self.lsdb.offer(now_ms, adv, msg) {
-            Ok(()) => {
+            // Origins evicted to make room are gone as if expired (see `tick`): the topology
+            // is checked again (routes over them fail over), caches keyed by the LSDB version
+            // are rebuilt, and flooding skips them (`pump` sends only what the LSDB holds).
+            Ok(_evicted) => {
                 self.ack(from, origin, seq);
                 if let Some(n) = self.nbs.get_mut(&from) {
                     n.flood.acked(&origin, seq, Some(seq));
@@ -855,6 +864,8 @@ impl NodeManager {
                     n.flood.enqueue(origin);
                 }
             }
+            // Acknowledged, so not sent again: a refused origin comes back with its next
+            // refresh, when more of its links may be listed back (and it may stand higher).
             Err(Reject::TableFull) => self.ack(from, origin, seq),
             Err(Reject::Unsigned | Reject::BadSignature | Reject::BadLifetime) => {}
         }

@@ -44,6 +44,11 @@ pub const PREVIOUS_KEY_LIFETIME: Duration = Duration::from_secs(10);
 /// bounds the router's own work whatever the shard count.
 pub const PUNTS_PER_SEC: u32 = 2000;
 const PUNT_BURST: u32 = 500;
+/// The address index is rebuilt from the known nodes when it outgrows twice its size after the
+/// last rebuild, and at least this: addresses remembered for nodes that left since (an ended
+/// route's origin, a node gone from the LSDB) go then, with no punt miss needed, and each
+/// rebuild's hashing (one SHA-256 per known node) is paid for by as many new addresses.
+const INDEX_REBUILD_MIN: usize = 1024;
 
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +177,8 @@ pub struct Router {
     mirror: Mirror,
     /// The LSDB version `by_addr` was last rebuilt for.
     indexed: Option<u64>,
+    /// `by_addr` is rebuilt when it grows past this ([`INDEX_REBUILD_MIN`]).
+    index_limit: usize,
     punt_budget: crate::nm::flood::TokenBucket,
     dirty: bool,
     out: VecDeque<Output>,
@@ -204,6 +211,7 @@ impl Router {
             route_tx: HashMap::new(),
             mirror: Mirror::default(),
             indexed: None,
+            index_limit: INDEX_REBUILD_MIN,
             punt_budget: crate::nm::flood::TokenBucket::new(PUNTS_PER_SEC, PUNT_BURST, 0),
             dirty: false,
             out: VecDeque::new(),
@@ -332,6 +340,9 @@ impl Router {
 
     fn remember(&mut self, id: NodeId) {
         self.by_addr.insert(IpAddr::V6(id.overlay_addr()), id);
+        if self.by_addr.len() > self.index_limit {
+            self.rebuild_index();
+        }
     }
 
     fn live(&self, peer: &NodeId, link: u64) -> bool {
@@ -700,20 +711,26 @@ impl Router {
     /// (not once per punt, as a local process sending to random overlay addresses could make
     /// it). The rebuild also drops addresses of nodes no longer known.
     fn lookup_addr(&mut self, dst: &IpAddr) -> Option<NodeId> {
-        let v = self.nm.lsdb_version();
-        if self.indexed != Some(v) {
-            self.indexed = Some(v);
-            self.by_addr.clear();
-            let mut nodes: Vec<NodeId> = vec![self.me];
-            nodes.extend(self.nm.lsdb_summary().into_iter().map(|(n, _)| n));
-            nodes.extend(self.links.keys().copied());
-            nodes.extend(self.delivers.values().map(|(n, _)| *n));
-            nodes.extend(self.attached.values().flat_map(|m| m.keys().copied()));
-            for n in nodes {
-                self.remember(n);
-            }
+        if self.indexed != Some(self.nm.lsdb_version()) {
+            self.rebuild_index();
         }
         self.by_addr.get(dst).copied()
+    }
+
+    /// `by_addr` again from the nodes known now (the LSDB, links, routes ending here and
+    /// attachments), dropping the others.
+    fn rebuild_index(&mut self) {
+        self.indexed = Some(self.nm.lsdb_version());
+        self.by_addr.clear();
+        let mut nodes: Vec<NodeId> = vec![self.me];
+        nodes.extend(self.nm.lsdb_summary().into_iter().map(|(n, _)| n));
+        nodes.extend(self.links.keys().copied());
+        nodes.extend(self.delivers.values().map(|(n, _)| *n));
+        nodes.extend(self.attached.values().flat_map(|m| m.keys().copied()));
+        for n in nodes {
+            self.by_addr.insert(IpAddr::V6(n.overlay_addr()), n);
+        }
+        self.index_limit = (2 * self.by_addr.len()).max(INDEX_REBUILD_MIN);
     }
 
     /// The dataplane's counters: routes that carried traffic since the last read are kept

@@ -857,3 +857,42 @@ fn a_service_is_chosen_by_route_not_by_key_order() {
     let me = m.nodes[0].id;
     assert_eq!(r.choose_service(&[(me, 9)]), None, "never itself");
 }
+
+#[test]
+fn the_report_counts_lsdb_evictions_beside_its_other_counters() {
+    let mut m = Mesh::new(2);
+    m.link(0, 1);
+    m.advance(300);
+    let rep = m.nodes[0].r.report();
+    let get = |k: &str| rep.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert_eq!(get("lsdb"), Some(2));
+    assert_eq!(get("adverts_evicted"), Some(0));
+}
+
+#[test]
+fn the_address_index_drops_nodes_no_longer_known_without_a_punt_miss() {
+    let mut m = Mesh::new(3);
+    m.link(0, 1);
+    m.link(1, 2);
+    m.advance(300);
+    let r = &mut m.nodes[0].r;
+    // Nodes remembered once (origins of routes that ended, nodes gone from the LSDB) and
+    // known no more: the index does not keep them all.
+    for i in 0..5000u32 {
+        let mut k = [7u8; 32];
+        k[..4].copy_from_slice(&i.to_be_bytes());
+        r.remember(NodeId(k));
+    }
+    assert!(
+        r.by_addr.len() <= 2 * INDEX_REBUILD_MIN,
+        "{}",
+        r.by_addr.len()
+    );
+    assert!(r.by_addr.len() < 5000);
+    // The known nodes are still there.
+    let known = r.nm.lsdb_summary();
+    assert_eq!(known.len(), 3);
+    for (n, _) in known {
+        assert_eq!(r.by_addr.get(&IpAddr::V6(n.overlay_addr())), Some(&n));
+    }
+}

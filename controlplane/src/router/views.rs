@@ -114,6 +114,7 @@ impl Router {
                 let r = &c.adverts_rejected;
                 r.unsigned + r.bad_signature + r.stale + r.replay + r.bad_lifetime + r.table_full
             }),
+            ("adverts_evicted".to_string(), c.adverts_evicted),
             ("msgs_malformed".to_string(), c.msgs_malformed),
             ("failovers".to_string(), c.failovers),
             ("rebuilds".to_string(), c.rebuilds),
