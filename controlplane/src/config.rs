@@ -288,6 +288,7 @@ mod tests {
         let c = Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.neighbours.len(), 1);
         assert_eq!(c.messengers.len(), 1);
+        assert_eq!(c.metrics, Some("127.0.0.1:9101".parse().unwrap()));
     }
 
     #[test]
