@@ -26,6 +26,10 @@
 //!   - {pk: <64 hex>, endpoint: 10.0.0.9:7200}
 //! advertise: [10.0.0.1:7100]          # our control endpoints as published
 //! services: [{kind: socks, port: 8001}]  # what this node offers (messenger service queries)
+//! metrics: 127.0.0.1:9101             # optional: Prometheus metrics at GET /metrics (off by
+//!                                     # default; see `metrics`); port 0 picks a free one
+//! metrics_any: false                  # allow a metrics address other than loopback (the
+//!                                     # endpoint has no authentication)
 //! ```
 
 use crate::identity::NodeId;
@@ -67,6 +71,9 @@ struct File {
     messengers: Option<Vec<MessengerFile>>,
     advertise: Option<Vec<SocketAddr>>,
     services: Option<Vec<ServiceFile>>,
+    metrics: Option<SocketAddr>,
+    #[serde(default)]
+    metrics_any: bool,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +191,9 @@ pub struct Config {
     pub advertise: Vec<SocketAddr>,
     /// Services this node offers (published through the messengers: the app tracker).
     pub services: Vec<crate::messenger::Service>,
+    /// Where to serve Prometheus metrics, if anywhere (a loopback address unless the file
+    /// said `metrics_any: true`).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -244,6 +254,22 @@ impl Config {
                 })?,
             ),
         };
+        match f.metrics {
+            None if f.metrics_any => {
+                return Err(format!(
+                    "{}: metrics_any needs metrics: IP:PORT",
+                    path.display()
+                ));
+            }
+            Some(a) => netbase::metrics_http::check_addr(
+                a,
+                f.metrics_any,
+                "metrics",
+                "`metrics_any: true`",
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+            None => {}
+        }
         let fib_socket = abs(f
             .fib_socket
             .unwrap_or_else(|| PathBuf::from(format!("/run/skywire/{}.fib", f.tun))));
@@ -280,6 +306,7 @@ impl Config {
                     meta: s.meta,
                 })
                 .collect(),
+            metrics: f.metrics,
         })
     }
 }
@@ -294,6 +321,7 @@ mod tests {
         let c = Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.neighbours.len(), 1);
         assert_eq!(c.messengers.len(), 1);
+        assert_eq!(c.metrics, Some("127.0.0.1:9101".parse().unwrap()));
     }
 
     #[test]
@@ -310,6 +338,24 @@ mod tests {
         let bad = text.replace("data_port", "data_prot");
         let e = Config::parse(&bad, Path::new("c.yaml")).unwrap_err();
         assert!(e.contains("c.yaml") && e.contains("data_prot"), "{e}");
+        assert_eq!(c.metrics, None);
+        let m = Config::parse(
+            &format!("{text}metrics: 127.0.0.1:9101\n"),
+            Path::new("c.yaml"),
+        );
+        assert_eq!(m.unwrap().metrics, Some("127.0.0.1:9101".parse().unwrap()));
+        let far = format!("{text}metrics: \"0.0.0.0:9101\"\n");
+        let e = Config::parse(&far, Path::new("c.yaml")).unwrap_err();
+        assert!(
+            e.starts_with("c.yaml: metrics 0.0.0.0:9101: not a loopback address")
+                && e.contains("metrics_any: true"),
+            "{e}"
+        );
+        let any = Config::parse(&format!("{far}metrics_any: true\n"), Path::new("c.yaml"));
+        assert_eq!(any.unwrap().metrics, Some("0.0.0.0:9101".parse().unwrap()));
+        let alone = format!("{text}metrics_any: true\n");
+        let e = Config::parse(&alone, Path::new("c.yaml")).unwrap_err();
+        assert!(e.contains("metrics_any needs metrics"), "{e}");
         let dup = format!("{text}  - {{pk: {pk}}}\n");
         assert!(
             Config::parse(&dup, Path::new("c.yaml"))

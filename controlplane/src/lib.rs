@@ -14,6 +14,8 @@
 //! - [`nm`]: the node manager (link state, paths, route setup).
 //! - [`router`]: the router core (sans-IO): node-manager actions -> fib changes, links'
 //!   sessions and keys, deliver rules, app attachments and services, the punt queue.
+//! - [`metrics`]: the Prometheus metrics (`metrics:` in the config), rendered from the
+//!   snapshot the driver publishes once a second.
 //! - [`run`]: the driver: moves bytes between sockets, the fib ring and the router core.
 
 #![forbid(unsafe_code)]
@@ -30,6 +32,7 @@ pub mod link;
 pub mod linkcore;
 pub mod links;
 pub mod messenger;
+pub mod metrics;
 pub mod msgclient;
 #[allow(missing_docs)]
 pub mod nm;

@@ -31,6 +31,14 @@ enum Cmd {
         /// Where to listen (TCP, Noise).
         #[arg(long)]
         listen: std::net::SocketAddr,
+        /// Serve Prometheus metrics at http://IP:PORT/metrics (port 0 picks a free one,
+        /// logged). Off by default; loopback addresses only unless --metrics-any.
+        #[arg(long, value_name = "IP:PORT")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Allow a --metrics address other than loopback (anyone reaching it reads the
+        /// metrics: they have no authentication).
+        #[arg(long, requires = "metrics")]
+        metrics_any: bool,
     },
     /// Write one router's key, configs and viscript catalogue; print its `pk@endpoint`.
     ///
@@ -154,7 +162,18 @@ fn main() {
                 }
             }
         }
-        Cmd::Messenger { listen } => {
+        Cmd::Messenger {
+            listen,
+            metrics,
+            metrics_any,
+        } => {
+            if let Some(a) = metrics
+                && let Err(e) =
+                    netbase::metrics_http::check_addr(a, metrics_any, "--metrics", "--metrics-any")
+            {
+                eprintln!("skywire-control: messenger: {e}");
+                std::process::exit(2);
+            }
             let (id, created) = Identity::load_or_create(&cli.key).unwrap_or_else(|e| {
                 eprintln!("skywire-control: {e}");
                 std::process::exit(1);
@@ -166,7 +185,19 @@ fn main() {
                 eprintln!("skywire-control: listen {listen}: {e}");
                 std::process::exit(1);
             });
-            tracing::info!("messenger {} on {listen}", id.id());
+            let bound = l.local_addr().map_or(listen, |a| a);
+            tracing::info!("messenger {} on {bound}", id.id());
+            let metrics = metrics.map(|a| {
+                let m = std::net::TcpListener::bind(a).unwrap_or_else(|e| {
+                    eprintln!("skywire-control: metrics {a}: {e}");
+                    std::process::exit(1);
+                });
+                match m.local_addr() {
+                    Ok(a) => tracing::info!("metrics on http://{a}/metrics"),
+                    Err(e) => tracing::info!("metrics on an unknown address ({e})"),
+                }
+                m
+            });
             let stop = Arc::new(AtomicBool::new(false));
             watch_signals(stop.clone());
             let session = match signal::Client::from_env() {
@@ -180,6 +211,10 @@ fn main() {
                 id,
                 controlplane::messenger::ServerConfig::default(),
             );
+            if let Some(m) = metrics {
+                let h = server.clone();
+                std::thread::spawn(move || controlplane::messenger::metrics::serve(m, h));
+            }
             while !stop.load(Ordering::SeqCst) {
                 if let Some(s) = &session {
                     if s.wait_shutdown(Some(std::time::Duration::from_millis(250)))

@@ -11,7 +11,7 @@ use crate::identity::{Identity, NodeId};
 use crate::links::{self, LinkCtx, LinkEvent, LinkHandle};
 use crate::nm::{self, NodeManager};
 use crate::router::{LinkUp, Output, Router};
-use dataplane::fibproto::FibMsg;
+use dataplane::fibproto::{FibMsg, Traffic};
 use std::collections::HashMap;
 use std::net::{IpAddr, TcpListener};
 use std::os::fd::OwnedFd;
@@ -35,6 +35,11 @@ struct Driver {
     handles: HashMap<u64, LinkHandle>,
     /// The messenger client's record updates (none without messengers).
     services_tx: Option<std::sync::mpsc::Sender<crate::msgclient::AppMsg>>,
+    /// The dataplane's per-route traffic, as last read (for the metrics snapshot; a scrape
+    /// never asks the dataplane itself).
+    last_routes: Vec<(netbase::Prefix, Traffic)>,
+    /// The dataplane's drops by reason and traffic totals, as last read (likewise).
+    last_dataplane: Vec<(String, u64)>,
 }
 
 impl Driver {
@@ -214,12 +219,17 @@ impl Driver {
     /// Reads the dataplane's counters for the router (route usage, session traffic).
     fn counters(&mut self, now: Instant) {
         if let Some(Ok(FibMsg::Counters {
-            routes, sessions, ..
+            routes,
+            sessions,
+            drops,
+            ..
         })) = self
             .dp
             .fib()
             .map(|f| f.counters(Duration::from_millis(500)))
         {
+            self.last_routes = routes.clone();
+            self.last_dataplane = drops;
             self.router.handle_counters(now, routes, sessions);
         }
     }
@@ -290,6 +300,24 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
     let me = ident.id();
     tracing::info!("pk {me} address {}", me.overlay_addr());
+    // The metrics endpoint first: a taken port is an error before anything else starts.
+    let metrics: Option<crate::metrics::Published> = match cfg.metrics {
+        None => None,
+        Some(a) => {
+            let l = TcpListener::bind(a).map_err(|e| format!("metrics {a}: {e}"))?;
+            match l.local_addr() {
+                Ok(a) => tracing::info!("metrics on http://{a}/metrics"),
+                Err(e) => tracing::info!("metrics on an unknown address ({e})"),
+            }
+            let published = crate::metrics::Published::default();
+            let p = published.clone();
+            std::thread::Builder::new()
+                .name("metrics".into())
+                .spawn(move || crate::metrics::serve(l, p))
+                .map_err(|e| format!("metrics thread: {e}"))?;
+            Some(published)
+        }
+    };
     let mut dp = DataplaneLink::connect(&cfg.fib_socket, Duration::from_secs(30))?;
     // Start from a clean table: whatever a previous controlplane left refers to dead sessions.
     if let Some(fib) = dp.fib() {
@@ -382,6 +410,8 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
         dp,
         handles: HashMap::new(),
         services_tx,
+        last_routes: Vec::new(),
+        last_dataplane: Vec::new(),
     };
     let (app_tx, app_rx) = channel();
     let app_stats = Arc::new(crate::accept::ListenerStats::default());
@@ -473,6 +503,24 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             d.outputs();
             if let Ok(mut v) = views.lock() {
                 *v = (d.router.routes_text(now), d.router.peers_text());
+            }
+            if let Some(m) = &metrics {
+                let snap = Arc::new(crate::metrics::Snapshot {
+                    uptime: now.saturating_duration_since(epoch),
+                    dataplane_up: d.dp.fib().is_some(),
+                    report: d.router.report(),
+                    links: d.router.link_samples(),
+                    neighbours_down: d.router.neighbours_down(),
+                    routes: d.router.route_counts(now),
+                    route_traffic: d.last_routes.clone(),
+                    dataplane: d.last_dataplane.clone(),
+                    link_listener: link_stats.snapshot(),
+                    app_socket: app_stats.snapshot(),
+                });
+                // Built outside the lock; the swap is all the metrics thread can wait for.
+                if let Ok(mut g) = m.lock() {
+                    *g = Some(snap);
+                }
             }
         }
         // Sleep until a link event, a message from the dataplane, or the router's next timer

@@ -6,10 +6,11 @@
 //! then). `GET /metrics` is answered 200 with what the caller's closure renders (503 with its
 //! error text); another path 404; another method on `/metrics` 405; a request line that is not
 //! HTTP/1.x, or bytes that cannot be one, 400; a head over the bound 413. Every answer closes
-//! the connection. No async runtime.
+//! the connection. No async runtime. [`check_addr`] is the rule of where it may listen
+//! (loopback unless the operator allows more), shared by every daemon that serves it.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +31,20 @@ pub const MAX_CONNECTIONS: usize = 4;
 const MAX_DRAIN: usize = 64 * 1024;
 /// Sleep after a failed accept (out of descriptors): the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether `addr` may serve the metrics: a loopback address always, any other only when the
+/// operator asked for it (`any`), since the endpoint has no authentication. The error names
+/// the setting as `key` (`--metrics`, `metrics`) and how to allow it as `allow` (`--metrics-any`).
+pub fn check_addr(addr: SocketAddr, any: bool, key: &str, allow: &str) -> Result<(), String> {
+    if any || addr.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "{key} {addr}: not a loopback address; the metrics have no authentication, so anyone \
+         reaching {addr} would read them. Use 127.0.0.1:PORT (or [::1]:PORT), or add {allow} to \
+         serve them there anyway"
+    ))
+}
 
 /// Counters of the endpoint itself, for the body to export.
 #[derive(Debug, Default)]
@@ -299,5 +314,30 @@ mod tests {
         assert_eq!(judge(&big), Head::Status(413));
         assert_eq!(judge(&big[..MAX_REQUEST - 1]), Head::Partial);
         assert_eq!(judge(&vec![b'G'; MAX_REQUEST]), Head::Status(413));
+    }
+
+    #[test]
+    fn only_loopback_unless_allowed() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for ok in ["127.0.0.1:9101", "127.3.4.5:0", "[::1]:9101"] {
+            assert_eq!(
+                check_addr(a(ok), false, "--metrics", "--metrics-any"),
+                Ok(())
+            );
+        }
+        for far in [
+            "0.0.0.0:9101",
+            "192.0.2.1:1",
+            "[::]:9101",
+            "[2001:db8::1]:1",
+        ] {
+            let e = check_addr(a(far), false, "metrics", "`metrics_any: true`").unwrap_err();
+            assert!(
+                e.starts_with(&format!("metrics {far}: not a loopback address"))
+                    && e.contains("`metrics_any: true`"),
+                "{e}"
+            );
+            assert_eq!(check_addr(a(far), true, "metrics", "metrics_any"), Ok(()));
+        }
     }
 }

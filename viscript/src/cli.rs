@@ -375,15 +375,12 @@ fn metrics_addr(m: MetricsArgs) -> Result<Option<SocketAddr>, clap::Error> {
             clap::error::ErrorKind::MissingRequiredArgument,
             "--metrics-any needs --metrics IP:PORT",
         )),
-        Some(a) if !a.ip().is_loopback() && !m.metrics_any => Err(command().error(
-            clap::error::ErrorKind::ValueValidation,
-            format!(
-                "--metrics {a}: not a loopback address; the metrics have no authentication, \
-                 so anyone reaching {a} would read them. Use 127.0.0.1:PORT (or [::1]:PORT), \
-                 or add --metrics-any to serve them there anyway"
-            ),
-        )),
-        a => Ok(a),
+        Some(a) => {
+            netbase::metrics_http::check_addr(a, m.metrics_any, "--metrics", "--metrics-any")
+                .map(|()| Some(a))
+                .map_err(|e| command().error(clap::error::ErrorKind::ValueValidation, e))
+        }
+        None => Ok(None),
     }
 }
 

@@ -11,9 +11,11 @@
 //! - [`server`]: the sans-IO server (rate limits, expiry, counters by reject reason).
 //! - [`client`]: the sans-IO client (registration, cache, failover).
 //! - [`net`]: blocking TCP glue (Noise link handshake, then encrypted messages).
+//! - [`metrics`]: the server's Prometheus metrics (`messenger --metrics IP:PORT`).
 
 pub mod client;
 mod codec;
+pub mod metrics;
 pub mod net;
 pub mod record;
 pub mod server;

@@ -221,6 +221,11 @@ impl MessengerServer {
         }
     }
 
+    /// How many clients (keys) are connected.
+    pub fn clients(&self) -> usize {
+        self.connected.len()
+    }
+
     /// Whether `pk` has a connection.
     pub fn is_connected(&self, pk: &NodeId) -> bool {
         self.connected.contains_key(pk)

@@ -2,6 +2,7 @@
 
 use super::Router;
 use crate::identity::NodeId;
+use crate::nm::{RouteRole, RouteState};
 use std::time::Instant;
 
 impl Router {
@@ -63,6 +64,40 @@ impl Router {
             ));
         }
         out.push_str("(* = the route in use; addresses: dest is the node's key, its overlay address is in `peers`/`show`)\n");
+        out
+    }
+
+    /// The links up, for the metrics.
+    pub fn link_samples(&self) -> Vec<crate::metrics::LinkSample> {
+        self.links
+            .iter()
+            .map(|(pk, l)| crate::metrics::LinkSample {
+                peer: *pk,
+                rtt_us: l.metric.rtt_us,
+                traffic: self.traffic.get(&l.session).copied().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The configured neighbours with no link up, for the metrics.
+    pub fn neighbours_down(&self) -> Vec<NodeId> {
+        self.cfg
+            .neighbours
+            .iter()
+            .map(|n| n.pk)
+            .filter(|pk| !self.links.contains_key(pk))
+            .collect()
+    }
+
+    /// Own routes by role and setup state, for the metrics.
+    pub fn route_counts(&self, now: Instant) -> Vec<(RouteRole, RouteState, u64)> {
+        let mut out: Vec<(RouteRole, RouteState, u64)> = Vec::new();
+        for r in self.nm.routes(self.ms(now)) {
+            match out.iter_mut().find(|e| (e.0, e.1) == (r.role, r.state)) {
+                Some(e) => e.2 += 1,
+                None => out.push((r.role, r.state, 1)),
+            }
+        }
         out
     }
 
