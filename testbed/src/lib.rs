@@ -13,9 +13,11 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A short unique tag for names (interface names are limited to 15 bytes).
 pub fn tag() -> String {
+    // The whole pid (hex: at most 6 digits for Linux's 2^22 pids) and a separator: "pid 1128,
+    // seq 10" and "pid 11281, seq 0" must not both give t112810, nor pids 100000 apart.
     format!(
-        "t{}{}",
-        std::process::id() % 100_000,
+        "t{:x}x{}",
+        std::process::id(),
         SEQ.fetch_add(1, Ordering::SeqCst)
     )
 }
