@@ -11,8 +11,8 @@
 //! data_shards: 2
 //! keepalive_ms: 200                   # link keepalive period (RTT is measured on it)
 //! dead_after: 3                       # missed keepalives before a link is down
-//! probe_ms: 20                        # dataplane liveness probes on idle links (0: off)...
-//! probe_dead_after: 3                 # ... silent probe intervals before a link is down
+//! probe_ms: 50                        # dataplane liveness probes on idle links (0: off)...
+//! probe_dead_after: 4                 # ... silent probe intervals before a link is down
 //! allow_any: false                    # accept links from keys not listed below
 //! rekey_secs: 120                     # rotate a link's data keys this often...
 //! rekey_bytes: 1073741824             # ... or after this much traffic (at least 64 MiB)
@@ -55,7 +55,7 @@ struct File {
     dead_after: u32,
     #[serde(default = "probe_ms")]
     probe_ms: u16,
-    #[serde(default = "three_u8")]
+    #[serde(default = "four")]
     probe_dead_after: u8,
     #[serde(default)]
     allow_any: bool,
@@ -104,13 +104,16 @@ fn keepalive() -> u64 {
 fn three() -> u32 {
     3
 }
-/// 20 ms probes, down after 3 silent: a dead link is noticed in 60 ms, and an idle link costs
-/// 50 small frames a second each way.
+/// 50 ms probes, down after 4 silent: a dead link is noticed in 200 ms (400 ms while the router
+/// is behind, see `dataplane::liveness`), three times sooner than the keepalive's 600 ms, and an
+/// idle link costs 20 small frames a second each way. A false link-down costs a reconnect and
+/// every route over the link a failover, so the default leaves room for a loaded router;
+/// 5 ms x 4 fails over in ~25 ms where the machine keeps up (`scripts/bench-control.sh`).
 fn probe_ms() -> u16 {
-    20
+    50
 }
-fn three_u8() -> u8 {
-    3
+fn four() -> u8 {
+    4
 }
 fn rekey_secs() -> u64 {
     120

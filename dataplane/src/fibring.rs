@@ -8,9 +8,10 @@
 
 use crate::fib::{Action, Fib, FibCell, Route, RouteKeyCfg, SessionCfg};
 use crate::fibproto::{FibMsg, RuleAction, Traffic as WireTraffic};
-use crate::liveness::{Event, Monitor, Sample};
+use crate::liveness::{Event, Monitor, Node, Sample};
 use crate::punt::Punts;
 use crate::shard::{BUF_SIZE, HEADROOM, Shard, Verdict};
+use crate::stats::DropReason;
 use crate::stats::{NodeStats, Traffic, traffic};
 use signal::Channel;
 use std::io::{self, BufRead, BufReader};
@@ -54,6 +55,20 @@ fn wait(
     let _ = poll(&mut fds, Some(&ts));
 }
 
+/// Whether a frame waits unread in any of `sockets` (one poll, no wait).
+fn backlog(sockets: &[OwnedFd]) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds: Vec<PollFd<'_>> = sockets
+        .iter()
+        .map(|s| PollFd::new(s, PollFlags::IN))
+        .collect();
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
 fn check_peer(s: &UnixStream) -> io::Result<()> {
     let cred = rustix::net::sockopt::socket_peercred(s)?;
     if cred.uid.is_root() || cred.uid == rustix::process::geteuid() {
@@ -94,6 +109,9 @@ pub struct FibServer {
     pub path: PathBuf,
     /// How long tables outlive the controlplane that made them.
     pub grace: Duration,
+    /// The shards' UDP sockets (duplicates; only polled, never read): a frame waiting in one
+    /// means the shards are behind, so a silence is not believed yet ([`crate::liveness`]).
+    pub receivers: Vec<OwnedFd>,
 }
 
 /// The fib thread's liveness state: the monitor, and when it was last looked at.
@@ -318,8 +336,13 @@ impl FibServer {
             tx_pkts: s.traffic.sum(traffic::TX_PKTS),
         });
         let mut events = Vec::new();
-        let node_rx = self.stats.udp.sum(traffic::RX_PKTS);
-        live.monitor.poll(now, node_rx, samples, &mut events);
+        let node = Node {
+            rx_pkts: self.stats.udp.sum(traffic::RX_PKTS),
+            send_failures: self.stats.drops.sum(DropReason::QueueFull as usize)
+                + self.stats.drops.sum(DropReason::SendError as usize),
+            backlog: backlog(&self.receivers),
+        };
+        live.monitor.poll(now, node, samples, &mut events);
         live.polled(now, self.cell.generation());
         self.injector.refresh();
         for e in events {
@@ -329,7 +352,7 @@ impl FibServer {
                         match self.udp.send_to(&buf[..len], to) {
                             Ok(_) => self.injector.sent(len),
                             Err(_) => {
-                                self.injector.discard(crate::stats::DropReason::SendError);
+                                self.injector.discard(DropReason::SendError);
                             }
                         }
                     }
@@ -542,7 +565,7 @@ impl FibServer {
                         match self.udp.send_to(&buf[..len], to) {
                             Ok(_) => self.injector.sent(len),
                             Err(_) => {
-                                self.injector.discard(crate::stats::DropReason::SendError);
+                                self.injector.discard(DropReason::SendError);
                             }
                         }
                     }

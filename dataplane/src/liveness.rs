@@ -10,10 +10,13 @@
 //!   [`Event::Down`]; heard again, it is up again.
 //! - A session never heard since it was added is not reported: the peer may still be
 //!   installing its half (the controlplane's slower keepalive covers that case).
-//! - A silence is only believed at once when the node heard other frames meanwhile (its
-//!   receiving shards ran, so this peer really is quiet). When nothing at all arrived, the node
-//!   itself may have been descheduled (a loaded 2-core router): the session is down only
-//!   after twice its detection time, so losing every link is still noticed.
+//! - A silence is only believed at once when the node heard other frames meanwhile and no
+//!   received frame waits unread in a shard's socket (its receiving shards ran and kept up, so
+//!   this peer really is quiet). Otherwise the node itself may have been descheduled or be
+//!   behind (a loaded 2-core router): the session is down only after twice its detection time,
+//!   so losing every link is still noticed.
+//! - Data suppresses probes only while the node's sends succeed: frames sealed but then
+//!   dropped at a full socket count as sent, yet the peer never hears them.
 //!
 //! The caller (the fib thread) reads the counters, sends the probes and reports the events;
 //! this module reads no clock and sends nothing.
@@ -91,8 +94,16 @@ pub struct Sample {
     pub tx_pkts: u64,
 }
 
-/// Frames the node received so far on all sessions and ports (whatever they were).
-pub type NodeRx = u64;
+/// What the caller knows of the node as a whole at a poll.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Node {
+    /// Frames received so far on all sessions and ports (whatever they were).
+    pub rx_pkts: u64,
+    /// Sends that failed so far (full socket queues, send errors).
+    pub send_failures: u64,
+    /// A received frame is waiting unread in a shard's socket now.
+    pub backlog: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -110,7 +121,7 @@ struct Peer {
     tx: u64,
     heard: Instant,
     /// The node's frame count when this session was last heard.
-    node_rx: NodeRx,
+    node_rx: u64,
     sent: Instant,
     state: State,
     seen: u64,
@@ -121,6 +132,8 @@ struct Peer {
 pub struct Monitor {
     peers: HashMap<SessionId, Peer>,
     turn: u64,
+    /// The node's failed sends at the last poll.
+    send_failures: u64,
     /// Probes asked for so far.
     pub probes: u64,
     /// Downs reported so far.
@@ -144,17 +157,20 @@ impl Monitor {
     }
 
     /// Looks at every session's counters at `now` (the whole table: sessions missing from
-    /// `samples` are forgotten; `node_rx` is the node's total of frames received) and pushes
-    /// what to do to `out`.
+    /// `samples` are forgotten; `node` is the node as a whole) and pushes what to do to
+    /// `out`.
     pub fn poll(
         &mut self,
         now: Instant,
-        node_rx: NodeRx,
+        node: Node,
         samples: impl IntoIterator<Item = Sample>,
         out: &mut Vec<Event>,
     ) {
         self.turn = self.turn.wrapping_add(1);
         let turn = self.turn;
+        let sends_failed = node.send_failures != self.send_failures;
+        self.send_failures = node.send_failures;
+        let node_rx = node.rx_pkts;
         for s in samples {
             let Some(cfg) = s.liveness else {
                 continue;
@@ -180,7 +196,10 @@ impl Monitor {
             }
             if s.tx_pkts != p.tx {
                 p.tx = s.tx_pkts;
-                p.sent = now;
+                // Sealed frames count as heard by the peer only if the sends went out.
+                if !sends_failed {
+                    p.sent = now;
+                }
             }
             if now.saturating_duration_since(p.sent) >= cfg.interval() {
                 p.sent = now;
@@ -188,8 +207,8 @@ impl Monitor {
                 out.push(Event::Probe(s.session));
             }
             let silent = now.saturating_duration_since(p.heard);
-            let others_heard = node_rx != p.node_rx;
-            let detect = if others_heard {
+            let believed = node_rx != p.node_rx && !node.backlog;
+            let detect = if believed {
                 cfg.detect()
             } else {
                 2 * cfg.detect()
@@ -246,8 +265,11 @@ mod tests {
     /// Polls with the node's frame count always moving (other peers heard).
     fn poll(m: &mut Monitor, now: Instant, s: Sample) -> Vec<Event> {
         let mut out = Vec::new();
-        let node_rx = now.duration_since(*T0.get_or_init(Instant::now)).as_nanos() as u64;
-        m.poll(now, node_rx, [s], &mut out);
+        let node = Node {
+            rx_pkts: now.duration_since(*T0.get_or_init(Instant::now)).as_nanos() as u64,
+            ..Node::default()
+        };
+        m.poll(now, node, [s], &mut out);
         out
     }
 
@@ -316,30 +338,76 @@ mod tests {
         assert_eq!(downs(&poll(&mut m, t0 + ms(72), sample(2, tx + 3))), 1);
     }
 
+    fn rx(n: u64) -> Node {
+        Node {
+            rx_pkts: n,
+            ..Node::default()
+        }
+    }
+
     #[test]
     fn when_nothing_at_all_was_heard_a_silence_counts_only_after_twice_the_detection_time() {
         let t0 = Instant::now();
         let mut m = Monitor::new();
         let mut out = Vec::new();
         let down = |out: &[Event]| out.iter().any(|e| matches!(e, Event::Down { .. }));
-        m.poll(t0, 100, [sample(0, 0)], &mut out);
-        m.poll(t0 + ms(1), 101, [sample(1, 1)], &mut out);
+        m.poll(t0, rx(100), [sample(0, 0)], &mut out);
+        m.poll(t0 + ms(1), rx(101), [sample(1, 1)], &mut out);
         out.clear();
         // The node's frame count stands still (maybe we were descheduled): not yet at 30 ms.
-        m.poll(t0 + ms(31), 101, [sample(1, 2)], &mut out);
+        m.poll(t0 + ms(31), rx(101), [sample(1, 2)], &mut out);
         assert!(!down(&out), "{out:?}");
-        m.poll(t0 + ms(45), 101, [sample(1, 3)], &mut out);
+        m.poll(t0 + ms(45), rx(101), [sample(1, 3)], &mut out);
         assert!(!down(&out), "{out:?}");
         // Every link silent for twice the time: down all the same.
-        m.poll(t0 + ms(61), 101, [sample(1, 4)], &mut out);
+        m.poll(t0 + ms(61), rx(101), [sample(1, 4)], &mut out);
         assert!(down(&out), "{out:?}");
         // Other frames arrived: the silence of this one is believed at 30 ms.
         let mut m = Monitor::new();
         out.clear();
-        m.poll(t0, 100, [sample(0, 0)], &mut out);
-        m.poll(t0 + ms(1), 101, [sample(1, 1)], &mut out);
-        m.poll(t0 + ms(31), 150, [sample(1, 2)], &mut out);
+        m.poll(t0, rx(100), [sample(0, 0)], &mut out);
+        m.poll(t0 + ms(1), rx(101), [sample(1, 1)], &mut out);
+        m.poll(t0 + ms(31), rx(150), [sample(1, 2)], &mut out);
         assert!(down(&out), "{out:?}");
+        // ... unless frames wait unread in a socket (the shards are behind): twice the time.
+        let mut m = Monitor::new();
+        out.clear();
+        let behind = Node {
+            rx_pkts: 150,
+            backlog: true,
+            ..Node::default()
+        };
+        m.poll(t0, rx(100), [sample(0, 0)], &mut out);
+        m.poll(t0 + ms(1), rx(101), [sample(1, 1)], &mut out);
+        m.poll(t0 + ms(31), behind, [sample(1, 2)], &mut out);
+        assert!(!down(&out), "{out:?}");
+        m.poll(t0 + ms(61), behind, [sample(1, 3)], &mut out);
+        assert!(down(&out), "{out:?}");
+    }
+
+    #[test]
+    fn data_whose_sends_fail_does_not_stand_in_for_probes() {
+        let t0 = Instant::now();
+        let mut m = Monitor::new();
+        let mut out = Vec::new();
+        let failing = |n| Node {
+            send_failures: n,
+            ..Node::default()
+        };
+        m.poll(t0, failing(0), [sample(0, 0)], &mut out);
+        assert_eq!(out, vec![Event::Probe(7)]);
+        out.clear();
+        // Frames are sealed (tx moves) but sends keep failing: probed all the same.
+        m.poll(t0 + ms(10), failing(5), [sample(0, 50)], &mut out);
+        assert_eq!(out, vec![Event::Probe(7)]);
+        out.clear();
+        m.poll(t0 + ms(20), failing(9), [sample(0, 90)], &mut out);
+        assert_eq!(out, vec![Event::Probe(7)]);
+        out.clear();
+        // Sends succeed again: data stands in for probes.
+        m.poll(t0 + ms(25), failing(9), [sample(0, 120)], &mut out);
+        m.poll(t0 + ms(34), failing(9), [sample(0, 150)], &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]
@@ -361,7 +429,7 @@ mod tests {
         let mut out = Vec::new();
         m.poll(
             t0 + ms(1),
-            0,
+            Node::default(),
             [Sample {
                 liveness: None,
                 ..sample(1, 1)

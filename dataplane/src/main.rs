@@ -141,6 +141,36 @@ fn main() {
         .unwrap_or_else(|e| fail(format!("fib socket {}: {e}", fib_path.display())));
     let mut inject_addr = st.node.listen;
     inject_addr.set_port(0);
+    // The shards' sockets (shard i at the listen port + i), bound before the fib thread starts:
+    // it watches them for frames the shards have not read yet (see `liveness`).
+    let mut sockets = Vec::new();
+    for i in 0..shards {
+        let mut addr = st.node.listen;
+        addr.set_port(
+            addr.port()
+                .checked_add(i as u16)
+                .unwrap_or_else(|| fail("listen port + shards overflows")),
+        );
+        let udp = UdpSocket::bind(addr).unwrap_or_else(|e| fail(format!("bind {addr}: {e}")));
+        // Bursts of a fast TCP flow overflow the default 208 KiB; as root the *_FORCE forms
+        // pass net.core.rmem_max/wmem_max, else the kernel caps the plain request at them.
+        use rustix::net::sockopt as so;
+        if so::set_socket_recv_buffer_size_force(&udp, UDP_BUFFER).is_err() {
+            let _ = so::set_socket_recv_buffer_size(&udp, UDP_BUFFER);
+        }
+        if so::set_socket_send_buffer_size_force(&udp, UDP_BUFFER).is_err() {
+            let _ = so::set_socket_send_buffer_size(&udp, UDP_BUFFER);
+        }
+        sockets.push(udp);
+    }
+    let receivers: Vec<std::os::fd::OwnedFd> = sockets
+        .iter()
+        .map(|u| {
+            u.try_clone()
+                .map(std::os::fd::OwnedFd::from)
+                .unwrap_or_else(|e| fail(format!("dup a shard socket: {e}")))
+        })
+        .collect();
     let fib_server = fibring::FibServer {
         cell: cell.clone(),
         stats: stats.clone(),
@@ -152,6 +182,7 @@ fn main() {
         stop: stop.clone(),
         path: fib_path.clone(),
         grace: Duration::from_secs(cli.controlplane_grace),
+        receivers,
     };
     let fib_thread = std::thread::Builder::new()
         .name("fib".into())
@@ -171,23 +202,7 @@ fn main() {
         .unwrap_or_else(|e| fail(e));
     let mut threads = Vec::new();
     let pin = !cli.no_pin;
-    for i in 0..shards {
-        let mut addr = st.node.listen;
-        addr.set_port(
-            addr.port()
-                .checked_add(i as u16)
-                .unwrap_or_else(|| fail("listen port + shards overflows")),
-        );
-        let udp = UdpSocket::bind(addr).unwrap_or_else(|e| fail(format!("bind {addr}: {e}")));
-        // Bursts of a fast TCP flow overflow the default 208 KiB; as root the *_FORCE forms
-        // pass net.core.rmem_max/wmem_max, else the kernel caps the plain request at them.
-        use rustix::net::sockopt as so;
-        if so::set_socket_recv_buffer_size_force(&udp, UDP_BUFFER).is_err() {
-            let _ = so::set_socket_recv_buffer_size(&udp, UDP_BUFFER);
-        }
-        if so::set_socket_send_buffer_size_force(&udp, UDP_BUFFER).is_err() {
-            let _ = so::set_socket_send_buffer_size(&udp, UDP_BUFFER);
-        }
+    for (i, udp) in sockets.into_iter().enumerate() {
         let tunq = dev
             .queue(i)
             .try_clone_to_owned()
