@@ -2,7 +2,8 @@
 //! skywire-control; c runs the socks server on its overlay address, allowing a's key only. From a,
 //! `curl --socks5-hostname` fetches a page served inside c's namespace (two hops through b); b,
 //! not allowed, is refused; UDP ASSOCIATE reaches a UDP echo there; a server restart is
-//! survived by the next request.
+//! survived by the next request, and so are SIGKILLed and restarted dataplanes and controlplanes
+//! of the server's and of the client's router.
 
 #![forbid(unsafe_code)]
 
@@ -149,5 +150,35 @@ fn curl_through_socks_across_two_hops() {
         "after restart: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The server's router and the client's router, each component killed and started again
+    // (as viscript does): the running server serves again without a restart of its own.
+    // Children 0 and 1 of each namespace are its skywire-node and skywire-control.
+    let names = ["a", "b", "c"];
+    let (mut node, mut control) = ([0usize; 3], [1usize; 3]);
+    for (what, i, dataplane) in [
+        ("server router's controlplane", 2, false),
+        ("server router's dataplane", 2, true),
+        ("client router's controlplane", 0, false),
+        ("client router's dataplane", 0, true),
+    ] {
+        if dataplane {
+            kill9(&mut ns[i], node[i]);
+            node[i] = start_node(&mut ns[i], &dir, names[i]);
+        } else {
+            kill9(&mut ns[i], control[i]);
+            control[i] = start_control(&mut ns[i], &dir, names[i]);
+        }
+        let t0 = Instant::now();
+        let out = curl_until_ok(&ns[0], &proxy);
+        assert!(
+            out.status.success(),
+            "after a kill of the {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "{what} killed and restarted: served again after {:?}",
+            t0.elapsed()
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
