@@ -147,7 +147,7 @@ if [ "${LOAD_SECS:-0}" -gt 0 ]; then
     ip netns exec bc_d iperf3 -s -D -1 -B "${ADDR[d]}" >/dev/null 2>&1
     sleep 0.3
     hogs=()
-    for _ in 1 2; do timeout "$LOAD_SECS" sh -c 'while :; do :; done' & hogs+=($!); done
+    for _ in $(seq "${HOGS:-2}"); do timeout "$LOAD_SECS" sh -c 'while :; do :; done' & hogs+=($!); done
     ip netns exec bc_a ping -i 0.01 -q -w "$LOAD_SECS" "${ADDR[d]}" > "$W/load-ping.txt" 2>&1 &
     lp=$!
     mbps=$(ip netns exec bc_a iperf3 -c "${ADDR[d]}" -t "$LOAD_SECS" -J 2>/dev/null \
@@ -155,6 +155,6 @@ if [ "${LOAD_SECS:-0}" -gt 0 ]; then
     wait "$lp" || true
     for h in "${hogs[@]}"; do wait "$h" 2>/dev/null || true; done
     after=$(cat "$W"/*-control.log | grep -c 'data session was silent' || true)
-    echo "load ${LOAD_SECS}s (iperf3 a->d ${mbps} Mbit/s, 2 busy loops, pings every 10 ms: $(grep -o '[0-9.]*% packet loss' "$W/load-ping.txt" || echo '?'))"
+    echo "load ${LOAD_SECS}s (iperf3 a->d ${mbps} Mbit/s, ${HOGS:-2} busy loops, pings every 10 ms: $(grep -o '[0-9.]*% packet loss' "$W/load-ping.txt" || echo '?'))"
     echo "false_link_downs $((after - before))   (probe_ms ${PROBE_MS:-5}, probe_dead_after ${PROBE_DEAD:-4}, 4 routers)"
 fi

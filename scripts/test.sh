@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Debian, as root), then runs formatting,
 # lints, the whole test suite (the fuzz corpora replayed on stable among them), a bounded smoke run
-# of every fuzz target (scripts/fuzz-smoke.sh, nightly) and the loom model of the signal ring.
+# of every fuzz target (scripts/fuzz-smoke.sh, nightly), a 2-minute soak of a six-router mesh under
+# faults (scripts/soak.sh, debug binaries) and the loom model of the signal ring.
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    skip the fuzz smoke run and the loom model
+#   scripts/test.sh --quick    skip the fuzz smoke run, the soak and the loom model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,8 @@ cargo nextest run --workspace --locked --no-fail-fast
 if [ $quick = 0 ]; then
     echo "== fuzz smoke run"
     scripts/fuzz-smoke.sh
+    echo "== soak (2 minutes: six routers, traffic, link flaps, kills, rekeys)"
+    scripts/soak.sh 120 --debug
     echo "== loom model of the signal ring"
     RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p signal --test loom --release --locked
 fi

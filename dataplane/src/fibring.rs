@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 const RING_CAP: usize = 1 << 20;
 /// Entries per list in one counters answer (keeps a record under the ring's 64 KiB limit).
 const MAX_REPORTED: usize = 512;
+/// Datagrams read from the probe port per loop turn: a flood of it delays the ring by at most
+/// this many checks (a few hundred µs) per turn.
+const MAX_PROBES_PER_TURN: usize = 256;
 /// Longest the fib thread sleeps: how fast a stop request is noticed.
 const FIB_IDLE: Duration = Duration::from_millis(100);
 
@@ -36,6 +39,7 @@ fn wait(
     ring: Option<BorrowedFd<'_>>,
     punts: BorrowedFd<'_>,
     listener: BorrowedFd<'_>,
+    probes: BorrowedFd<'_>,
     timeout: Duration,
 ) {
     use rustix::event::{PollFd, PollFlags, poll};
@@ -47,6 +51,7 @@ fn wait(
     let mut fds = vec![
         PollFd::new(&punts, PollFlags::IN),
         PollFd::new(&listener, PollFlags::IN),
+        PollFd::new(&probes, PollFlags::IN),
     ];
     if let Some(r) = ring.as_ref() {
         fds.push(PollFd::new(r, PollFlags::IN));
@@ -99,9 +104,11 @@ pub struct FibServer {
     pub shards: usize,
     /// Punted packets from the shards.
     pub punts: Punts,
-    /// For injected packets: a shard of our own and a socket.
+    /// For injected packets and liveness probes: a shard of our own (taking probes only, see
+    /// [`Shard::receiving_probes`]) and a socket.
     pub injector: Shard,
-    /// Its socket.
+    /// Its socket (non-blocking): the base port + the shard count, where the neighbours'
+    /// probes arrive.
     pub udp: UdpSocket,
     /// Ends the loop.
     pub stop: Arc<AtomicBool>,
@@ -249,12 +256,19 @@ impl FibServer {
             // Probes go out whether or not a controlplane is there: the neighbours must keep
             // hearing us while ours restarts.
             let mut out: Vec<FibMsg> = Vec::new();
+            self.receive_probes(&mut buf);
             self.liveness(now, &mut live, &mut out, &mut buf);
             let idle = live.sleep(Instant::now());
             let Some(c) = chan.as_mut() else {
                 // Nobody to punt to: punted packets are just dropped.
                 while self.punts.rx.try_recv().is_ok() {}
-                wait(None, self.punts.bell.as_fd(), listener.as_fd(), idle);
+                wait(
+                    None,
+                    self.punts.bell.as_fd(),
+                    listener.as_fd(),
+                    self.udp.as_fd(),
+                    idle,
+                );
                 continue;
             };
             let mut lost = false;
@@ -302,6 +316,7 @@ impl FibServer {
                         Some(c.rx.bell_fd()),
                         self.punts.bell.as_fd(),
                         listener.as_fd(),
+                        self.udp.as_fd(),
                         idle,
                     );
                     c.rx.disarm();
@@ -314,6 +329,18 @@ impl FibServer {
             }
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Probes from the neighbours, waiting at this thread's port (checked like any frame by
+    /// the injector shard, which takes probes only), at most [`MAX_PROBES_PER_TURN`].
+    fn receive_probes(&mut self, buf: &mut [u8]) {
+        for _ in 0..MAX_PROBES_PER_TURN {
+            let Ok((len, _)) = self.udp.recv_from(buf) else {
+                return;
+            };
+            self.injector.refresh();
+            let _ = self.injector.from_udp(buf, len);
+        }
     }
 
     /// Probes and detections due at `now` ([`crate::liveness`]): probes are sent from the
@@ -338,8 +365,6 @@ impl FibServer {
         let mut events = Vec::new();
         let node = Node {
             rx_pkts: self.stats.udp.sum(traffic::RX_PKTS),
-            send_failures: self.stats.drops.sum(DropReason::QueueFull as usize)
-                + self.stats.drops.sum(DropReason::SendError as usize),
             backlog: backlog(&self.receivers),
         };
         live.monitor.poll(now, node, samples, &mut events);
@@ -369,8 +394,11 @@ impl FibServer {
                 }
             }
         }
-        self.stats
-            .set_liveness(live.monitor.probes, live.monitor.downs);
+        self.stats.set_liveness(
+            live.monitor.probes,
+            live.monitor.downs,
+            live.monitor.late_polls,
+        );
     }
 
     fn apply(

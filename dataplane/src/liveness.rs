@@ -2,9 +2,11 @@
 //!
 //! Each side of a session with a [`Liveness`] setting watches its own counters:
 //!
-//! - A session that sent nothing for `interval` gets a probe: a hop-authenticated frame with
-//!   the reserved label [`crate::wire::LABEL_PROBE`] and no payload. Data counts: a busy link
-//!   sends no extra probes.
+//! - Every session gets a probe every `interval`: a hop-authenticated frame with the reserved
+//!   label [`crate::wire::LABEL_PROBE`] and no payload, sent from the fib thread's port to the
+//!   peer's (its own socket and thread, so probes never queue behind data in a busy shard).
+//!   Data also counts as heard, but does not replace the probes: on a loaded router a frame can
+//!   wait tens of ms in a shard's batch, so data is a late signal; a probe costs 60 bytes.
 //! - A session the peer was heard on (an authenticated frame, probe or data) is down when
 //!   nothing authentic arrived for `interval * multiplier`: reported once as
 //!   [`Event::Down`]; heard again, it is up again.
@@ -15,8 +17,9 @@
 //!   this peer really is quiet). Otherwise the node itself may have been descheduled or be
 //!   behind (a loaded 2-core router): the session is down only after twice its detection time,
 //!   so losing every link is still noticed.
-//! - Data suppresses probes only while the node's sends succeed: frames sealed but then
-//!   dropped at a full socket count as sent, yet the peer never hears them.
+//! - Time the monitor itself was not looking does not count as silence: a poll later than the
+//!   monitor asked for (the caller descheduled, or busy) moves every session's "last heard"
+//!   on by the delay. A stall of the whole machine then costs no false link-down.
 //!
 //! The caller (the fib thread) reads the counters, sends the probes and reports the events;
 //! this module reads no clock and sends nothing.
@@ -34,6 +37,10 @@ pub const MAX_INTERVAL_MS: u16 = 10_000;
 pub const MIN_MULTIPLIER: u8 = 2;
 /// Most silent intervals before a session is down.
 pub const MAX_MULTIPLIER: u8 = 50;
+
+/// A poll this much later than asked for is a stall of the monitor: the delay is not counted as
+/// silence (timer slack and wakeup latency on an idle machine stay well below it).
+pub const OVERSLEEP_TOLERANCE: Duration = Duration::from_millis(2);
 
 /// How a session's liveness is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,7 +97,7 @@ pub struct Sample {
     pub liveness: Option<Liveness>,
     /// Authenticated frames received so far.
     pub rx_pkts: u64,
-    /// Frames sent so far.
+    /// Frames sent so far (not used for decisions; kept for the caller's reports).
     pub tx_pkts: u64,
 }
 
@@ -99,8 +106,6 @@ pub struct Sample {
 pub struct Node {
     /// Frames received so far on all sessions and ports (whatever they were).
     pub rx_pkts: u64,
-    /// Sends that failed so far (full socket queues, send errors).
-    pub send_failures: u64,
     /// A received frame is waiting unread in a shard's socket now.
     pub backlog: bool,
 }
@@ -132,12 +137,17 @@ struct Peer {
 pub struct Monitor {
     peers: HashMap<SessionId, Peer>,
     turn: u64,
-    /// The node's failed sends at the last poll.
-    send_failures: u64,
+    /// When the last poll asked to be polled again ([`Monitor::next_due`]).
+    expected: Option<Instant>,
+    /// When the last poll was.
+    polled: Option<Instant>,
     /// Probes asked for so far.
     pub probes: u64,
     /// Downs reported so far.
     pub downs: u64,
+    /// Polls later than asked for by more than [`OVERSLEEP_TOLERANCE`] (their delay did not
+    /// count as silence).
+    pub late_polls: u64,
 }
 
 impl Monitor {
@@ -168,8 +178,16 @@ impl Monitor {
     ) {
         self.turn = self.turn.wrapping_add(1);
         let turn = self.turn;
-        let sends_failed = node.send_failures != self.send_failures;
-        self.send_failures = node.send_failures;
+        if let Some(late) = self
+            .expected
+            .map(|t| now.saturating_duration_since(t))
+            .filter(|late| *late > OVERSLEEP_TOLERANCE)
+        {
+            self.late_polls += 1;
+            for p in self.peers.values_mut() {
+                p.heard = (p.heard + late).min(now);
+            }
+        }
         let node_rx = node.rx_pkts;
         for s in samples {
             let Some(cfg) = s.liveness else {
@@ -194,13 +212,7 @@ impl Monitor {
                 p.node_rx = node_rx;
                 p.state = State::Up;
             }
-            if s.tx_pkts != p.tx {
-                p.tx = s.tx_pkts;
-                // Sealed frames count as heard by the peer only if the sends went out.
-                if !sends_failed {
-                    p.sent = now;
-                }
-            }
+            p.tx = s.tx_pkts;
             if now.saturating_duration_since(p.sent) >= cfg.interval() {
                 p.sent = now;
                 self.probes += 1;
@@ -223,6 +235,8 @@ impl Monitor {
             }
         }
         self.peers.retain(|_, p| p.seen == turn);
+        self.polled = Some(now);
+        self.expected = self.next_due().map(|t| t.max(now));
     }
 
     /// When [`Monitor::poll`] next has something to do (a probe or a detection), if any
@@ -232,8 +246,16 @@ impl Monitor {
             .values()
             .flat_map(|p| {
                 let probe = p.sent + p.cfg.interval();
-                // Due at the first detection time (it may wait for a second one, see `poll`).
-                let down = (p.state == State::Up).then(|| p.heard + p.cfg.detect());
+                // Due at the first detection time; once that passed without a down (the
+                // silence was in doubt, see `poll`), at the second.
+                let down = (p.state == State::Up).then(|| {
+                    let first = p.heard + p.cfg.detect();
+                    if self.polled.is_some_and(|t| t >= first) {
+                        p.heard + 2 * p.cfg.detect()
+                    } else {
+                        first
+                    }
+                });
                 std::iter::once(probe).chain(down)
             })
             .min()
@@ -285,24 +307,26 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_session_is_probed_every_interval_and_a_busy_one_never() {
+    fn every_session_is_probed_every_interval_busy_or_not() {
         let t0 = Instant::now();
         let mut m = Monitor::new();
         // New: probed at once.
         assert_eq!(poll(&mut m, t0, sample(0, 0)), vec![Event::Probe(7)]);
-        // The probe went out (tx 1); nothing more until an interval passed.
+        // Nothing more until an interval passed.
         assert_eq!(poll(&mut m, t0 + ms(5), sample(0, 1)), vec![]);
         assert_eq!(
-            poll(&mut m, t0 + ms(15), sample(0, 1)),
+            poll(&mut m, t0 + ms(10), sample(0, 1)),
             vec![Event::Probe(7)]
         );
-        // Data every 5 ms: no probes at all.
-        let mut tx = 1;
+        // Data both ways every 5 ms: still one probe per interval (data may queue behind data
+        // in a busy shard; probes do not), and never a down.
+        let mut probes = 0;
         for i in 1..=20 {
-            tx += 3;
-            let ev = poll(&mut m, t0 + ms(15 + 5 * i), sample(i, tx));
-            assert!(ev.is_empty(), "{ev:?} at step {i}");
+            let ev = poll(&mut m, t0 + ms(10 + 5 * i), sample(i, 3 * i));
+            assert!(!ev.iter().any(|e| matches!(e, Event::Down { .. })));
+            probes += ev.len();
         }
+        assert_eq!(probes, 10);
     }
 
     #[test]
@@ -316,9 +340,9 @@ mod tests {
                 .filter(|e| matches!(e, Event::Down { .. }))
                 .count()
         };
-        // Silent: probes go on, no down before 3 intervals.
+        // Silent: probes go on, no down before 3 intervals (polled on time: at 10, 20, 30).
         let mut tx = 1;
-        for t in [5, 12, 20, 30] {
+        for t in [5, 10, 20, 30] {
             let ev = poll(&mut m, t0 + ms(t), sample(1, tx));
             tx += ev.len() as u64;
             assert_eq!(downs(&ev), 0, "at {t} ms");
@@ -332,10 +356,17 @@ mod tests {
         let ev = poll(&mut m, t0 + ms(40), sample(1, tx + 1));
         assert_eq!(downs(&ev), 0);
         assert_eq!(m.downs, 1);
-        // Heard again: up, and down again only after a new silence.
+        // Heard again: up, and down again only after a new silence of 30 ms (polled when due).
         let _ = poll(&mut m, t0 + ms(41), sample(2, tx + 1));
-        assert_eq!(downs(&poll(&mut m, t0 + ms(60), sample(2, tx + 2))), 0);
-        assert_eq!(downs(&poll(&mut m, t0 + ms(72), sample(2, tx + 3))), 1);
+        let mut t = 41;
+        let mut down_at = None;
+        while down_at.is_none() && t < 200 {
+            t = m.next_due().map_or(t + 1, |d| (d - t0).as_millis() as u64);
+            if downs(&poll(&mut m, t0 + ms(t), sample(2, tx))) == 1 {
+                down_at = Some(t);
+            }
+        }
+        assert_eq!(down_at, Some(71));
     }
 
     fn rx(n: u64) -> Node {
@@ -345,69 +376,68 @@ mod tests {
         }
     }
 
-    #[test]
-    fn when_nothing_at_all_was_heard_a_silence_counts_only_after_twice_the_detection_time() {
-        let t0 = Instant::now();
-        let mut m = Monitor::new();
-        let mut out = Vec::new();
-        let down = |out: &[Event]| out.iter().any(|e| matches!(e, Event::Down { .. }));
-        m.poll(t0, rx(100), [sample(0, 0)], &mut out);
-        m.poll(t0 + ms(1), rx(101), [sample(1, 1)], &mut out);
-        out.clear();
-        // The node's frame count stands still (maybe we were descheduled): not yet at 30 ms.
-        m.poll(t0 + ms(31), rx(101), [sample(1, 2)], &mut out);
-        assert!(!down(&out), "{out:?}");
-        m.poll(t0 + ms(45), rx(101), [sample(1, 3)], &mut out);
-        assert!(!down(&out), "{out:?}");
-        // Every link silent for twice the time: down all the same.
-        m.poll(t0 + ms(61), rx(101), [sample(1, 4)], &mut out);
-        assert!(down(&out), "{out:?}");
-        // Other frames arrived: the silence of this one is believed at 30 ms.
-        let mut m = Monitor::new();
-        out.clear();
-        m.poll(t0, rx(100), [sample(0, 0)], &mut out);
-        m.poll(t0 + ms(1), rx(101), [sample(1, 1)], &mut out);
-        m.poll(t0 + ms(31), rx(150), [sample(1, 2)], &mut out);
-        assert!(down(&out), "{out:?}");
-        // ... unless frames wait unread in a socket (the shards are behind): twice the time.
-        let mut m = Monitor::new();
-        out.clear();
-        let behind = Node {
-            rx_pkts: 150,
-            backlog: true,
-            ..Node::default()
-        };
-        m.poll(t0, rx(100), [sample(0, 0)], &mut out);
-        m.poll(t0 + ms(1), rx(101), [sample(1, 1)], &mut out);
-        m.poll(t0 + ms(31), behind, [sample(1, 2)], &mut out);
-        assert!(!down(&out), "{out:?}");
-        m.poll(t0 + ms(61), behind, [sample(1, 3)], &mut out);
-        assert!(down(&out), "{out:?}");
+    /// Polls every ms from `from` to `to` (never late) with the peer silent and `node` as the
+    /// node; the first ms a down is reported.
+    fn first_down(m: &mut Monitor, t0: Instant, from: u64, to: u64, node: Node) -> Option<u64> {
+        (from..to).find(|t| {
+            let mut out = Vec::new();
+            m.poll(t0 + ms(*t), node, [sample(1, 1)], &mut out);
+            out.iter().any(|e| matches!(e, Event::Down { .. }))
+        })
     }
 
     #[test]
-    fn data_whose_sends_fail_does_not_stand_in_for_probes() {
+    fn when_nothing_at_all_was_heard_a_silence_counts_only_after_twice_the_detection_time() {
+        let t0 = Instant::now();
+        let heard = |m: &mut Monitor| {
+            let mut out = Vec::new();
+            m.poll(t0, rx(100), [sample(0, 0)], &mut out);
+            m.poll(t0 + ms(1), rx(101), [sample(1, 1)], &mut out);
+        };
+        // The node's frame count stands still (maybe we were descheduled): down at twice the
+        // detection time, so losing every link is still noticed.
+        let mut m = Monitor::new();
+        heard(&mut m);
+        assert_eq!(first_down(&mut m, t0, 2, 200, rx(101)), Some(61));
+        // Other frames arrived: the silence of this one is believed at 30 ms.
+        let mut m = Monitor::new();
+        heard(&mut m);
+        assert_eq!(first_down(&mut m, t0, 2, 200, rx(150)), Some(31));
+        // ... unless frames wait unread in a socket (the shards are behind): twice the time.
+        let mut m = Monitor::new();
+        heard(&mut m);
+        let behind = Node {
+            rx_pkts: 150,
+            backlog: true,
+        };
+        assert_eq!(first_down(&mut m, t0, 2, 200, behind), Some(61));
+    }
+
+    #[test]
+    fn time_the_monitor_was_not_polled_is_not_silence() {
         let t0 = Instant::now();
         let mut m = Monitor::new();
-        let mut out = Vec::new();
-        let failing = |n| Node {
-            send_failures: n,
-            ..Node::default()
-        };
-        m.poll(t0, failing(0), [sample(0, 0)], &mut out);
-        assert_eq!(out, vec![Event::Probe(7)]);
-        out.clear();
-        // Frames are sealed (tx moves) but sends keep failing: probed all the same.
-        m.poll(t0 + ms(10), failing(5), [sample(0, 50)], &mut out);
-        assert_eq!(out, vec![Event::Probe(7)]);
-        out.clear();
-        m.poll(t0 + ms(20), failing(9), [sample(0, 90)], &mut out);
-        assert_eq!(out, vec![Event::Probe(7)]);
-        out.clear();
-        // Sends succeed again: data stands in for probes.
-        m.poll(t0 + ms(25), failing(9), [sample(0, 120)], &mut out);
-        m.poll(t0 + ms(34), failing(9), [sample(0, 150)], &mut out);
-        assert!(out.is_empty(), "{out:?}");
+        let _ = poll(&mut m, t0, sample(0, 0));
+        let _ = poll(&mut m, t0 + ms(1), sample(1, 1)); // heard; next due at 10 ms
+        // Polled at 50 ms, 40 ms late (the machine stalled): nothing from the peer either, but
+        // the 40 ms do not count: heard counts as 41 ms, 9 ms of silence, no down.
+        let ev = poll(&mut m, t0 + ms(50), sample(1, 2));
+        assert!(
+            !ev.iter().any(|e| matches!(e, Event::Down { .. })),
+            "{ev:?}"
+        );
+        assert_eq!(m.late_polls, 1);
+        // Polled on time from then on: the silence is found 30 ms after that, at 71 ms.
+        let mut t = 50;
+        let mut down_at = None;
+        while down_at.is_none() && t < 200 {
+            t = m.next_due().map_or(t + 1, |d| (d - t0).as_millis() as u64);
+            let ev = poll(&mut m, t0 + ms(t), sample(1, 3));
+            if ev.iter().any(|e| matches!(e, Event::Down { .. })) {
+                down_at = Some(t);
+            }
+        }
+        assert_eq!(down_at, Some(71));
     }
 
     #[test]
@@ -447,8 +477,11 @@ mod tests {
         let mut m = Monitor::new();
         let _ = poll(&mut m, t0, sample(0, 0));
         assert_eq!(m.next_due(), Some(t0 + ms(10)));
-        // Sent data at 8 ms and heard at 8 ms: next probe at 18, detection at 38.
+        // Heard at 8 ms: the next probe is still due at 10 ms, the one after at 20 ms (before
+        // the detection at 8 + 30 ms).
         let _ = poll(&mut m, t0 + ms(8), sample(1, 5));
-        assert_eq!(m.next_due(), Some(t0 + ms(18)));
+        assert_eq!(m.next_due(), Some(t0 + ms(10)));
+        let _ = poll(&mut m, t0 + ms(10), sample(1, 6));
+        assert_eq!(m.next_due(), Some(t0 + ms(20)));
     }
 }

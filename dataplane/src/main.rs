@@ -139,8 +139,14 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from(format!("/run/skywire/{}.fib", st.node.tun)));
     let fib_listener = fibring::bind(&fib_path)
         .unwrap_or_else(|e| fail(format!("fib socket {}: {e}", fib_path.display())));
+    // The fib thread's port, after the shards' (base + shards): probes arrive there.
     let mut inject_addr = st.node.listen;
-    inject_addr.set_port(0);
+    inject_addr.set_port(
+        inject_addr
+            .port()
+            .checked_add(shards as u16)
+            .unwrap_or_else(|| fail("listen port + shards overflows")),
+    );
     // The shards' sockets (shard i at the listen port + i), bound before the fib thread starts:
     // it watches them for frames the shards have not read yet (see `liveness`).
     let mut sockets = Vec::new();
@@ -176,9 +182,14 @@ fn main() {
         stats: stats.clone(),
         shards,
         punts,
-        injector: Shard::new(shards as u8, cell.clone(), stats.clone()),
-        udp: UdpSocket::bind(inject_addr)
-            .unwrap_or_else(|e| fail(format!("bind {inject_addr}: {e}"))),
+        injector: Shard::new(shards as u8, cell.clone(), stats.clone()).receiving_probes(),
+        udp: {
+            let u = UdpSocket::bind(inject_addr)
+                .unwrap_or_else(|e| fail(format!("bind {inject_addr}: {e}")));
+            u.set_nonblocking(true)
+                .unwrap_or_else(|e| fail(format!("{inject_addr}: {e}")));
+            u
+        },
         stop: stop.clone(),
         path: fib_path.clone(),
         grace: Duration::from_secs(cli.controlplane_grace),

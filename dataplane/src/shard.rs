@@ -151,6 +151,19 @@ pub struct Shard {
     /// How many shards receive frames on this node (ports base .. base + n): a frame's route
     /// stream `s` arrives only at shard `s % n`. `None`: any (tests, the fib thread).
     receivers: Option<u8>,
+    /// What this shard's port takes: data frames only (a shard), probes only (the fib
+    /// thread's port), or both (tests).
+    takes: Takes,
+}
+
+/// Which frames a port takes. Each hop counter is checked against one replay window: a probe
+/// replayed to a data port, or a data frame to the probe port, is refused, not accepted once
+/// more by another window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Both,
+    Data,
+    Probes,
 }
 
 impl Shard {
@@ -166,6 +179,7 @@ impl Shard {
             routes: IntMap::default(),
             stats,
             receivers: None,
+            takes: Takes::Both,
         };
         s.install(fib, generation);
         s
@@ -176,6 +190,14 @@ impl Shard {
     /// port and replayed to the others is checked against the one replay window it belongs to.
     pub fn receiving_one_of(mut self, n: u8) -> Shard {
         self.receivers = Some(n.max(1));
+        self.takes = Takes::Data;
+        self
+    }
+
+    /// The fib thread's shard: its port takes liveness probes only (they skip the data
+    /// shards' queues, so a busy shard cannot make a live peer look silent).
+    pub fn receiving_probes(mut self) -> Shard {
+        self.takes = Takes::Probes;
         self
     }
 
@@ -339,8 +361,11 @@ impl Shard {
         let route_stream = (hdr.route_counter >> SEQ_BITS) as u8;
         // The peer stamps with its `peer_shards` shards plus its fib thread (stream
         // `peer_shards`, injecting punted packets); a route stream reaches one receiving shard.
+        let probe = hdr.label == wire::LABEL_PROBE;
         if u16::from(hop_stream) > s.cfg.peer_shards.max(1)
             || self.receivers.is_some_and(|n| route_stream % n != self.id)
+            || (probe && self.takes == Takes::Data)
+            || (!probe && self.takes == Takes::Probes)
         {
             return self.discard(DropReason::WrongShard);
         }
@@ -369,7 +394,7 @@ impl Shard {
         }
         s.cfg.traffic.add(shard, traffic::RX_PKTS, 1);
         s.cfg.traffic.add(shard, traffic::RX_BYTES, len as u64);
-        if hdr.label == wire::LABEL_PROBE {
+        if probe {
             // Proof the peer is alive (counted above); it goes no further.
             return Verdict::Consumed;
         }
@@ -423,8 +448,9 @@ impl Shard {
     }
 
     /// A liveness probe on session `session` in `buf[..OVERHEAD]` ([`wire::LABEL_PROBE`], no
-    /// payload, no route layer; the hop tag authenticates it), or `None` for a session this
-    /// shard does not hold. Counted as the session's traffic once sent like any frame.
+    /// payload, no route layer; the hop tag authenticates it) for the peer's probe port (its
+    /// base port + its shard count: its fib thread's), or `None` for a session this shard does
+    /// not hold.
     pub fn probe(&mut self, session: SessionId, buf: &mut [u8]) -> Option<Verdict> {
         let shard = usize::from(self.id);
         let s = self.sessions.get_mut(&session)?;
@@ -442,8 +468,10 @@ impl Shard {
         s.cfg
             .traffic
             .add(shard, traffic::TX_BYTES, wire::OVERHEAD as u64);
+        let mut to = s.cfg.peer;
+        to.set_port(s.cfg.peer.port().wrapping_add(s.cfg.peer_shards.max(1)));
         Some(Verdict::Send {
-            to: s.to(self.id),
+            to,
             len: wire::OVERHEAD,
         })
     }
@@ -578,6 +606,35 @@ mod tests {
         );
         // No probe for a session the shard lacks.
         assert_eq!(a.probe(9, &mut buf), None);
+    }
+
+    #[test]
+    fn a_data_port_refuses_probes_and_the_probe_port_refuses_data() {
+        let (mut a, b) = pair();
+        let mut b = b.receiving_one_of(1);
+        let mut buf = vec![0u8; BUF_SIZE];
+        let Some(Verdict::Send { to, len }) = a.probe(1, &mut buf) else {
+            panic!("no probe")
+        };
+        // Sent to the peer's probe port: its base port + its shard count.
+        assert_eq!(to.port(), a.fib.sessions[&1].peer.port() + 1);
+        let probe = buf[..len].to_vec();
+        assert_eq!(
+            b.from_udp(&mut buf, len),
+            Verdict::Drop(DropReason::WrongShard)
+        );
+        let (_, b) = pair();
+        let mut p = b.receiving_probes();
+        let mut frame = probe.clone();
+        assert_eq!(p.from_udp(&mut frame, len), Verdict::Consumed);
+        let n = v6_packet(&mut buf, 1, 2, 100);
+        let Verdict::Send { len, .. } = a.from_tun(&mut buf, n) else {
+            panic!("not sent")
+        };
+        assert_eq!(
+            p.from_udp(&mut buf, len),
+            Verdict::Drop(DropReason::WrongShard)
+        );
     }
 
     /// b has two receiving shards; a (one sending shard, stream 0) sends to b's port 0 only.

@@ -161,6 +161,8 @@ pub struct NodeStats {
     probes: AtomicU64,
     /// Watched sessions reported silent.
     sessions_down: AtomicU64,
+    /// Liveness polls that came late (the fib thread stalled; not counted as silence).
+    liveness_late: AtomicU64,
 }
 
 impl NodeStats {
@@ -172,13 +174,15 @@ impl NodeStats {
             udp: PerShard::new(shards),
             probes: AtomicU64::new(0),
             sessions_down: AtomicU64::new(0),
+            liveness_late: AtomicU64::new(0),
         }
     }
 
     /// The liveness monitor's totals (its one writer is the fib thread).
-    pub fn set_liveness(&self, probes: u64, sessions_down: u64) {
+    pub fn set_liveness(&self, probes: u64, sessions_down: u64, late: u64) {
         self.probes.store(probes, Ordering::Relaxed);
         self.sessions_down.store(sessions_down, Ordering::Relaxed);
+        self.liveness_late.store(late, Ordering::Relaxed);
     }
 
     /// Counts one drop.
@@ -205,6 +209,10 @@ impl NodeStats {
             (
                 "sessions_down".to_string(),
                 self.sessions_down.load(Ordering::Relaxed),
+            ),
+            (
+                "liveness_late_polls".to_string(),
+                self.liveness_late.load(Ordering::Relaxed),
             ),
         ];
         for d in DropReason::ALL {
