@@ -220,7 +220,7 @@ for m in re.finditer(r'"sum_received"\s*:\s*\{[^}]*"bits_per_second"\s*:\s*([0-9
 print(f"{statistics.median(rates):.0f} (median of {len(rates)} rounds)" if rates else "nan")
 PY
 )
-echo "faults: $faults ($(awk '{print $2}' "$W/faults" 2>/dev/null | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}'))"
+echo "faults: $faults ($(awk '{k = $2; if (k == "kill") k = "kill " $NF; print k}' "$W/faults" 2>/dev/null | sort | uniq -c | awk '{printf "%s%s %s %s", (NR > 1 ? ", " : ""), $1, $2, $3}'))"
 echo "transfers r3 -> r4 during the soak: $ok ok, $fail failed; final transfer: $final"
 echo "iperf3 r1 -> r6 under faults: $mbps Mbit/s"
 verdict=$(python3 - "$W/samples" <<'PY'
