@@ -5,6 +5,7 @@
 #   /etc/skywire/config.yaml      the viscript catalogue (dist/config.yaml; a conffile)
 #   /var/lib/skywire/             the router's key and files (0700; `skywire-control init` fills it)
 #   /usr/share/doc/skywire/       copyright, changelog.Debian.gz
+#   /usr/share/man/man1/          a page per binary, from its --help
 # plus DEBIAN/{control,conffiles,md5sums} and the maintainer scripts of dist/debian/.
 #
 #   scripts/package.sh                    cargo build --release --locked, then the package
@@ -82,6 +83,22 @@ for b in "${bins[@]}"; do
     strip --strip-unneeded --remove-section=.comment --remove-section=.note \
         -o "$root/usr/bin/$b" "$bindir/$b"
     chmod 0755 "$root/usr/bin/$b"
+done
+# Man pages: each binary's --help, as it prints it.
+install -d -m 0755 "$root/usr/share/man/man1"
+mandate=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
+for b in "${bins[@]}"; do
+    help=$("$bindir/$b" --help)
+    summary=$(printf '%s\n' "$help" | head -n 1 | sed 's/\\/\\e/g; s/-/\\-/g')
+    {
+        printf '.TH %s 1 "%s" "skywire %s" "Skywire"\n' "${b^^}" "$mandate" "$upstream"
+        printf '.SH NAME\n%s \\- %s\n' "${b//-/\\-}" "$summary"
+        printf '.SH DESCRIPTION\n.nf\n'
+        printf '%s\n' "$help" | sed 's/\\/\\e/g; s/-/\\-/g; s/^[.'"'"']/\\\&&/'
+        printf '.fi\n.SH SEE ALSO\n'
+        printf 'The README.md of the Skywire source; /etc/skywire/config.yaml.\n'
+    } | gzip -9n >"$root/usr/share/man/man1/$b.1.gz"
+    chmod 0644 "$root/usr/share/man/man1/$b.1.gz"
 done
 install -m 0644 dist/viscript.service "$root/lib/systemd/system/viscript.service"
 install -m 0644 dist/config.yaml "$root/etc/skywire/config.yaml"

@@ -167,6 +167,8 @@ fn the_package_installs_a_router_that_viscript_accepts() {
     for b in BINS {
         let p = root.join("usr/bin").join(b);
         assert_eq!(mode(&p), 0o755, "{}", p.display());
+        let man = root.join(format!("usr/share/man/man1/{b}.1.gz"));
+        assert_eq!(mode(&man), 0o644, "{}", man.display());
     }
     assert_eq!(mode(&root.join("var/lib/skywire")), 0o700);
     assert!(root.join("var/lib/skywire").is_dir());
