@@ -13,7 +13,7 @@ quick=0
 
 need=()
 for pkg_cmd in iproute2:ip iputils-ping:ping iperf3:iperf3 curl:curl tmux:tmux python3:python3 nftables:nft \
-    prometheus:promtool; do
+    prometheus:promtool dpkg-dev:dpkg-shlibdeps binutils:strip; do
     pkg=${pkg_cmd%%:*}; cmd=${pkg_cmd##*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

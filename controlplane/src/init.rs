@@ -736,6 +736,25 @@ mod tests {
         assert_eq!(y.matches("autostart: false").count(), 4);
     }
 
+    /// dist/config.yaml (the Debian package's /etc/skywire/config.yaml) is, below its own
+    /// comment header, what `init --dir /var/lib/skywire --bin /usr/bin` writes.
+    #[test]
+    fn the_packaged_catalogue_is_what_init_writes_for_var_lib_skywire() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/config.yaml");
+        let packaged = std::fs::read_to_string(&file).expect("dist/config.yaml");
+        let mut o = opts(Path::new("/var/lib/skywire"));
+        o.bin = "/usr/bin".into();
+        let want = check(&o).unwrap().catalogue_yaml();
+        let body = |s: &str| s.find("\nsettings:\n").map(|i| s[i + 1..].to_string());
+        assert!(
+            body(&packaged) == body(&want) && body(&want).is_some(),
+            "{} differs from init's catalogue; below its header it should be:\n{}",
+            file.display(),
+            body(&want).unwrap_or_default()
+        );
+        assert!(packaged.contains("/usr/bin/skywire-node") && !packaged.contains("/tmp"));
+    }
+
     #[test]
     fn invalid_inputs_are_named() {
         let o = opts(Path::new("/r"));

@@ -31,6 +31,8 @@ Supervise and operate the components of a Skywire router.
                                                    (bare `viscript` on a terminal does the same)
   viscript headless [--config F] [--json]          line console, supervisor in this process
                                                    (also `viscript --headless`)
+  viscript check    [--config F]                   validate the catalogue and exit (nothing
+                                                   is started; exit 2 on an error)
   viscript COMMAND  [--socket P] [--json] [ARGS]   one console command against the daemon
 
 Options go before or after the subcommand word (`viscript --config F serve` is `viscript serve
@@ -119,6 +121,9 @@ enum ModeCmd {
     /// The line console with the supervisor in this process; commands come from the terminal
     /// or a pipe, and end of input stops every component.
     Headless,
+    /// Validate --config and exit: 0 when it loads (apps whose path is missing are named on
+    /// stderr), 2 with the error (file:line:column) when not. Nothing is started.
+    Check,
 }
 
 /// What to run.
@@ -138,6 +143,8 @@ pub enum Mode {
     },
     /// `viscript headless` or `viscript --headless`.
     Headless,
+    /// `viscript check`: load and validate the config, then exit.
+    Check,
     /// A console command for the daemon, as tokens for [`crate::command::Command::parse`]
     /// (the first is the command's name).
     Console(Vec<String>),
@@ -344,6 +351,7 @@ where
     let mode = match (cli.headless, cli.mode) {
         // A subcommand with --headless is refused above.
         (true, _) | (false, Some(ModeCmd::Headless)) => Mode::Headless,
+        (false, Some(ModeCmd::Check)) => Mode::Check,
         (false, Some(ModeCmd::Serve { metrics })) => Mode::Serve {
             metrics: metrics_addr(metrics.or(cli.metrics.clone()))?,
         },
@@ -520,6 +528,18 @@ mod tests {
             );
         }
         assert_eq!(p("serve").options, opts("config.yaml", None, false));
+        for line in ["check --config F", "--config F check", "-c F check"] {
+            assert_eq!(
+                p(line),
+                Invocation {
+                    options: opts("F", None, false),
+                    mode: Mode::Check
+                },
+                "{line}"
+            );
+        }
+        assert!(fails("--headless check").contains("takes no subcommand"));
+        assert!(fails("--metrics 127.0.0.1:1 check").contains("for the daemon"));
     }
 
     #[test]
@@ -595,7 +615,7 @@ mod tests {
                 c.name
             );
         }
-        for m in ["serve", "gui", "headless"] {
+        for m in ["serve", "gui", "headless", "check"] {
             assert!(top.contains(m), "{top}");
         }
     }

@@ -55,6 +55,7 @@ fn main() {
             std::process::exit(run_supervisor(&opts, Some(metrics)));
         }
         Mode::Headless => std::process::exit(run_supervisor(&opts, None)),
+        Mode::Check => std::process::exit(run_check(&opts.config)),
         Mode::Gui { refresh_ms, bare } => {
             if bare && !std::io::stdout().is_terminal() {
                 eprintln!("viscript: no command; see `viscript --help` (the GUI needs a terminal)");
@@ -67,6 +68,38 @@ fn main() {
             std::process::exit(control::one_shot(&socket, &tokens, opts.json));
         }
     }
+}
+
+/// `check`: loads and validates the catalogue (exit 2 with the error, as `serve` would); on
+/// success one line on stdout, and a warning on stderr per app whose executable is missing.
+fn run_check(path: &Path) -> i32 {
+    let cfg = load(path);
+    for app in &cfg.apps {
+        if !app.path.is_file() {
+            eprintln!(
+                "viscript: warning: app {}: {}: no such file",
+                app.name,
+                app.path.display()
+            );
+        }
+    }
+    let autostart: Vec<&str> = cfg
+        .start_order()
+        .into_iter()
+        .filter(|a| a.autostart)
+        .map(|a| a.name.as_str())
+        .collect();
+    println!(
+        "{}: ok, {} apps, autostart: {}",
+        path.display(),
+        cfg.apps.len(),
+        if autostart.is_empty() {
+            "none".to_string()
+        } else {
+            autostart.join(", ")
+        }
+    );
+    0
 }
 
 /// `serve` (the daemon on its socket; `Some(its --metrics)`) or the headless console (`None`):
