@@ -643,10 +643,17 @@ const PUNT_CAP: usize = 2_000_000;
 /// bucket, over the flood and the second or two of snapshots around it.
 const PUNTS_AT_MOST: f64 = (dataplane::punt::PUNTS_PER_SEC as u64 * (PUNT_SECS + 4)) as f64;
 
+/// The dataplanes' liveness probes in this test: 200 ms, down after 5 silent intervals (1 s).
+/// With the default (20 ms, 3: 60 ms) a's link to b flapped on the 2-core test box with debug
+/// builds under CPU load alone (once during the transfer before the flood, once during it):
+/// a's shard, busy reading the flood from sky0, reads b's frames late. This test is about the
+/// punt path and the controlplane's links, so it leaves the probes a second.
+const PUNT_TEST_LIVENESS: &str = "probe_ms: 200\nprobe_dead_after: 5\n";
+
 #[test]
 fn a_local_punt_flood_leaves_the_route_and_the_links() {
-    let a_extra = format!("metrics: \"{METRICS}\"\n");
-    let bed = Bed::new([&a_extra, "", ""]);
+    let a_extra = format!("metrics: \"{METRICS}\"\n{PUNT_TEST_LIVENESS}");
+    let bed = Bed::new([&a_extra, PUNT_TEST_LIVENESS, PUNT_TEST_LIVENESS]);
     let a_name = bed.ns[0].name.clone();
     let quiet = bed.transfer();
     std::thread::sleep(Duration::from_millis(1500));
