@@ -17,9 +17,9 @@
 //! connection of the source holding the most is shed ([`ListenerStats::shed_handshaking`]):
 //! the gate keeps a clone of each handshaking TCP stream and shuts it down, which ends the
 //! blocking read of the thread handling it. Slots thus tend to equal shares per source: a
-//! source's own newcomers never shed its other connections, and a peer holding one slot (an
-//! honest one needs one, for milliseconds) is only shed for a source holding none while some
-//! other source holds as few. Sources as many as the cap, one slot each, still hold it all.
+//! source's own newcomers never shed its other connections, and a source holding one slot (an
+//! honest peer needs one, for milliseconds) is never shed. Sources as many as the cap, one
+//! slot each, still hold it all (refused as before).
 //!
 //! The loop ([`run`]) never returns on an accept error and never panics: on descriptor or
 //! memory exhaustion (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) and on a failed thread creation
