@@ -318,15 +318,7 @@ impl FibServer {
             tx_pkts: s.traffic.sum(traffic::TX_PKTS),
         });
         let mut events = Vec::new();
-        // The node's authenticated frames (the sessions' receive counts), not every datagram:
-        // a flood of garbage at the data port shows the shards running but also delays the
-        // peers' frames queued behind it; counted here it would make their lateness look
-        // like a real silence at once (links went down under a garbage flood).
-        let node_rx = fib
-            .sessions
-            .values()
-            .map(|s| s.traffic.sum(traffic::RX_PKTS))
-            .fold(0u64, u64::wrapping_add);
+        let node_rx = self.stats.udp.sum(traffic::RX_PKTS);
         live.monitor.poll(now, node_rx, samples, &mut events);
         live.polled(now, self.cell.generation());
         self.injector.refresh();

@@ -10,10 +10,8 @@
 //!   [`Event::Down`]; heard again, it is up again.
 //! - A session never heard since it was added is not reported: the peer may still be
 //!   installing its half (the controlplane's slower keepalive covers that case).
-//! - A silence is only believed at once when the node heard other peers meanwhile (their
-//!   authenticated frames: its receiving shards ran and read what was queued, so this peer
-//!   really is quiet; garbage does not count, as a flood of it only delays the peers' frames
-//!   behind it). When nothing authentic arrived, the node
+//! - A silence is only believed at once when the node heard other frames meanwhile (its
+//!   receiving shards ran, so this peer really is quiet). When nothing at all arrived, the node
 //!   itself may have been descheduled (a loaded 2-core router): the session is down only
 //!   after twice its detection time, so losing every link is still noticed.
 //!
