@@ -7,12 +7,19 @@
 //! ones from one source address, and all connections of this listener. A connection over a cap
 //! is closed at once and counted in [`ListenerStats`].
 //!
-//! Over a cap the *new* connection is refused rather than the oldest unauthenticated one shed:
-//! shedding needs a way to interrupt another thread's blocking read, and under a flood it
-//! evicts the honest handshakes in flight as readily as the attacker's. Refusing is enough
-//! because nothing holds a handshaking slot for longer than the whole-handshake deadline
-//! ([`Limits::handshake_deadline`]), so a refused honest peer gets in on its next try, and the
-//! per-address cap keeps one source from taking every slot.
+//! Over a cap the *new* connection is refused, with one exception. Nothing holds a handshaking
+//! slot for longer than the whole-handshake deadline ([`Limits::handshake_deadline`]) and the
+//! per-address cap keeps one source from taking every slot; but a few sources together (the
+//! handshaking cap over the per-address cap: 8 for the link listener) can hold every slot and
+//! take each back the moment it frees, so that an honest peer dialling now and then is refused
+//! on every try. So when the handshaking cap is full, a TCP connection from a source holding
+//! fewer handshaking slots than another source does is admitted, and the oldest handshaking
+//! connection of the source holding the most is shed ([`ListenerStats::shed_handshaking`]):
+//! the gate keeps a clone of each handshaking TCP stream and shuts it down, which ends the
+//! blocking read of the thread handling it. Slots thus tend to equal shares per source: a
+//! source's own newcomers never shed its other connections, and a source holding one slot (an
+//! honest peer needs one, for milliseconds) is never shed. Sources as many as the cap, one
+//! slot each, still hold it all (refused as before).
 //!
 //! The loop ([`run`]) never returns on an accept error and never panics: on descriptor or
 //! memory exhaustion (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) and on a failed thread creation
@@ -90,6 +97,8 @@ pub struct ListenerStats {
     pub accept_other: AtomicU64,
     /// No thread could be made for a connection (it was closed).
     pub spawn_failed: AtomicU64,
+    /// Handshaking connections shut down to admit one from a source holding fewer slots.
+    pub shed_handshaking: AtomicU64,
     /// Dropped at the whole-handshake deadline.
     pub handshake_timeout: AtomicU64,
     /// The handshake failed otherwise (bad message, unknown key, closed).
@@ -110,6 +119,7 @@ pub struct StatsSnapshot {
     pub accept_exhausted: u64,
     pub accept_other: u64,
     pub spawn_failed: u64,
+    pub shed_handshaking: u64,
     pub handshake_timeout: u64,
     pub handshake_failed: u64,
     pub idle_closed: u64,
@@ -127,6 +137,7 @@ impl StatsSnapshot {
             ("accept_exhausted", self.accept_exhausted),
             ("accept_other", self.accept_other),
             ("spawn_failed", self.spawn_failed),
+            ("shed_handshaking", self.shed_handshaking),
             ("handshake_timeout", self.handshake_timeout),
             ("handshake_failed", self.handshake_failed),
             ("idle_closed", self.idle_closed),
@@ -155,6 +166,7 @@ impl ListenerStats {
             accept_exhausted: g(&self.accept_exhausted),
             accept_other: g(&self.accept_other),
             spawn_failed: g(&self.spawn_failed),
+            shed_handshaking: g(&self.shed_handshaking),
             handshake_timeout: g(&self.handshake_timeout),
             handshake_failed: g(&self.handshake_failed),
             idle_closed: g(&self.idle_closed),
@@ -184,9 +196,20 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A handshaking TCP connection the gate may shed.
+struct Sheddable {
+    key: IpAddr,
+    since: Instant,
+    /// A clone of the connection's stream, to shut it down.
+    stream: TcpStream,
+}
+
 #[derive(Default)]
 struct GateState {
     handshaking: usize,
+    /// The handshaking connections admitted with a stream to shed them by, by permit id.
+    sheddable: HashMap<u64, Sheddable>,
+    next_id: u64,
     /// Handshaking connections by source.
     per_ip: HashMap<IpAddr, usize>,
     conns: usize,
@@ -229,6 +252,17 @@ impl Gate {
     /// Admits a new connection from `ip` (`None`: a unix socket, no per-source cap) or says
     /// which cap it is over (and counts the refusal).
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, Refusal> {
+        self.admit_sheddable(ip, None)
+    }
+
+    /// [`Gate::admit`], for a connection that may be shed through `stream` (a clone of its
+    /// stream; with `None` it never is) and that, over the handshaking cap, may shed another
+    /// from a source holding more handshaking slots than its own would (see the module doc).
+    pub fn admit_sheddable(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        stream: Option<TcpStream>,
+    ) -> Result<Permit, Refusal> {
         let key = ip.map(source_key);
         let mut st = self.lock();
         let from_ip = key.and_then(|k| st.per_ip.get(&k).copied()).unwrap_or(0);
@@ -239,10 +273,15 @@ impl Gate {
             Some((Refusal::Total, &self.stats.refused_total))
         } else if key.is_some() && all_from_ip >= self.limits.max_conns_per_ip {
             Some((Refusal::PerIpTotal, &self.stats.refused_per_ip_total))
-        } else if st.handshaking >= self.limits.max_handshaking {
-            Some((Refusal::Handshaking, &self.stats.refused_handshaking))
         } else if key.is_some() && from_ip >= self.limits.max_handshaking_per_ip {
             Some((Refusal::PerIp, &self.stats.refused_per_ip))
+        } else if st.handshaking >= self.limits.max_handshaking {
+            if stream.is_some() && key.is_some_and(|k| shed_for(&mut st, k, from_ip)) {
+                ListenerStats::count(&self.stats.shed_handshaking);
+                None
+            } else {
+                Some((Refusal::Handshaking, &self.stats.refused_handshaking))
+            }
         } else {
             None
         };
@@ -256,11 +295,28 @@ impl Gate {
             *st.per_ip.entry(k).or_insert(0) += 1;
             *st.conns_per_ip.entry(k).or_insert(0) += 1;
         }
+        let shed_id = match (key, stream) {
+            (Some(k), Some(stream)) => {
+                let id = st.next_id;
+                st.next_id += 1;
+                st.sheddable.insert(
+                    id,
+                    Sheddable {
+                        key: k,
+                        since: Instant::now(),
+                        stream,
+                    },
+                );
+                Some(id)
+            }
+            _ => None,
+        };
         drop(st);
         ListenerStats::count(&self.stats.accepted);
         Ok(Permit {
             gate: self.clone(),
             key,
+            shed_id,
             handshaking: true,
             deadline: Instant::now() + self.limits.handshake_deadline,
         })
@@ -273,11 +329,44 @@ impl Gate {
     }
 }
 
+/// Sheds, to admit a connection from `key` (now holding `from_ip` handshaking slots), the oldest
+/// sheddable handshaking connection of the source holding the most slots, if that source holds
+/// more than `key` would with the newcomer and is not `key`. Gives back the shed one's
+/// handshaking slots (its connection slot goes when its thread drops its permit). Whether it
+/// shed one.
+fn shed_for(st: &mut GateState, key: IpAddr, from_ip: usize) -> bool {
+    let mut by_source: HashMap<IpAddr, usize> = HashMap::new();
+    for v in st.sheddable.values() {
+        *by_source.entry(v.key).or_insert(0) += 1;
+    }
+    let held = |k: &IpAddr| by_source.get(k).copied().unwrap_or(0);
+    // The most slots, then the oldest (ties between sources go to the older connection).
+    let Some(id) = st
+        .sheddable
+        .iter()
+        .filter(|(_, v)| v.key != key && held(&v.key) > from_ip + 1)
+        .max_by_key(|(_, v)| (held(&v.key), std::cmp::Reverse(v.since)))
+        .map(|(&id, _)| id)
+    else {
+        return false;
+    };
+    let Some(v) = st.sheddable.remove(&id) else {
+        return false;
+    };
+    st.handshaking = st.handshaking.saturating_sub(1);
+    release(&mut st.per_ip, v.key);
+    // Its thread's blocking read ends; it fails the handshake and drops its permit.
+    let _ = v.stream.shutdown(std::net::Shutdown::Both);
+    true
+}
+
 /// One admitted connection's slots; released when dropped. It holds a handshaking slot until
-/// [`Permit::authenticated`].
+/// [`Permit::authenticated`] (or until it is shed, see [`Gate::admit_sheddable`]).
 pub struct Permit {
     gate: Arc<Gate>,
     key: Option<IpAddr>,
+    /// Its entry among the gate's sheddable connections.
+    shed_id: Option<u64>,
     handshaking: bool,
     deadline: Instant,
 }
@@ -299,6 +388,12 @@ impl Permit {
             return;
         }
         let mut st = self.gate.lock();
+        if let Some(id) = self.shed_id
+            && st.sheddable.remove(&id).is_none()
+        {
+            // Shed: its handshaking slots were given back then.
+            return;
+        }
         st.handshaking = st.handshaking.saturating_sub(1);
         if let Some(k) = self.key {
             release(&mut st.per_ip, k);
@@ -333,6 +428,11 @@ pub trait Listener {
     type Stream: Send + 'static;
     /// Accepts one connection: the stream and its source address (`None` for unix sockets).
     fn accept_one(&self) -> io::Result<(Self::Stream, Option<IpAddr>)>;
+    /// A clone of `s` the gate may shut down to shed it ([`Gate::admit_sheddable`]); `None`:
+    /// never shed.
+    fn shed_handle(_s: &Self::Stream) -> Option<TcpStream> {
+        None
+    }
 }
 
 impl Listener for TcpListener {
@@ -340,6 +440,9 @@ impl Listener for TcpListener {
     fn accept_one(&self) -> io::Result<(TcpStream, Option<IpAddr>)> {
         let (s, a): (TcpStream, SocketAddr) = self.accept()?;
         Ok((s, Some(a.ip())))
+    }
+    fn shed_handle(s: &TcpStream) -> Option<TcpStream> {
+        s.try_clone().ok()
     }
 }
 
@@ -428,7 +531,7 @@ where
                 continue;
             }
         };
-        let permit = match gate.admit(ip) {
+        let permit = match gate.admit_sheddable(ip, L::shed_handle(&s)) {
             Ok(p) => p,
             Err(r) => {
                 tracing::debug!("connection from {ip:?} refused: {r}");
@@ -540,6 +643,70 @@ mod tests {
             ),
             (4, 2, 1, 1)
         );
+    }
+
+    /// A few sources holding every handshaking slot between them cannot starve another: its
+    /// connection sheds the oldest of the source holding the most (that connection's peer sees
+    /// it closed), while their own newcomers and sources holding one slot each shed nothing.
+    #[test]
+    fn a_source_holding_more_slots_is_shed_for_one_holding_fewer() {
+        let stats = Arc::new(ListenerStats::default());
+        let lim = Limits {
+            max_handshaking: 4,
+            max_handshaking_per_ip: 2,
+            max_conns: 16,
+            max_conns_per_ip: 8,
+            ..limits()
+        };
+        let g = Gate::new(lim, stats.clone());
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = l.local_addr().unwrap();
+        // A connection from `ip`: (the client end, the permit or the refusal).
+        let dial = |ip: &str| {
+            let c = TcpStream::connect(to).unwrap();
+            let (srv, _) = l.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let r = g.admit_sheddable(Some(ip.parse().unwrap()), srv.try_clone().ok());
+            (c, srv, r)
+        };
+        let closed = |c: &mut TcpStream| match c.read(&mut [0u8; 1]) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        };
+        let mut a1 = dial("10.0.0.1");
+        std::thread::sleep(Duration::from_millis(5));
+        let a2 = dial("10.0.0.1");
+        std::thread::sleep(Duration::from_millis(5));
+        let b1 = dial("10.0.0.2");
+        let b2 = dial("10.0.0.2");
+        assert!([&a1, &a2, &b1, &b2].iter().all(|d| d.2.is_ok()));
+        assert_eq!(g.load(), (4, 4));
+        // The full sources' own newcomers are refused.
+        assert_eq!(dial("10.0.0.1").2.err(), Some(Refusal::PerIp));
+        // A new source gets in; the oldest of a source holding two is shed.
+        let c1 = dial("10.0.0.3");
+        assert!(c1.2.is_ok());
+        assert_eq!(stats.snapshot().shed_handshaking, 1);
+        assert!(closed(&mut a1.0), "the oldest handshake was not shut down");
+        // Its permit gives back nothing more when its thread drops it.
+        drop(a1.2);
+        assert_eq!(g.load(), (4, 4));
+        // A holds one now, as C does: A's newcomer would hold two, B holds two: refused.
+        assert_eq!(dial("10.0.0.1").2.err(), Some(Refusal::Handshaking));
+        // Another new source sheds B's oldest; then every source holds one, and a fifth is
+        // refused.
+        let d1 = dial("10.0.0.4");
+        assert!(d1.2.is_ok());
+        let mut b1 = b1;
+        assert!(closed(&mut b1.0));
+        assert_eq!(dial("10.0.0.5").2.err(), Some(Refusal::Handshaking));
+        assert_eq!(stats.snapshot().shed_handshaking, 2);
+        // Authenticating gives back the slot as before.
+        let mut c1 = c1;
+        c1.2.as_mut().unwrap().authenticated();
+        assert_eq!(g.load().1, 3);
+        assert!(dial("10.0.0.5").2.is_ok());
+        drop((a2, b2, d1));
     }
 
     #[test]
