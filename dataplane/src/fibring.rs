@@ -364,7 +364,13 @@ impl FibServer {
         });
         let mut events = Vec::new();
         let node = Node {
-            rx_pkts: self.stats.udp.sum(traffic::RX_PKTS),
+            // Authenticated frames only: a flood of garbage at a data port proves nothing about
+            // whether this node reads its peers' frames in time.
+            rx_pkts: fib
+                .sessions
+                .values()
+                .map(|s| s.traffic.sum(traffic::RX_PKTS))
+                .fold(0u64, u64::wrapping_add),
             backlog: backlog(&self.receivers),
         };
         live.monitor.poll(now, node, samples, &mut events);

@@ -104,7 +104,7 @@ pub struct Sample {
 /// What the caller knows of the node as a whole at a poll.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Node {
-    /// Frames received so far on all sessions and ports (whatever they were).
+    /// Authenticated frames received so far on all sessions (garbage does not count).
     pub rx_pkts: u64,
     /// A received frame is waiting unread in a shard's socket now.
     pub backlog: bool,

@@ -159,11 +159,13 @@ impl Daemon {
             config,
             child: Some(child),
         };
+        // Until it accepts: the socket file exists a moment before the daemon listens on it
+        // (a connect then is refused), which a loaded machine can stretch.
         let t = Instant::now();
-        while !d.socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
-                "daemon did not create its socket"
+                "daemon did not listen on its socket"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
