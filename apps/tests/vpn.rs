@@ -285,6 +285,35 @@ fn vpn_across_two_hops_and_clean_teardown() {
         "curl after a controlplane restart: {}",
         text(&out)
     );
+    // The server's router: its dataplane, then its controlplane, SIGKILLed and started again
+    // (children 0 and 1 of c's namespace): the running server and client carry traffic again.
+    // Then the client's router's dataplane (child 0 of a's namespace): its new sky0 gets the
+    // lease address and the routes into the tunnel back.
+    for (what, i, child) in [
+        ("server router's dataplane", 2usize, 0usize),
+        ("server router's controlplane", 2, 1),
+        ("client router's dataplane", 0, 0),
+    ] {
+        let n = ["a", "b", "c"][i];
+        let _ = ns[i].child(child).kill();
+        let _ = ns[i].child(child).wait();
+        if child == 0 {
+            start_node(&mut ns[i], &dir, n);
+        } else {
+            start_control(&mut ns[i], &dir, n);
+        }
+        let t0 = std::time::Instant::now();
+        let out = curl_until_ok(&ns[0], Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "curl after the {what} restart: {}",
+            text(&out)
+        );
+        eprintln!(
+            "{what} killed and restarted: through the VPN again after {:?}",
+            t0.elapsed()
+        );
+    }
     // b is on the mesh but not allowed: refused, and its table untouched.
     let b_before = routing_state(&ns[1]);
     let args_b = client_args("b");

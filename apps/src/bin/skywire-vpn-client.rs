@@ -183,9 +183,30 @@ fn main() {
         pinned.len()
     ));
     let mut last_check = Instant::now();
+    // sky0 made again (its skywire-node restarted) comes without the lease address and the
+    // routes into the tunnel: put them back.
+    let ifindex = |dev: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
+            .ok()
+            .and_then(|i| i.trim().parse::<u32>().ok())
+    };
+    let mut tun_now = ifindex(&cli.host.tun);
     let code = loop {
         if stop.load(Ordering::SeqCst) {
             break 0;
+        }
+        let index = ifindex(&cli.host.tun);
+        if index.is_some() && index != tun_now {
+            match journal.restore_on(&cli.host.tun) {
+                Ok(n) => {
+                    tun_now = index;
+                    common::say(&format!(
+                        "{KIND}: {} came back; {n} address(es) and route(s) put back on it",
+                        cli.host.tun
+                    ));
+                }
+                Err(e) => tracing::warn!("{}: {e}", cli.host.tun),
+            }
         }
         if let Some(s) = &session {
             if s.shutdown_requested().is_some() {

@@ -204,9 +204,29 @@ fn main() {
         counter("clients_refused"),
         counter("control_reconnects"),
     );
+    // sky0 made again (its skywire-node restarted) comes without the pool route: put it back.
+    let ifindex = |dev: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
+            .ok()
+            .and_then(|i| i.trim().parse::<u32>().ok())
+    };
+    let mut tun_index = ifindex(&cli.host.tun);
     let code = loop {
         if stop.load(Ordering::SeqCst) {
             break 0;
+        }
+        let now_index = ifindex(&cli.host.tun);
+        if now_index.is_some() && now_index != tun_index {
+            match journal.restore_on(&cli.host.tun) {
+                Ok(n) => {
+                    tun_index = now_index;
+                    common::say(&format!(
+                        "{KIND}: {} came back; {n} route(s) put back on it",
+                        cli.host.tun
+                    ));
+                }
+                Err(e) => tracing::warn!("{}: {e}", cli.host.tun),
+            }
         }
         if let Some(s) = &session {
             if s.wait_shutdown(Some(Duration::from_secs(1))).is_some() {

@@ -629,6 +629,37 @@ impl Journal {
         &self.changes
     }
 
+    /// Puts the journaled addresses and routes on `dev` back (nothing new is journaled): a
+    /// device that was removed and made again (a restarted skywire-node's sky0) lost them
+    /// with the old one. Those still there are left alone. Returns how many were put back.
+    pub fn restore_on(&mut self, dev: &str) -> Result<usize, String> {
+        let mut nl = Nl::default();
+        let Some(index) = nl.index(dev)? else {
+            return Ok(0);
+        };
+        let mut restored = 0;
+        for c in &self.changes {
+            let r = match c {
+                Change::Addr { dev: d, addr, len } if d == dev => {
+                    nl.get()?.add_address(index, *addr, *len)
+                }
+                Change::Route {
+                    dst,
+                    len,
+                    dev: d,
+                    gw,
+                } if d == dev => nl.get()?.add_route(*dst, *len, index, *gw, None),
+                _ => continue,
+            };
+            match r {
+                Ok(()) => restored += 1,
+                Err(e) if os_errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(format!("{c}: {e}")),
+            }
+        }
+        Ok(restored)
+    }
+
     /// Adds `addr/len` to `dev`. Refused (and not journaled) if `dev` already has it.
     pub fn add_address(&mut self, dev: &str, addr: IpAddr, len: u8) -> Result<(), String> {
         let change = Change::Addr {
