@@ -225,7 +225,7 @@ fn main() {
             udp,
             stop: stop.clone(),
             offload,
-            punt: Some(PuntGate::new(punter.clone(), Instant::now())),
+            punt: Some(PuntGate::new(punter.clone(), Instant::now(), stats.clone())),
         };
         let th = std::thread::Builder::new()
             .name(format!("shard{i}"))

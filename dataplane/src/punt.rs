@@ -5,6 +5,7 @@
 //! its [`PuntGate`], which lets at most [`PUNTS_PER_SEC`] per second through to the bounded
 //! [`Punter`] queue of the fib thread. The gate takes `now` from its caller: it reads no clock.
 
+use crate::stats::NodeStats;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -64,22 +65,27 @@ pub struct PuntGate {
     to: Punter,
     tokens: f64,
     at: Instant,
+    stats: Arc<NodeStats>,
 }
 
 impl PuntGate {
-    /// A gate to `to` with a full bucket at `now`.
-    pub fn new(to: Punter, now: Instant) -> PuntGate {
+    /// A gate to `to` with a full bucket at `now`; what it refuses is counted in `stats`.
+    pub fn new(to: Punter, now: Instant, stats: Arc<NodeStats>) -> PuntGate {
         PuntGate {
             to,
             tokens: f64::from(PUNTS_PER_SEC),
             at: now,
+            stats,
         }
     }
 
-    /// Punts `pkt` if the bucket has a token at `now`.
+    /// Punts `pkt` if the bucket has a token at `now`; counts it as over the budget
+    /// (`punts_over_budget`) or the queue as full (`punts_queue_full`) otherwise.
     pub fn offer(&mut self, now: Instant, pkt: &[u8]) {
-        if self.take(now) {
-            self.to.punt(pkt);
+        if !self.take(now) {
+            self.stats.punt_refused(false);
+        } else if !self.to.punt(pkt) {
+            self.stats.punt_refused(true);
         }
     }
 
@@ -107,7 +113,8 @@ mod tests {
     fn gate_lets_punts_per_sec_through_then_refills_with_time() {
         let (p, punts) = punt_queue().unwrap();
         let t0 = Instant::now();
-        let mut g = PuntGate::new(p, t0);
+        let stats = Arc::new(NodeStats::new(1));
+        let mut g = PuntGate::new(p, t0, stats.clone());
         let passed = (0..PUNTS_PER_SEC + 10).filter(|_| g.take(t0)).count();
         assert_eq!(passed, PUNTS_PER_SEC as usize);
         // A millisecond later one more token is there, and only one.
@@ -122,5 +129,17 @@ mod tests {
         let t3 = t2 + Duration::from_secs(1);
         g.offer(t3, &[0x60, 0, 0, 0]);
         assert_eq!(punts.rx.try_recv().unwrap(), vec![0x60, 0, 0, 0]);
+        // Over the budget: counted, not queued.
+        for _ in 0..PUNTS_PER_SEC + 5 {
+            g.offer(t3, &[0x60, 0, 0, 0]);
+        }
+        let report = stats.report();
+        let count = |name: &str| report.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        assert_eq!(count("punts_over_budget"), Some(6));
+        // The queue holds PUNT_QUEUE: the rest of the budget found it full.
+        assert_eq!(
+            count("punts_queue_full"),
+            Some(u64::from(PUNTS_PER_SEC) - 1 - PUNT_QUEUE as u64)
+        );
     }
 }

@@ -163,6 +163,10 @@ pub struct NodeStats {
     sessions_down: AtomicU64,
     /// Liveness polls that came late (the fib thread stalled; not counted as silence).
     liveness_late: AtomicU64,
+    /// Packets with no route not offered to the controlplane: over a shard's punt budget...
+    punts_over_budget: AtomicU64,
+    /// ... or with the punt queue full.
+    punts_queue_full: AtomicU64,
 }
 
 impl NodeStats {
@@ -175,7 +179,20 @@ impl NodeStats {
             probes: AtomicU64::new(0),
             sessions_down: AtomicU64::new(0),
             liveness_late: AtomicU64::new(0),
+            punts_over_budget: AtomicU64::new(0),
+            punts_queue_full: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a packet the punt gate did not pass on (`queue_full`: the queue was full, else
+    /// it was over the budget). Off the fast path: a locked add is fine.
+    pub fn punt_refused(&self, queue_full: bool) {
+        let c = if queue_full {
+            &self.punts_queue_full
+        } else {
+            &self.punts_over_budget
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The liveness monitor's totals (its one writer is the fib thread).
@@ -213,6 +230,14 @@ impl NodeStats {
             (
                 "liveness_late_polls".to_string(),
                 self.liveness_late.load(Ordering::Relaxed),
+            ),
+            (
+                "punts_over_budget".to_string(),
+                self.punts_over_budget.load(Ordering::Relaxed),
+            ),
+            (
+                "punts_queue_full".to_string(),
+                self.punts_queue_full.load(Ordering::Relaxed),
             ),
         ];
         for d in DropReason::ALL {
