@@ -36,11 +36,14 @@ fi
 B=$PWD/target/$PROFILE
 W=$(mktemp -d /tmp/skywire-soak.XXXX)
 R=(r1 r2 r3 r4 r5 r6)
-NS=(sk_r1 sk_r2 sk_r3 sk_r4 sk_r5 sk_r6 sk_m)
+# Namespace names carry this run's pid: a second soak (the test command's beside a long one)
+# must not take over or delete the first one's namespaces.
+S=sk$$
+NS=("${S}_r1" "${S}_r2" "${S}_r3" "${S}_r4" "${S}_r5" "${S}_r6" "${S}_m")
 JOBS=()
 cleanup() {
     for j in "${JOBS[@]}"; do kill "$j" 2>/dev/null || true; done
-    for n in "${NS[@]}"; do [ -S "$W/${n#sk_}.sock" ] && timeout 10 "$B/viscript" --socket "$W/${n#sk_}.sock" quit >/dev/null 2>&1 || true; done
+    for n in "${NS[@]}"; do [ -S "$W/${n#"${S}"_}.sock" ] && timeout 10 "$B/viscript" --socket "$W/${n#"${S}"_}.sock" quit >/dev/null 2>&1 || true; done
     for n in "${NS[@]}"; do ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
     sleep 0.3
     for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
@@ -58,20 +61,20 @@ for n in "${R[@]}" m; do
 done
 EDGES=()
 edge() { # x y net
-    ip link add "$1$2" netns "sk_$1" type veth peer name "$2$1" netns "sk_$2"
-    ip -n "sk_$1" addr add "10.87.$3.1/24" dev "$1$2"; ip -n "sk_$1" link set "$1$2" up
-    ip -n "sk_$2" addr add "10.87.$3.2/24" dev "$2$1"; ip -n "sk_$2" link set "$2$1" up
+    ip link add "$1$2" netns "${S}_$1" type veth peer name "$2$1" netns "${S}_$2"
+    ip -n "${S}_$1" addr add "10.87.$3.1/24" dev "$1$2"; ip -n "${S}_$1" link set "$1$2" up
+    ip -n "${S}_$2" addr add "10.87.$3.2/24" dev "$2$1"; ip -n "${S}_$2" link set "$2$1" up
     NB[$1]+="  - {pk: ${PK[$2]}, endpoint: \"10.87.$3.2:7100\"}"$'\n'
     NB[$2]+="  - {pk: ${PK[$1]}, endpoint: \"10.87.$3.1:7100\"}"$'\n'
     EDGES+=("$1:$2")
 }
 edge r1 r2 1; edge r2 r3 2; edge r4 r5 3; edge r5 r6 4; edge r1 r4 5; edge r2 r5 6; edge r3 r6 7
-ip -n sk_m link add br0 type bridge; ip -n sk_m addr add 10.87.100.100/24 dev br0; ip -n sk_m link set br0 up
+ip -n "${S}_m" link add br0 type bridge; ip -n "${S}_m" addr add 10.87.100.100/24 dev br0; ip -n "${S}_m" link set br0 up
 i=1
 for n in "${R[@]}"; do
-    ip link add "${n}m" netns "sk_$n" type veth peer name "m$n" netns sk_m
-    ip -n "sk_$n" addr add "10.87.100.$i/24" dev "${n}m"; ip -n "sk_$n" link set "${n}m" up
-    ip -n sk_m link set "m$n" master br0; ip -n sk_m link set "m$n" up
+    ip link add "${n}m" netns "${S}_$n" type veth peer name "m$n" netns "${S}_m"
+    ip -n "${S}_$n" addr add "10.87.100.$i/24" dev "${n}m"; ip -n "${S}_$n" link set "${n}m" up
+    ip -n "${S}_m" link set "m$n" master br0; ip -n "${S}_m" link set "m$n" up
     i=$((i + 1))
 done
 
@@ -102,7 +105,7 @@ apps:
 Y
 done
 for n in m "${R[@]}"; do
-    ip netns exec "sk_$n" "$B/viscript" --config "$W/$n-config.yaml" --socket "$W/$n.sock" serve >"$W/$n-viscript.log" 2>&1 &
+    ip netns exec "${S}_$n" "$B/viscript" --config "$W/$n-config.yaml" --socket "$W/$n.sock" serve >"$W/$n-viscript.log" 2>&1 &
     echo $! > "$W/$n-viscript.pid"
 done
 V() { "$B/viscript" --socket "$W/$1.sock" "${@:2}"; }
@@ -120,8 +123,8 @@ reach() { # ns addr tries
     for _ in $(seq "$3"); do ip netns exec "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 && return 0; done
     return 1
 }
-reach sk_r1 "${ADDR[r6]}" 60 || { echo "FAILED: r1 cannot reach r6" >&2; exit 1; }
-reach sk_r3 "${ADDR[r4]}" 30 || { echo "FAILED: r3 cannot reach r4" >&2; exit 1; }
+reach "${S}_r1" "${ADDR[r6]}" 60 || { echo "FAILED: r1 cannot reach r6" >&2; exit 1; }
+reach "${S}_r3" "${ADDR[r4]}" 30 || { echo "FAILED: r3 cannot reach r4" >&2; exit 1; }
 echo "mesh up: 6 routers, ${#EDGES[@]} links; soaking for ${DURATION}s (faults every ${FAULT_SECS}s)"
 
 # ---- checksummed transfers r3 -> r4 ---------------------------------------------------------
@@ -149,20 +152,20 @@ else:
     got = c.recv(200).decode()
     sys.exit(0 if got == f"{len(data)} {hashlib.sha256(data).hexdigest()}" else 1)
 PY
-ip netns exec sk_r4 python3 "$W/xfer.py" serve "${ADDR[r4]}" >/dev/null 2>&1 & JOBS+=($!)
-ip netns exec sk_r6 iperf3 -s -B "${ADDR[r6]}" >/dev/null 2>&1 & JOBS+=($!)
+ip netns exec "${S}_r4" python3 "$W/xfer.py" serve "${ADDR[r4]}" >/dev/null 2>&1 & JOBS+=($!)
+ip netns exec "${S}_r6" iperf3 -s -B "${ADDR[r6]}" >/dev/null 2>&1 & JOBS+=($!)
 sleep 0.5
 end=$((SECONDS + DURATION))
 (
     ok=0; fail=0
     while [ $SECONDS -lt $end ]; do
-        if timeout 25 ip netns exec sk_r3 python3 "$W/xfer.py" send "${ADDR[r4]}" >/dev/null 2>&1; then ok=$((ok + 1)); else fail=$((fail + 1)); sleep 0.5; fi
+        if timeout 25 ip netns exec "${S}_r3" python3 "$W/xfer.py" send "${ADDR[r4]}" >/dev/null 2>&1; then ok=$((ok + 1)); else fail=$((fail + 1)); sleep 0.5; fi
         echo "$ok $fail" > "$W/xfer.count"
     done
 ) & JOBS+=($!)
 (
     while [ $SECONDS -lt $((end - 2)) ]; do
-        timeout 15 ip netns exec sk_r1 iperf3 -c "${ADDR[r6]}" -t 10 -J >>"$W/iperf3.json" 2>/dev/null || sleep 1
+        timeout 15 ip netns exec "${S}_r1" iperf3 -c "${ADDR[r6]}" -t 10 -J >>"$W/iperf3.json" 2>/dev/null || sleep 1
     done
 ) & JOBS+=($!)
 
@@ -186,7 +189,7 @@ fault() {
     case $k in
         0) local e=${EDGES[$((RANDOM % ${#EDGES[@]}))]}; local x=${e%%:*} y=${e##*:}
            echo "$((SECONDS)) flap $x-$y" >> "$W/faults"
-           ip -n "sk_$x" link set "$x$y" down; (sleep 1; ip -n "sk_$x" link set "$x$y" up) & ;;
+           ip -n "${S}_$x" link set "$x$y" down; (sleep 1; ip -n "${S}_$x" link set "$x$y" up) & ;;
         1) local p; p=$(pid_of "$r" skywire-node); [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
            echo "$((SECONDS)) kill $r skywire-node" >> "$W/faults" ;;
         2) local p; p=$(pid_of "$r" skywire-control); [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
@@ -205,11 +208,11 @@ while [ $SECONDS -lt $end ]; do
 done
 wait "${JOBS[2]}" 2>/dev/null || true
 # Settle: every link and route heals, then the last sample and a final transfer.
-reach sk_r1 "${ADDR[r6]}" 30 || true
+reach "${S}_r1" "${ADDR[r6]}" 30 || true
 sleep 3
 sample $((SECONDS - start))
 final=ok
-timeout 30 ip netns exec sk_r3 python3 "$W/xfer.py" send "${ADDR[r4]}" >/dev/null 2>&1 || final=FAILED
+timeout 30 ip netns exec "${S}_r3" python3 "$W/xfer.py" send "${ADDR[r4]}" >/dev/null 2>&1 || final=FAILED
 read -r ok fail < "$W/xfer.count" || { ok=0; fail=0; }
 mbps=$(python3 - "$W/iperf3.json" <<'PY'
 import json, re, sys, statistics
