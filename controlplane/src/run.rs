@@ -320,11 +320,14 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     };
     let mut dp = DataplaneLink::connect(&cfg.fib_socket, Duration::from_secs(30))?;
     // Start from a clean table: whatever a previous controlplane left refers to dead sessions.
-    if let Some(fib) = dp.fib() {
-        fib.send(&FibMsg::Clear)
-            .map_err(|e| format!("fib ring: {e}"))?;
-        fib.commit(Duration::from_secs(5))
-            .map_err(|e| format!("fib ring: {e}"))?;
+    // A dataplane that dies meanwhile is not fatal: the loop notices it gone and programs its
+    // successor from a clean table too (`handle_dataplane_back` clears first).
+    if let Some(fib) = dp.fib()
+        && let Err(e) = fib
+            .send(&FibMsg::Clear)
+            .and_then(|()| fib.commit(Duration::from_secs(5)))
+    {
+        tracing::warn!("fib ring: {e}; waiting for a dataplane to serve again");
     }
     add_overlay_address(&cfg, &me)?;
     let nm_cfg = nm::Config {

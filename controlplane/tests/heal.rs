@@ -82,3 +82,36 @@ fn a_killed_dataplane_or_controlplane_heals_in_every_role() {
         "b's dataplane did not see its controlplane go:\n{log}"
     );
 }
+
+/// A dataplane killed just as a new controlplane starts programming it (its first commit gets
+/// no answer) does not take the controlplane down: it waits for the next dataplane and
+/// programs that one.
+#[test]
+fn a_dataplane_that_dies_during_the_controlplanes_start_is_waited_for() {
+    for c in ["ip", "ping"] {
+        assert!(have(c), "needs {c}: run scripts/test.sh (it installs it)");
+    }
+    let t = tag();
+    let dir = scratch(&t);
+    let (keys, mut ns) = line3(&t, &dir);
+    start_line3(&mut ns, &dir, &keys, ["", "", ""]);
+    let c_addr = keys[2].1.clone();
+    ping_until(&ns[0], &c_addr, Duration::from_secs(20));
+    // Children 0 and 1 of c's namespace: its skywire-node and skywire-control.
+    let (mut node, mut control) = (0usize, 1usize);
+    for _ in 0..3 {
+        kill9(&mut ns[2], control);
+        control = start_control(&mut ns[2], &dir, "c");
+        // Killed while the new controlplane connects and sends its first commit.
+        std::thread::sleep(Duration::from_millis(30));
+        kill9(&mut ns[2], node);
+        node = start_node(&mut ns[2], &dir, "c");
+        let took = ping_until(&ns[0], &c_addr, HEAL_BOUND);
+        eprintln!("dataplane killed during the controlplane's start: traffic again after {took:?}");
+        assert!(
+            matches!(ns[2].child(control).try_wait(), Ok(None)),
+            "c's controlplane exited"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
