@@ -206,7 +206,14 @@ fn diamond_routes_and_reroutes_after_a_cut() {
     let routes = vis(a, &["routes"]);
     let text = routes["text"].as_str().unwrap_or("");
     assert!(text.contains(&d.pk[..8]) && text.contains("Up"), "{routes}");
-    // b and d linked although neither had the other's address.
+    // b and d linked although neither had the other's address (through the messenger: it may
+    // come after a's first route to d, which goes through c).
+    wait_until("b and d to link", Duration::from_secs(20), || {
+        vis(d, &["peers"])["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&routers[1].pk[..16])
+    });
     let peers_d = vis(d, &["peers"]);
     assert!(
         peers_d["text"]
