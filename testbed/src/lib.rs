@@ -470,3 +470,43 @@ pub fn start_line3(ns: &mut [Ns], dir: &Path, keys: &[(String, String)], extra: 
         start_router(&mut ns[i], dir, n, &neigh[i], extra[i]);
     }
 }
+
+/// The value of the Prometheus series `series` (name and labels, exactly) in `body`.
+pub fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Asserts `promtool check metrics` accepts `body` with nothing to say (skipped with a note
+/// when promtool is not installed; scripts/test.sh and .ci/run install it).
+pub fn promtool_check(body: &str) {
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("note: promtool is not installed; `promtool check metrics` skipped");
+        return;
+    };
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{body}"
+    );
+}
