@@ -38,6 +38,7 @@
 pub mod epoll;
 pub mod gso;
 pub mod plan;
+pub mod pump;
 #[allow(unsafe_code)] // io_uring submissions and their buffers
 pub mod uring;
 
