@@ -1,4 +1,4 @@
-//! recvmmsg/sendmmsg batches for the epoll backend: one syscall per batch of datagrams.
+//! recvmmsg/sendmmsg batches and UDP GSO/GRO: one syscall per batch of datagrams.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -251,19 +251,57 @@ fn recv_inner(
         lens[i] = hdrs[i].msg_len as usize;
         if let Some(segs) = segs.as_deref_mut() {
             let c = &ctl[i];
-            segs[i] = if hdrs[i].msg_hdr.msg_controllen as usize >= CMSG_INT_LEN
-                && c.hdr.cmsg_level == libc::SOL_UDP
-                && c.hdr.cmsg_type == UDP_GRO
-                && c.val > 0
-                && (c.val as usize) < lens[i]
-            {
-                c.val as usize
-            } else {
-                0
-            };
+            segs[i] = gro_segment(
+                hdrs[i].msg_hdr.msg_controllen as usize,
+                c.hdr.cmsg_level,
+                c.hdr.cmsg_type,
+                c.val,
+                lens[i],
+            );
         }
     }
     Ok(got)
+}
+
+/// The UDP GRO segment size a received datagram of `len` bytes carries in its first control
+/// message (`controllen` bytes of control data, that message's level, type and `int`), or 0
+/// when it holds a single frame (no such message, or a size that does not split it).
+fn gro_segment(
+    controllen: usize,
+    level: libc::c_int,
+    ty: libc::c_int,
+    val: libc::c_int,
+    len: usize,
+) -> usize {
+    if controllen >= CMSG_INT_LEN
+        && level == libc::SOL_UDP
+        && ty == UDP_GRO
+        && val > 0
+        && (val as usize) < len
+    {
+        val as usize
+    } else {
+        0
+    }
+}
+
+/// Bytes of control data to ask for to learn a datagram's UDP GRO segment size.
+pub const GRO_CONTROL_LEN: usize = CMSG_INT_SPACE;
+
+/// `gro_segment` of the control data a receive returned, as bytes (e.g. from an io_uring
+/// multishot recvmsg). Anything short or unknown reads as a single frame.
+pub fn gro_segment_of(control: &[u8], len: usize) -> usize {
+    const L: usize = size_of::<libc::size_t>();
+    const I: usize = size_of::<libc::c_int>();
+    let (Some(level), Some(ty), Some(val)) = (
+        control.get(L..L + I),
+        control.get(L + I..L + 2 * I),
+        control.get(CMSG_INT_LEN - I..CMSG_INT_LEN),
+    ) else {
+        return 0;
+    };
+    let int = |b: &[u8]| b.try_into().map(libc::c_int::from_ne_bytes).unwrap_or(0);
+    gro_segment(control.len(), int(level), int(ty), int(val), len)
 }
 
 /// Most segments one UDP GSO send may carry (the kernel's UDP_MAX_SEGMENTS on older kernels).
@@ -353,6 +391,42 @@ mod tests {
         assert_eq!(back, to);
         let v6: SocketAddr = "[fd00::1]:7000".parse().unwrap();
         assert_eq!(from_storage(&to_storage(&v6).0).unwrap(), v6);
+    }
+
+    #[test]
+    fn gro_segment_of_reads_the_kernels_layout_and_refuses_anything_else() {
+        // SAFETY: all-zero is a valid CmsgInt.
+        let mut c: CmsgInt = unsafe { std::mem::zeroed() };
+        c.hdr.cmsg_len = CMSG_INT_LEN as _;
+        c.hdr.cmsg_level = libc::SOL_UDP;
+        c.hdr.cmsg_type = UDP_GRO;
+        c.val = 1400;
+        // SAFETY: a plain C struct seen as its bytes.
+        let bytes: &[u8] = unsafe {
+            std::slice::from_raw_parts((&raw const c).cast::<u8>(), size_of::<CmsgInt>())
+        };
+        assert_eq!(gro_segment_of(bytes, 5000), 1400);
+        assert_eq!(gro_segment_of(&bytes[..CMSG_INT_LEN], 5000), 1400);
+        assert_eq!(
+            gro_segment_of(&bytes[..CMSG_INT_LEN - 1], 5000),
+            0,
+            "truncated"
+        );
+        assert_eq!(gro_segment_of(&[], 5000), 0, "no control data");
+        assert_eq!(
+            gro_segment_of(bytes, 1400),
+            0,
+            "does not split the datagram"
+        );
+        let mut other = bytes.to_vec();
+        other[size_of::<libc::size_t>() + 4] ^= 1; // another type
+        assert_eq!(gro_segment_of(&other, 5000), 0);
+        c.val = -1;
+        // SAFETY: as above.
+        let neg: &[u8] = unsafe {
+            std::slice::from_raw_parts((&raw const c).cast::<u8>(), size_of::<CmsgInt>())
+        };
+        assert_eq!(gro_segment_of(neg, 5000), 0);
     }
 
     #[test]

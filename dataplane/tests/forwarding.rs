@@ -315,3 +315,13 @@ fn three_nodes_relay_offload() {
 fn three_nodes_relay_uring() {
     three_nodes("uring");
 }
+
+#[test]
+fn two_nodes_offload_uring() {
+    two_nodes_with("uring", &["--offload", "on"]);
+}
+
+#[test]
+fn three_nodes_relay_offload_uring() {
+    three_nodes_with("uring", &["--offload", "on"]);
+}

@@ -12,28 +12,28 @@
 //!
 //! and in its loop:
 //!
-//! - Buffers of [`BUF_SIZE`] bytes. A TUN read goes to [`HEADROOM`] (leaving [`TAILROOM`] at
-//!   the end) and is given to [`Shard::from_tun`]; a UDP frame goes to offset 0 and is given to
-//!   [`Shard::from_udp`].
-//! - Every [`Verdict`] carried out, and its outcome counted once: `Send` sends `buf[..len]` to
-//!   `to`, then [`Shard::sent`] or [`Shard::discard`] (`QueueFull` / `SendError`); `Deliver`
-//!   writes `buf[HEADROOM..HEADROOM + len]` to the TUN, then [`Shard::delivered`] (or
-//!   `delivered_many` for a coalesced write) or `discard`; `Drop` is already counted; `Punt`
-//!   (counted as a drop) goes to [`ShardIo::punt`] if set, with `now` read by the backend: the
-//!   shard and the shared modules read no clock.
+//! - Buffers of [`BUF_SIZE`] bytes, each handed to one [`pump::Pump`] by index
+//!   ([`pump::Buffers`]): a TUN read at [`pump::tun_read_at`] (the vnet header first with
+//!   offloads) to [`pump::Pump::from_tun`], a UDP datagram (a GRO train of frames with
+//!   offloads) at offset 0 to [`pump::Pump::from_udp`]. The pump hands packets to the [`Shard`],
+//!   carries out every [`Verdict`] with its outcome counted once, and does the offload batching;
+//!   a buffer is the backend's again once [`pump::Pump::planned`] is 0, and at the latest after
+//!   [`pump::Pump::finish`], which ends every batch.
+//! - With offloads ([`ShardIo::offload`], the TUN opened with a vnet header), UDP GRO turned on
+//!   on the socket ([`crate::mmsg::enable_gro`]) and the segment size of every datagram passed.
 //! - [`Shard::refresh`] once per loop turn, and bounded work per turn (each bound a named
 //!   constant in the backend).
-//! - Offloads only if it implements them: [`ShardIo::offload`] is set only for a backend that
-//!   does (today epoll: TUN reads start with a vnet header, see [`crate::offload`]).
 //!
-//! Backend-neutral pieces: [`ShardIo`] (what a shard thread owns), [`plan`] (frames of a batch
-//! of buffers collected for one batched send) and [`gso`] (segments of one super-packet sealed
-//! back to back for one UDP GSO send). The backends depend on these and never on each other.
+//! Backend-neutral pieces: [`ShardIo`] (what a shard thread owns), [`pump`] (verdicts and
+//! sends), [`plan`] (frames of a batch of buffers collected for one batched send) and [`gso`]
+//! (segments of one super-packet sealed back to back for one UDP GSO send). The backends depend
+//! on these and never on each other.
 //!
 //! [`BUF_SIZE`]: crate::shard::BUF_SIZE
 //! [`HEADROOM`]: crate::shard::HEADROOM
 //! [`TAILROOM`]: crate::shard::TAILROOM
 //! [`Verdict`]: crate::shard::Verdict
+//! [`Shard`]: crate::shard::Shard
 
 pub mod epoll;
 pub mod gso;

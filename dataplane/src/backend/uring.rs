@@ -1,37 +1,40 @@
 //! The io_uring backend: one ring per shard, created and used only by the shard's thread
-//! (SINGLE_ISSUER + DEFER_TASKRUN where the kernel has them).
+//! (SINGLE_ISSUER + DEFER_TASKRUN where the kernel has them). The ring does the receiving; what
+//! comes in goes to [`Pump`], which hands it to the shard and sends (sendmmsg batches, UDP GSO,
+//! TUN writes) the way the epoll backend does.
 //!
 //! - UDP: one multishot `recvmsg` picking buffers from a provided-buffer ring (`UDP_BUFS`
-//!   buffers of [`BUF_SIZE`] payload bytes each). A frame is processed in place: the payload
-//!   starts right after the kernel's `io_uring_recvmsg_out` header (no name, no control data
-//!   are asked for, so that is a fixed offset), and [`Shard::from_udp`] gets the buffer from
-//!   there to its end, i.e. the frame at offset 0 of `BUF_SIZE` bytes. A relayed frame is sent
-//!   from that buffer, a delivered packet written to the TUN queue from it; the buffer goes
-//!   back to the ring when that completed (at once on a drop). When the multishot receive ends
-//!   (e.g. `ENOBUFS`: every buffer is out) it is re-armed once a buffer is back.
-//! - TUN: `TUN_SLOTS` reads outstanding on the shard's queue, each into its own slot of a
-//!   per-shard slab (registered as fixed buffers when the kernel lets us pin them; plain reads
-//!   otherwise) at [`HEADROOM`]. A read's packet is sealed in place and sent from the slot; the
-//!   read is re-armed when that send completed (at once on a drop).
+//!   buffers). No name is asked for, and control data of [`mmsg::GRO_CONTROL_LEN`] bytes (the
+//!   UDP GRO segment size, with offloads), so the payload starts at the fixed offset `PREFIX`
+//!   (checked on every datagram), where [`Pump::from_udp`] gets the buffer as a
+//!   [`BUF_SIZE`]-byte frame buffer. When the multishot receive ends (e.g. `ENOBUFS`: every
+//!   buffer is out) it is re-armed once a buffer is back.
+//! - TUN: `TUN_SLOTS` reads outstanding on the shard's queue, each into its own buffer
+//!   (registered as fixed buffers when the kernel lets us pin them; plain reads otherwise) at
+//!   [`pump::tun_read_at`]: with offloads a read is a vnet header and maybe a TCP super-packet.
 //!   The queue fd is switched to blocking mode for as long as the ring runs (a read on an
 //!   `O_NONBLOCK` file fails with `EAGAIN` instead of waiting; on a blocking one io_uring arms
-//!   an internal poll and retries). The fd is this shard's queue and nobody else reads it.
+//!   an internal poll and retries). The fd is this shard's queue and nobody else reads it; a
+//!   TUN write never blocks (the device has no transmit queue to wait on).
+//! - A buffer handed to the pump goes back to the kernel (read re-armed, or returned to the
+//!   buffer ring) once no planned send refers to it: when the pump's plan is empty, and at the
+//!   end of every loop turn. The buffers the kernel does not hold are tracked (`Store::ours`),
+//!   and only those are ever seen from Rust.
 //! - Each loop turn submits everything queued in one `io_uring_enter` that also waits for at
-//!   least one completion or [`IDLE`], handles at most `REAP` completions, refreshes the tables.
+//!   least one completion or `IDLE`, handles at most `REAP` completions, refreshes the tables.
 //! - Stop: every operation in flight is cancelled (`ASYNC_CANCEL_ANY`) and the loop goes on
 //!   until the last completion arrived; only then are the buffers freed (after the ring). If
 //!   that does not happen within `DRAIN`, the buffers are leaked instead of freed.
 
 use crate::backend::ShardIo;
+use crate::backend::pump::{self, Buffers, Pump};
 use crate::mmsg;
-use crate::shard::TAILROOM;
-use crate::shard::{BUF_SIZE, HEADROOM, Verdict};
+use crate::shard::BUF_SIZE;
 use crate::stats::DropReason;
 use ::io_uring::{IoUring, cqueue, opcode, squeue, types};
 use rustix::fs::OFlags;
 use std::alloc::Layout;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -46,15 +49,20 @@ const RING_ENTRIES: u32 = 256;
 const TUN_SLOTS: usize = 16;
 /// Provided buffers for UDP receive (a power of two).
 const UDP_BUFS: u16 = 128;
+/// All buffers: TUN slots first (index = slot), then UDP buffers (index = TUN_SLOTS + id).
+const BUFS: usize = TUN_SLOTS + UDP_BUFS as usize;
 /// Buffer group of the UDP buffer ring.
 const BGID: u16 = 0;
-/// `size_of::<io_uring_recvmsg_out>()`: where the payload of a multishot recvmsg starts when
-/// neither name nor control data are requested (checked on every frame).
+/// `size_of::<io_uring_recvmsg_out>()`: the header a multishot recvmsg puts before the name,
+/// control data and payload.
 const RECV_OUT: usize = 16;
-/// Bytes of one provided UDP buffer: the recvmsg header, then a whole packet buffer.
-const UDP_BUF_LEN: usize = RECV_OUT + BUF_SIZE;
-/// Distance between buffers in a slab.
-const STRIDE: usize = (UDP_BUF_LEN).next_multiple_of(64);
+/// Where the payload of a multishot recvmsg starts: no name is asked for, and control data
+/// of [`mmsg::GRO_CONTROL_LEN`] bytes (checked on every datagram). TUN slots leave it unused.
+const PREFIX: usize = RECV_OUT + mmsg::GRO_CONTROL_LEN;
+/// Bytes of one provided UDP buffer: the prefix, then a whole packet buffer.
+const UDP_BUF_LEN: usize = PREFIX + BUF_SIZE;
+/// Distance between buffers in the slab.
+const STRIDE: usize = UDP_BUF_LEN.next_multiple_of(64);
 /// Completions handled per loop turn.
 const REAP: usize = 256;
 /// Longest sleep: how fast a stop request or a table change is noticed on an idle shard.
@@ -64,10 +72,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 /// Kinds of operation, in the upper half of `user_data`; the lower half is the slot / buffer id.
 const K_TUN_READ: u64 = 1;
-const K_TUN_SEND: u64 = 2;
 const K_UDP_RECV: u64 = 3;
-const K_UDP_SEND: u64 = 4;
-const K_UDP_WRITE: u64 = 5;
 const K_CANCEL: u64 = 6;
 
 fn ud(kind: u64, idx: usize) -> u64 {
@@ -117,6 +122,20 @@ impl Slab {
     }
 }
 
+impl Slab {
+    /// `len` bytes at `off`, to read.
+    ///
+    /// # Safety
+    ///
+    /// `off + len` is within the slab, and no operation in flight writes those bytes.
+    unsafe fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        debug_assert!(off + len <= self.layout.size());
+        // SAFETY: in bounds and initialised (caller, zeroed at allocation); nobody writes them
+        // meanwhile (caller); `&self` excludes a `slice` of them.
+        unsafe { std::slice::from_raw_parts(self.at(off), len) }
+    }
+}
+
 impl Drop for Slab {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout.
@@ -124,33 +143,18 @@ impl Drop for Slab {
     }
 }
 
-/// What a SendMsg of one buffer points at; lives as long as the buffer's slot.
+/// The `msghdr` template of a multishot recvmsg: no name, `control` bytes of control data.
 #[repr(C)]
-struct Msg {
+struct RecvHdr {
     hdr: libc::msghdr,
-    iov: libc::iovec,
-    addr: libc::sockaddr_storage,
 }
 
-impl Msg {
-    fn zeroed() -> Msg {
-        // SAFETY: plain C structs; all-zero is valid (null pointers, zero lengths, AF_UNSPEC).
-        unsafe { std::mem::zeroed() }
-    }
-
-    /// Points the header at `len` bytes at `data`, to `to`.
-    fn prepare(&mut self, data: *const u8, len: usize, to: &SocketAddr) -> *const libc::msghdr {
-        let (st, slen) = mmsg::to_storage(to);
-        self.addr = st;
-        self.iov = libc::iovec {
-            iov_base: data as *mut libc::c_void,
-            iov_len: len,
-        };
-        self.hdr.msg_name = (&raw mut self.addr).cast();
-        self.hdr.msg_namelen = slen;
-        self.hdr.msg_iov = &raw mut self.iov;
-        self.hdr.msg_iovlen = 1;
-        &raw const self.hdr
+impl RecvHdr {
+    fn new(control: usize) -> RecvHdr {
+        // SAFETY: a plain C struct; all-zero is valid (null pointers, zero lengths).
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_controllen = control as _;
+        RecvHdr { hdr }
     }
 }
 
@@ -201,7 +205,7 @@ pub fn probe() -> io::Result<()> {
     // look at how it ended.
     let mem = Slab::new(8 * std::mem::size_of::<types::BufRingEntry>())?;
     let sock = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
-    let hdr = Msg::zeroed();
+    let hdr = RecvHdr::new(0);
     let r = (|| {
         // SAFETY: `mem` is page aligned, 8 entries long, and outlives the ring (dropped below,
         // after it).
@@ -262,20 +266,77 @@ pub fn probe() -> io::Result<()> {
     r
 }
 
+/// The packet buffers of a shard, and which of them the kernel holds.
+struct Store {
+    slab: Slab,
+    /// Bit `i`: buffer `i` is ours (handed back by the kernel, not lent again yet). Only such
+    /// buffers are ever seen as Rust slices.
+    ours: [u64; BUFS.div_ceil(64)],
+}
+
+impl Store {
+    fn new() -> io::Result<Store> {
+        Ok(Store {
+            slab: Slab::new(BUFS * STRIDE)?,
+            ours: [0; BUFS.div_ceil(64)],
+        })
+    }
+
+    /// Address of byte `off` of buffer `i`'s frame (the frame starts at `PREFIX`).
+    fn frame_at(&self, i: usize, off: usize) -> *mut u8 {
+        self.slab.at(i * STRIDE + PREFIX + off)
+    }
+
+    fn is_ours(&self, i: usize) -> bool {
+        self.ours[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// The kernel handed buffer `i` back.
+    fn take(&mut self, i: usize) {
+        self.ours[i / 64] |= 1 << (i % 64);
+    }
+
+    /// Buffer `i` is about to be lent to the kernel: no slice of it may be made until `take`.
+    fn lend(&mut self, i: usize) {
+        self.ours[i / 64] &= !(1 << (i % 64));
+    }
+
+    /// Buffer `i` from `PREFIX` (its whole UDP receive space), to parse a receive.
+    fn udp_space(&self, i: usize) -> &[u8] {
+        assert!(self.is_ours(i), "buffer {i} is lent to the kernel");
+        // SAFETY: within the slab; ours, so no operation in flight uses it.
+        unsafe { self.slab.bytes(i * STRIDE, UDP_BUF_LEN) }
+    }
+}
+
+impl Buffers for Store {
+    fn get_mut(&mut self, i: usize) -> &mut [u8] {
+        assert!(self.is_ours(i), "buffer {i} is lent to the kernel");
+        // SAFETY: within the slab (i < BUFS); ours, so no operation in flight uses it.
+        unsafe { self.slab.slice(i * STRIDE + PREFIX, BUF_SIZE) }
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        assert!(self.is_ours(i), "buffer {i} is lent to the kernel");
+        // SAFETY: as above.
+        unsafe { self.slab.bytes(i * STRIDE + PREFIX, BUF_SIZE) }
+    }
+}
+
 /// One shard's ring and every buffer it lends the kernel. Field order is drop order: the ring
 /// goes before the memory it may still point into.
 struct Uring {
     ring: IoUring,
-    tun_bufs: Slab,
-    udp_bufs: Slab,
+    store: Store,
     /// The provided-buffer ring (`UDP_BUFS` entries) of UDP buffers.
     pbuf: Slab,
-    tun_msgs: Box<[Msg]>,
-    udp_msgs: Box<[Msg]>,
-    /// Template of the multishot recvmsg: no name, no control data.
-    recv_hdr: Box<Msg>,
+    /// Template of the multishot recvmsg.
+    recv_hdr: Box<RecvHdr>,
     tun: RawFd,
     udp: RawFd,
+    /// Where a TUN read goes in its buffer, and how long it may be.
+    tun_at: usize,
+    tun_len: u32,
     /// TUN reads use registered buffers.
     fixed: bool,
     /// Our copy of the buffer ring's tail.
@@ -283,6 +344,9 @@ struct Uring {
     /// UDP buffers out of the buffer ring (received, not yet given back).
     held: u16,
     recv_armed: bool,
+    /// Buffers handed to the pump and not lent to the kernel again yet.
+    done: [u16; BUFS],
+    ndone: usize,
     /// Operations submitted whose last completion has not arrived.
     inflight: usize,
     stopping: bool,
@@ -296,18 +360,19 @@ impl Uring {
         }
         let mut u = Uring {
             ring,
-            tun_bufs: Slab::new(TUN_SLOTS * STRIDE)?,
-            udp_bufs: Slab::new(usize::from(UDP_BUFS) * STRIDE)?,
+            store: Store::new()?,
             pbuf: Slab::new(usize::from(UDP_BUFS) * std::mem::size_of::<types::BufRingEntry>())?,
-            tun_msgs: (0..TUN_SLOTS).map(|_| Msg::zeroed()).collect(),
-            udp_msgs: (0..UDP_BUFS).map(|_| Msg::zeroed()).collect(),
-            recv_hdr: Box::new(Msg::zeroed()),
+            recv_hdr: Box::new(RecvHdr::new(mmsg::GRO_CONTROL_LEN)),
             tun: io.tun.as_raw_fd(),
             udp: io.udp.as_raw_fd(),
+            tun_at: pump::tun_read_at(io.offload),
+            tun_len: pump::tun_read_len(io.offload) as u32,
             fixed: false,
             tail: 0,
             held: UDP_BUFS,
             recv_armed: false,
+            done: [0; BUFS],
+            ndone: 0,
             inflight: 0,
             stopping: false,
         };
@@ -325,24 +390,26 @@ impl Uring {
             u.give_back(bid);
         }
         let iovs: [libc::iovec; TUN_SLOTS] = std::array::from_fn(|i| libc::iovec {
-            iov_base: u.tun_bufs.at(i * STRIDE).cast(),
+            iov_base: u.store.frame_at(i, 0).cast(),
             iov_len: BUF_SIZE,
         });
-        // SAFETY: each iovec is a BUF_SIZE slot inside `tun_bufs`, which outlives the ring
-        // (field order) or is leaked. Pinning can fail (RLIMIT_MEMLOCK): then plain reads.
+        // SAFETY: each iovec is slot i's BUF_SIZE frame inside the slab, which outlives the
+        // ring (field order) or is leaked. Pinning can fail (RLIMIT_MEMLOCK): then plain reads.
         u.fixed = unsafe { u.ring.submitter().register_buffers(&iovs) }.is_ok();
         Ok(u)
     }
 
     /// Returns UDP buffer `bid` to the buffer ring.
     fn give_back(&mut self, bid: u16) {
+        let i = TUN_SLOTS + usize::from(bid);
+        self.store.lend(i);
         let base = self.pbuf.at(0).cast::<types::BufRingEntry>();
         let slot = usize::from(self.tail & (UDP_BUFS - 1));
         // SAFETY: `slot` < UDP_BUFS entries of `pbuf`; the entry at our tail is past what the
         // kernel may consume until we publish the new tail below. (For entry 0 the kernel
         // reads its `resv` field as the tail; the setters write only addr, len and bid.)
         let e = unsafe { &mut *base.add(slot) };
-        e.set_addr(self.udp_bufs.at(usize::from(bid) * STRIDE) as u64);
+        e.set_addr(self.store.slab.at(i * STRIDE) as u64);
         e.set_len(UDP_BUF_LEN as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
@@ -375,15 +442,16 @@ impl Uring {
     }
 
     fn arm_tun_read(&mut self, slot: usize) -> io::Result<()> {
-        let ptr = self.tun_bufs.at(slot * STRIDE + HEADROOM);
-        let len = (BUF_SIZE - HEADROOM - TAILROOM) as u32;
+        self.store.lend(slot);
+        let ptr = self.store.frame_at(slot, self.tun_at);
         let e = if self.fixed {
-            opcode::ReadFixed::new(types::Fd(self.tun), ptr, len, slot as u16).build()
+            opcode::ReadFixed::new(types::Fd(self.tun), ptr, self.tun_len, slot as u16).build()
         } else {
-            opcode::Read::new(types::Fd(self.tun), ptr, len).build()
+            opcode::Read::new(types::Fd(self.tun), ptr, self.tun_len).build()
         };
-        // SAFETY: the slot is inside `tun_bufs` (outlives every operation, see `Uring`), and
-        // nothing in Rust touches it until this read completes (`tun_read_done`).
+        // SAFETY: the read goes into slot `slot`'s frame inside the slab (outlives every
+        // operation, see `Uring`), which is lent: Rust makes no slice of it until this read
+        // completes (`tun_read_done` takes it back).
         unsafe { self.push(&e.user_data(ud(K_TUN_READ, slot))) }
     }
 
@@ -411,56 +479,59 @@ impl Uring {
         let _ = unsafe { self.push(&e) };
     }
 
-    fn count_send(io: &ShardIo, res: i32) {
-        match res {
-            n if n >= 0 => io.shard.sent(n as usize),
-            n if n == -libc::EAGAIN || n == -libc::ENOBUFS || n == -libc::ECANCELED => {
-                io.shard.discard(DropReason::QueueFull);
-            }
-            _ => {
-                io.shard.discard(DropReason::SendError);
-            }
-        }
+    /// Buffer `i` went through the pump: lend it again once no planned send refers to it.
+    fn handed(&mut self, i: usize) {
+        self.done[self.ndone] = i as u16;
+        self.ndone += 1;
     }
 
-    fn complete(&mut self, io: &mut ShardIo, data: u64, res: i32, flags: u32) -> io::Result<()> {
+    /// Lends every buffer the pump is done with to the kernel again (the caller made sure no
+    /// planned send refers to them).
+    fn release(&mut self) -> io::Result<()> {
+        let mut r = Ok(());
+        while self.ndone > 0 {
+            self.ndone -= 1;
+            let i = usize::from(self.done[self.ndone]);
+            if i < TUN_SLOTS {
+                if !self.stopping
+                    && let Err(e) = self.arm_tun_read(i)
+                {
+                    r = Err(e);
+                }
+            } else {
+                self.give_back((i - TUN_SLOTS) as u16);
+            }
+        }
+        r
+    }
+
+    fn complete(
+        &mut self,
+        io: &mut ShardIo,
+        pump: &mut Pump,
+        data: u64,
+        res: i32,
+        flags: u32,
+    ) -> io::Result<()> {
         if !cqueue::more(flags) {
             self.inflight -= 1;
         }
         let idx = (data & 0xffff_ffff) as usize;
         match data >> 32 {
-            K_TUN_READ => self.tun_read_done(io, idx, res),
-            K_TUN_SEND => {
-                Self::count_send(io, res);
-                if self.stopping {
-                    return Ok(());
-                }
-                self.arm_tun_read(idx)
-            }
-            K_UDP_RECV => self.udp_recv_done(io, res, flags),
-            K_UDP_SEND => {
-                Self::count_send(io, res);
-                self.give_back(idx as u16);
-                Ok(())
-            }
-            K_UDP_WRITE => {
-                match res {
-                    n if n >= 0 => io.shard.delivered(n as usize),
-                    n if n == -libc::EAGAIN || n == -libc::ECANCELED => {
-                        io.shard.discard(DropReason::QueueFull);
-                    }
-                    _ => {
-                        io.shard.discard(DropReason::SendError);
-                    }
-                }
-                self.give_back(idx as u16);
-                Ok(())
-            }
+            K_TUN_READ => self.tun_read_done(io, pump, idx, res),
+            K_UDP_RECV => self.udp_recv_done(io, pump, res, flags),
             _ => Ok(()),
         }
     }
 
-    fn tun_read_done(&mut self, io: &mut ShardIo, slot: usize, res: i32) -> io::Result<()> {
+    fn tun_read_done(
+        &mut self,
+        io: &mut ShardIo,
+        pump: &mut Pump,
+        slot: usize,
+        res: i32,
+    ) -> io::Result<()> {
+        self.store.take(slot);
         if self.stopping {
             return Ok(());
         }
@@ -470,41 +541,25 @@ impl Uring {
                 e => Err(io::Error::from_raw_os_error(e)),
             };
         }
-        let off = slot * STRIDE;
-        // SAFETY: the read into this slot completed and nothing else is in flight on it.
-        let buf = unsafe { self.tun_bufs.slice(off, BUF_SIZE) };
-        match io.shard.from_tun(buf, res as usize) {
-            Verdict::Send { to, len } => {
-                let data = self.tun_bufs.at(off);
-                let hdr = self.tun_msgs[slot].prepare(data, len, &to);
-                let e = opcode::SendMsg::new(types::Fd(self.udp), hdr)
-                    .build()
-                    .user_data(ud(K_TUN_SEND, slot));
-                // SAFETY: the frame is in the slot and the header, iovec and address in
-                // `tun_msgs[slot]`; both live as long as the ring, and neither is touched
-                // until this send completes (then the slot's next read is armed).
-                unsafe { self.push(&e) }
-            }
-            Verdict::Punt { len } => {
-                if let Some(g) = io.punt.as_mut() {
-                    g.offer(Instant::now(), &buf[HEADROOM..HEADROOM + len]);
-                }
-                self.arm_tun_read(slot)
-            }
-            // A packet from sky0 is never delivered back to sky0.
-            Verdict::Deliver { .. } | Verdict::Drop(_) | Verdict::Consumed => {
-                self.arm_tun_read(slot)
-            }
-        }
+        pump.from_tun(io, &mut self.store, slot, res as usize);
+        self.handed(slot);
+        Ok(())
     }
 
-    fn udp_recv_done(&mut self, io: &mut ShardIo, res: i32, flags: u32) -> io::Result<()> {
+    fn udp_recv_done(
+        &mut self,
+        io: &mut ShardIo,
+        pump: &mut Pump,
+        res: i32,
+        flags: u32,
+    ) -> io::Result<()> {
         if !cqueue::more(flags) {
             self.recv_armed = false;
         }
         let bid = cqueue::buffer_select(flags);
-        if bid.is_some() {
+        if let Some(bid) = bid {
             self.held += 1;
+            self.store.take(TUN_SLOTS + usize::from(bid));
         }
         if res < 0 {
             if let Some(bid) = bid {
@@ -523,17 +578,16 @@ impl Uring {
             self.give_back(bid);
             return Ok(());
         }
-        let off = usize::from(bid) * STRIDE;
-        // SAFETY: the kernel handed us buffer `bid` with this completion; it is out of the
-        // buffer ring until `give_back`, and no operation uses it.
-        let buf = unsafe { self.udp_bufs.slice(off, UDP_BUF_LEN) };
+        let i = TUN_SLOTS + usize::from(bid);
+        let space = self.store.udp_space(i);
         let total = (res as usize).min(UDP_BUF_LEN);
-        let plen = match types::RecvMsgOut::parse(&buf[..total], &self.recv_hdr.hdr) {
+        let (plen, seg) = match types::RecvMsgOut::parse(&space[..total], &self.recv_hdr.hdr) {
             Ok(m)
                 if !m.is_payload_truncated()
-                    && m.payload_data().as_ptr() == buf[RECV_OUT..].as_ptr() =>
+                    && m.payload_data().as_ptr() == space[PREFIX..].as_ptr() =>
             {
-                m.payload_data().len()
+                let plen = m.payload_data().len();
+                (plen, mmsg::gro_segment_of(m.control_data(), plen))
             }
             _ => {
                 io.shard.discard(DropReason::Malformed);
@@ -541,37 +595,14 @@ impl Uring {
                 return Ok(());
             }
         };
-        match io.shard.from_udp(&mut buf[RECV_OUT..], plen) {
-            Verdict::Send { to, len } => {
-                let data = self.udp_bufs.at(off + RECV_OUT);
-                let hdr = self.udp_msgs[usize::from(bid)].prepare(data, len, &to);
-                let e = opcode::SendMsg::new(types::Fd(self.udp), hdr)
-                    .build()
-                    .user_data(ud(K_UDP_SEND, usize::from(bid)));
-                // SAFETY: the frame is in buffer `bid` and its header in `udp_msgs[bid]`; the
-                // buffer goes back to the buffer ring only when this send completed.
-                unsafe { self.push(&e) }
-            }
-            Verdict::Deliver { len } => {
-                let data = self.udp_bufs.at(off + RECV_OUT + HEADROOM);
-                let e = opcode::Write::new(types::Fd(self.tun), data, len as u32)
-                    .build()
-                    .user_data(ud(K_UDP_WRITE, usize::from(bid)));
-                // SAFETY: the packet is in buffer `bid`, which goes back to the buffer ring
-                // only when this write completed.
-                unsafe { self.push(&e) }
-            }
-            // (`from_udp` never punts.)
-            Verdict::Drop(_) | Verdict::Consumed | Verdict::Punt { .. } => {
-                self.give_back(bid);
-                Ok(())
-            }
-        }
+        pump.from_udp(io, &mut self.store, i, plen, seg);
+        self.handed(i);
+        Ok(())
     }
 
     /// The loop. Returns the first error, and whether every operation ended (so the buffers
     /// may be freed).
-    fn turns(&mut self, io: &mut ShardIo) -> (io::Result<()>, bool) {
+    fn turns(&mut self, io: &mut ShardIo, pump: &mut Pump) -> (io::Result<()>, bool) {
         let mut err: Option<io::Error> = None;
         let armed = (0..TUN_SLOTS)
             .try_for_each(|s| self.arm_tun_read(s))
@@ -615,10 +646,19 @@ impl Uring {
                 }
             }
             for &(data, res, flags) in &cqes[..n] {
-                if let Err(e) = self.complete(io, data, res, flags) {
+                let mut r = self.complete(io, pump, data, res, flags);
+                if pump.planned() == 0 {
+                    r = r.and(self.release());
+                }
+                if let Err(e) = r {
                     err.get_or_insert(e);
                     self.begin_stop();
                 }
+            }
+            pump.finish(io, &self.store);
+            if let Err(e) = self.release() {
+                err.get_or_insert(e);
+                self.begin_stop();
             }
             if !self.stopping
                 && !self.recv_armed
@@ -637,9 +677,19 @@ impl Uring {
 pub fn run(mut io: ShardIo) -> io::Result<()> {
     let flags = rustix::fs::fcntl_getfl(io.tun.as_fd())?;
     rustix::fs::fcntl_setfl(io.tun.as_fd(), flags - OFlags::NONBLOCK)?;
+    io.udp.set_nonblocking(true)?;
+    if io.offload
+        && let Err(e) = mmsg::enable_gro(io.udp.as_fd())
+    {
+        tracing::warn!(
+            "shard {}: UDP GRO not available ({e}); receiving frame by frame",
+            io.shard.id()
+        );
+    }
+    let mut pump = Pump::new();
     let (result, drained) = match Uring::new(&io) {
         Ok(mut u) => {
-            let (result, drained) = u.turns(&mut io);
+            let (result, drained) = u.turns(&mut io, &mut pump);
             if drained {
                 let s = u.ring.submitter();
                 let _ = s.unregister_buf_ring(BGID);
