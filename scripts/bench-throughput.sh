@@ -3,14 +3,17 @@
 # One TCP stream (iperf3) through skywire-node on two topologies built from network namespaces:
 #   skywire-2node: a - b            skywire-3node: a - r - b (r relays by label)
 # then ../shared/bench/peerbench.sh (veth, wireguard-go, boringtun) in the same run.
-# Prints one line per system: NAME GBITS (receiver side).
-# Usage: scripts/bench-throughput.sh [SECONDS]   (env: BACKEND=auto|epoll|uring, SHARDS=N,
-#        OFFLOAD=auto|on|off: --offload, default auto = on unless BACKEND=uring)
+# Each topology runs once per backend in BACKENDS (default "uring epoll"), then 2-node with 4
+# streams (iperf3 -P 4) on the default backend (auto).
+# Prints one line per system: NAME GBITS (receiver side), e.g. skywire-2node-uring,
+# skywire-2node-epoll, skywire-2node-4streams, skywire-3node-uring, ...
+# Usage: scripts/bench-throughput.sh [SECONDS]   (env: BACKENDS="uring epoll", SHARDS=N,
+#        OFFLOAD=auto|on|off: --offload, default auto = on)
 # Needs root. Installs iperf3, wireguard-go, wireguard-tools (apt) and boringtun-cli (cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-5}
-BACKEND=${BACKEND:-auto}
+BACKENDS=${BACKENDS:-${BACKEND:-uring epoll}}
 SHARDS=${SHARDS:-2}
 # Several nodes share this machine's cores: no pinning unless asked (PIN_SHARDS=1).
 PIN=--no-pin; [ "${PIN_SHARDS:-0}" = 1 ] && PIN=
@@ -67,10 +70,10 @@ Y
     chmod 600 "$W/$1.yaml"
 }
 
-run_iperf() { # NAME SERVER_NS CLIENT_NS ADDR
+run_iperf() { # NAME SERVER_NS CLIENT_NS ADDR [STREAMS]
     ip netns exec "$2" iperf3 -s -D -1 -B "$4" >/dev/null 2>&1
     sleep 0.5
-    out=$(ip netns exec "$3" iperf3 -c "$4" -t "$T" -J 2>/dev/null || true)
+    out=$(ip netns exec "$3" iperf3 -c "$4" -t "$T" -P "${5:-1}" -J 2>/dev/null || true)
     python3 - "$1" "$out" <<'PY'
 import json, sys
 try:
@@ -80,7 +83,8 @@ except Exception as e:
 PY
 }
 
-start_nodes() {
+start_nodes() { # BACKEND NS...
+    BACKEND=$1; shift
     for n in "$@"; do
         ip netns exec "$n" "$NODE" --static "$W/$n.yaml" --backend "$BACKEND" --fib-socket "$W/$n.fib" $PIN $OFFLOAD_FLAG > "$W/$n.log" 2>&1 &
     done
@@ -111,10 +115,16 @@ node sb_b "10.88.0.2:7000" "10.90.0.2/24" \
     "  - {id: 1, peer_id: 1, peer: \"10.88.0.1:7000\", peer_shards: $SHARDS, tx_key: $KBA, rx_key: $KAB}" \
     "  - {session: 1, label: 1, deliver: [10.90.0.1/32], key: 1}" \
     "  - {prefix: 10.90.0.1/32, session: 1, label: 1, key: 2}" "$RK"
-start_nodes sb_a sb_b
-run_iperf skywire-2node sb_b sb_a 10.90.0.2
+for be in $BACKENDS; do
+    start_nodes "$be" sb_a sb_b
+    run_iperf "skywire-2node-$be" sb_b sb_a 10.90.0.2
+    stop_nodes sb_a sb_b
+    grep -ho "[0-9]* shards, [a-z_]* backend[a-z, ]*" "$W"/sb_a.log >&2 || true
+done
+start_nodes auto sb_a sb_b
+run_iperf skywire-2node-4streams sb_b sb_a 10.90.0.2 4
 stop_nodes sb_a sb_b
-grep -h "backend" "$W"/sb_a.log >&2 || true
+grep -ho "[0-9]* shards, [a-z_]* backend[a-z, ]*" "$W"/sb_a.log >&2 || true
 
 # ---- three nodes: a - r - b ------------------------------------------------------------
 ip -n sb_b link del sb_ba 2>/dev/null || true
@@ -139,9 +149,11 @@ node sb_b "10.88.2.2:7000" "10.90.1.2/24" \
     "  - {id: 1, peer_id: 2, peer: \"10.88.2.1:7000\", peer_shards: $SHARDS, tx_key: $K4, rx_key: $K3}" \
     "  - {session: 1, label: 201, deliver: [10.90.1.1/32], key: 1}" \
     "  - {prefix: 10.90.1.1/32, session: 1, label: 300, key: 2}" "$RK"
-start_nodes sb_a sb_r sb_b
-run_iperf skywire-3node sb_b sb_a 10.90.1.2
-stop_nodes sb_a sb_r sb_b
+for be in $BACKENDS; do
+    start_nodes "$be" sb_a sb_r sb_b
+    run_iperf "skywire-3node-$be" sb_b sb_a 10.90.1.2
+    stop_nodes sb_a sb_r sb_b
+done
 
 # ---- peers, same invocation -----------------------------------------------------------
 if [ -x "$PEERBENCH" ] || [ -f "$PEERBENCH" ]; then

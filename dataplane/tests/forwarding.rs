@@ -79,10 +79,38 @@ fn write_node(dir: &Path, n: &Node<'_>) -> std::path::PathBuf {
     p
 }
 
+/// Runs the rest of its arguments as a command in a seccomp sandbox that refuses io_uring
+/// (`io_uring_setup` fails with EPERM, as under a container runtime's default profile).
+const NO_URING: &str = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class F(ctypes.Structure): _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class P(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(F))]
+NR_IO_URING_SETUP = 425
+prog = (F * 4)(F(0x20, 0, 0, 0), F(0x15, 0, 1, NR_IO_URING_SETUP), F(0x06, 0, 0, 0x00050000 | 1), F(0x06, 0, 0, 0x7fff0000))
+fp = P(4, prog)
+assert libc.prctl(38, 1, 0, 0, 0) == 0, "PR_SET_NO_NEW_PRIVS"
+assert libc.prctl(22, 2, ctypes.byref(fp), 0, 0) == 0, "PR_SET_SECCOMP"
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
 fn start_with(ns: &mut Ns, cfg: &Path, backend: &str, log: &Path, extra: &[&str]) {
+    start_wrapped(ns, &[], cfg, backend, log, extra)
+}
+
+/// [`start_with`], the node run by the command `wrap` (empty: directly).
+fn start_wrapped(
+    ns: &mut Ns,
+    wrap: &[&str],
+    cfg: &Path,
+    backend: &str,
+    log: &Path,
+    extra: &[&str],
+) {
     let node = node_bin();
     let fib = cfg.with_extension("fib");
-    let mut args = vec![
+    let mut args = wrap.to_vec();
+    args.extend_from_slice(&[
         node.to_str().unwrap(),
         "--static",
         cfg.to_str().unwrap(),
@@ -90,7 +118,7 @@ fn start_with(ns: &mut Ns, cfg: &Path, backend: &str, log: &Path, extra: &[&str]
         backend,
         "--fib-socket",
         fib.to_str().unwrap(),
-    ];
+    ]);
     args.extend_from_slice(extra);
     ns.spawn(&args, log);
     wait_until("sky0 up", Duration::from_secs(10), || {
@@ -103,6 +131,12 @@ fn two_nodes(backend: &str) {
 }
 
 fn two_nodes_with(backend: &str, extra: &[&str]) {
+    two_nodes_wrapped(backend, extra, &[]);
+}
+
+/// Two nodes, each run by the command `wrap`.
+fn two_nodes_wrapped(backend: &str, extra: &[&str], wrap: &[&str]) {
+    let refused = !wrap.is_empty();
     if !have("ip") || !have("python3") || !have("ping") {
         panic!("needs iproute2, python3 and ping: run scripts/test.sh (it installs them)");
     }
@@ -152,8 +186,8 @@ fn two_nodes_with(backend: &str, extra: &[&str]) {
             ],
         },
     );
-    start_with(&mut a, &na, backend, &dir.join("a.log"), extra);
-    start_with(&mut b, &nb, backend, &dir.join("b.log"), extra);
+    start_wrapped(&mut a, wrap, &na, backend, &dir.join("a.log"), extra);
+    start_wrapped(&mut b, wrap, &nb, backend, &dir.join("b.log"), extra);
     ping(&a, "fd00::2");
     ping(&a, "10.10.0.2");
     ping(&b, "fd00::1");
@@ -185,12 +219,17 @@ fn two_nodes_with(backend: &str, extra: &[&str]) {
     let st = b.child(0).wait().unwrap();
     assert!(st.success(), "skywire-node did not exit cleanly");
     let log = std::fs::read_to_string(dir.join("b.log")).unwrap();
-    let want = if backend == "uring" {
-        "io_uring backend"
-    } else {
+    let want = if backend == "epoll" || refused {
         "epoll backend"
+    } else {
+        "io_uring backend"
     };
     assert!(log.contains(want), "not on the {want}: {log}");
+    assert_eq!(
+        log.contains("io_uring unavailable"),
+        refused,
+        "the fallback is said exactly when io_uring was refused: {log}"
+    );
     assert_eq!(
         log.contains("offloads"),
         extra.contains(&"on"),
@@ -324,4 +363,58 @@ fn two_nodes_offload_uring() {
 #[test]
 fn three_nodes_relay_offload_uring() {
     three_nodes_with("uring", &["--offload", "on"]);
+}
+
+/// The default (`--backend auto`, offloads on) where io_uring is refused by a seccomp sandbox:
+/// the node says so, falls back to epoll, and traffic flows (ping, two checked transfers).
+#[test]
+fn two_nodes_fall_back_to_epoll_when_io_uring_is_refused() {
+    two_nodes_wrapped("auto", &["--offload", "on"], &["python3", "-c", NO_URING]);
+}
+
+/// `--backend uring` where io_uring is refused: a clear error, no device left behind.
+#[test]
+fn backend_uring_refused_is_a_clear_error() {
+    let t = tag();
+    let dir = scratch(&t);
+    let mut a = Ns::new(format!("{t}a"));
+    let na = write_node(
+        &dir,
+        &Node {
+            ns: &a.name,
+            listen: "127.0.0.1:7000",
+            addrs: &["fd00::1/64"],
+            sessions: vec![],
+            rules: vec![],
+            routes: vec![],
+        },
+    );
+    let node = node_bin();
+    let log = dir.join("a.log");
+    let i = a.spawn(
+        &[
+            "python3",
+            "-c",
+            NO_URING,
+            node.to_str().unwrap(),
+            "--static",
+            na.to_str().unwrap(),
+            "--backend",
+            "uring",
+        ],
+        &log,
+    );
+    let st = a.child(i).wait().unwrap();
+    assert!(!st.success(), "started without io_uring");
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        out.contains("--backend uring: io_uring cannot be set up here")
+            && out.contains("use --backend epoll or auto"),
+        "no clear error: {out}"
+    );
+    assert!(
+        !a.exec(&["ip", "link", "show", "sky0"]).status.success(),
+        "sky0 left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
