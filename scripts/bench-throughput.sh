@@ -79,7 +79,9 @@ import json, sys
 try:
     d = json.loads(sys.argv[2]); print(f"{sys.argv[1]} {d['end']['sum_received']['bits_per_second']/1e9:.3f}")
 except Exception as e:
-    print(sys.argv[1], "FAILED", e)
+    try: why = json.loads(sys.argv[2]).get('error', e)
+    except Exception: why = e
+    print(sys.argv[1], "FAILED", why)
 PY
 }
 
@@ -109,12 +111,12 @@ RK="  - {id: 1, key: $RAB}
   - {id: 2, key: $RBA}"
 node sb_a "10.88.0.1:7000" "10.90.0.1/24" \
     "  - {id: 1, peer_id: 1, peer: \"10.88.0.2:7000\", peer_shards: $SHARDS, tx_key: $KAB, rx_key: $KBA}" \
-    "  - {session: 1, label: 1, deliver: [10.90.0.2/32], key: 2}" \
-    "  - {prefix: 10.90.0.2/32, session: 1, label: 1, key: 1}" "$RK"
+    "  - {session: 1, label: 100, deliver: [10.90.0.2/32], key: 2}" \
+    "  - {prefix: 10.90.0.2/32, session: 1, label: 100, key: 1}" "$RK"
 node sb_b "10.88.0.2:7000" "10.90.0.2/24" \
     "  - {id: 1, peer_id: 1, peer: \"10.88.0.1:7000\", peer_shards: $SHARDS, tx_key: $KBA, rx_key: $KAB}" \
-    "  - {session: 1, label: 1, deliver: [10.90.0.1/32], key: 1}" \
-    "  - {prefix: 10.90.0.1/32, session: 1, label: 1, key: 2}" "$RK"
+    "  - {session: 1, label: 100, deliver: [10.90.0.1/32], key: 1}" \
+    "  - {prefix: 10.90.0.1/32, session: 1, label: 100, key: 2}" "$RK"
 for be in $BACKENDS; do
     start_nodes "$be" sb_a sb_b
     run_iperf "skywire-2node-$be" sb_b sb_a 10.90.0.2

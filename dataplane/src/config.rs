@@ -410,6 +410,34 @@ mod tests {
         assert!(e.contains("a relay holds no route key"), "{e}");
     }
 
+    /// Label 1 is the liveness probe's: a route or rule on it would be refused on every data
+    /// port, so the file is refused instead (the bench's first 2-node file used it, and
+    /// carried nothing).
+    #[test]
+    fn the_probe_label_is_refused_for_rules_and_routes() {
+        for (from, to) in [
+            (
+                "{session: 1, label: 5, deliver",
+                "{session: 1, label: 1, deliver",
+            ),
+            (
+                "session: 1, label: 5, key: 1}",
+                "session: 1, label: 1, key: 1}",
+            ),
+        ] {
+            let bad = ok_file().replace(from, to);
+            assert_ne!(bad, ok_file());
+            let e = Static::parse(&bad, Path::new("n.yaml"), 1).err().unwrap();
+            assert!(e.contains("reserved for liveness probes"), "{e}");
+        }
+        let bad = ok_file().replace(
+            "deliver: [fd00::2/128], key: 2}",
+            "forward: {session: 1, label: 1}}",
+        );
+        let e = Static::parse(&bad, Path::new("n.yaml"), 1).err().unwrap();
+        assert!(e.contains("reserved for liveness probes"), "{e}");
+    }
+
     #[test]
     fn a_file_others_can_read_is_refused() {
         use std::os::unix::fs::PermissionsExt;

@@ -257,9 +257,18 @@ pub struct Fib {
 
 impl Fib {
     /// Checks references: every rule and route names an existing session, and every deliver
-    /// rule and route an existing route key.
+    /// rule and route an existing route key. No rule or route uses a label the dataplane keeps
+    /// for itself ([`crate::wire::LABEL_PROBE`]: such frames would be taken for probes and
+    /// refused on the data ports).
     pub fn validate(&self) -> Result<(), String> {
+        let reserved = |l: Label| l == crate::wire::LABEL_PROBE;
         for ((s, l), a) in &self.rules {
+            if reserved(*l) || matches!(a, Action::Forward { label, .. } if reserved(*label)) {
+                return Err(format!(
+                    "rule ({s}, {l}) uses label {}, reserved for liveness probes",
+                    crate::wire::LABEL_PROBE
+                ));
+            }
             if !self.sessions.contains_key(s) {
                 return Err(format!(
                     "rule ({s}, {l}) names unknown incoming session {s}"
@@ -278,6 +287,12 @@ impl Fib {
             }
         }
         for (p, r) in self.routes.iter() {
+            if reserved(r.label) {
+                return Err(format!(
+                    "route {p} uses label {}, reserved for liveness probes",
+                    r.label
+                ));
+            }
             if !self.sessions.contains_key(&r.session) {
                 return Err(format!("route {p} names unknown session {}", r.session));
             }

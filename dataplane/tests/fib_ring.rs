@@ -135,18 +135,32 @@ fn program_punt_and_inject_through_the_fib_ring() {
     fa.send(&FibMsg::AddRoute {
         prefix: p("fd00::77/128"),
         session: 42,
-        label: 1,
+        label: 3,
         key: 7,
         keepalive: false,
     })
     .unwrap();
     let err = fa.commit(Duration::from_secs(5)).unwrap_err();
     assert!(err.to_string().contains("unknown session 42"), "{err}");
+    // So is one on the label liveness probes use.
+    fa.send(&FibMsg::AddRoute {
+        prefix: p("fd00::77/128"),
+        session: 1,
+        label: dataplane::wire::LABEL_PROBE,
+        key: 1,
+        keepalive: false,
+    })
+    .unwrap();
+    let err = fa.commit(Duration::from_secs(5)).unwrap_err();
+    assert!(
+        err.to_string().contains("reserved for liveness probes"),
+        "{err}"
+    );
     // So is one that names an unknown route key.
     fa.send(&FibMsg::AddRoute {
         prefix: p("fd00::77/128"),
         session: 1,
-        label: 1,
+        label: 3,
         key: 99,
         keepalive: false,
     })
@@ -254,7 +268,7 @@ fn idle_routes_expire_unless_kept_alive_and_a_crash_leaves_no_device() {
     std::fs::write(
         &cfg,
         format!(
-            "node:\n  listen: \"127.0.0.1:7000\"\n  shards: 1\n  route_idle_secs: 1\n  addresses: [fd00::1/64]\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {k}, rx_key: {k}}}\nroute_keys:\n  - {{id: 1, key: {k}}}\nrules: []\nroutes:\n  - {{prefix: fd00::2/128, session: 1, label: 1, key: 1, keepalive: true}}\n  - {{prefix: fd00::3/128, session: 1, label: 2, key: 1}}\n"
+            "node:\n  listen: \"127.0.0.1:7000\"\n  shards: 1\n  route_idle_secs: 1\n  addresses: [fd00::1/64]\nsessions:\n  - {{id: 1, peer_id: 1, peer: \"127.0.0.1:7100\", tx_key: {k}, rx_key: {k}}}\nroute_keys:\n  - {{id: 1, key: {k}}}\nrules: []\nroutes:\n  - {{prefix: fd00::2/128, session: 1, label: 3, key: 1, keepalive: true}}\n  - {{prefix: fd00::3/128, session: 1, label: 2, key: 1}}\n"
         ),
     )
     .unwrap();
