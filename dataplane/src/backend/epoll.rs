@@ -44,15 +44,7 @@ impl Bufs {
 
 /// Runs a shard until `stop` is set.
 pub fn run(mut io: ShardIo) -> io::Result<()> {
-    io.udp.set_nonblocking(true)?;
-    if io.offload
-        && let Err(e) = mmsg::enable_gro(io.udp.as_fd())
-    {
-        tracing::warn!(
-            "shard {}: UDP GRO not available ({e}); receiving frame by frame",
-            io.shard.id()
-        );
-    }
+    pump::prepare_udp(&io)?;
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
     epoll::add(
         &ep,

@@ -37,6 +37,22 @@ pub fn tun_read_len(offload: bool) -> usize {
     BUF_SIZE - TAILROOM - tun_read_at(offload)
 }
 
+/// Sets the shard's UDP socket up the way the pump sends and both backends receive:
+/// non-blocking, and with offloads UDP GRO on (a warning if the kernel refuses it: then
+/// datagrams come frame by frame).
+pub fn prepare_udp(io: &ShardIo) -> std::io::Result<()> {
+    io.udp.set_nonblocking(true)?;
+    if io.offload
+        && let Err(e) = mmsg::enable_gro(io.udp.as_fd())
+    {
+        tracing::warn!(
+            "shard {}: UDP GRO not available ({e}); receiving frame by frame",
+            io.shard.id()
+        );
+    }
+    Ok(())
+}
+
 /// A backend's packet buffers, by index, each [`BUF_SIZE`] bytes.
 pub trait Buffers {
     /// Buffer `i`, to work on.

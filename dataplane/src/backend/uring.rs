@@ -677,15 +677,7 @@ impl Uring {
 pub fn run(mut io: ShardIo) -> io::Result<()> {
     let flags = rustix::fs::fcntl_getfl(io.tun.as_fd())?;
     rustix::fs::fcntl_setfl(io.tun.as_fd(), flags - OFlags::NONBLOCK)?;
-    io.udp.set_nonblocking(true)?;
-    if io.offload
-        && let Err(e) = mmsg::enable_gro(io.udp.as_fd())
-    {
-        tracing::warn!(
-            "shard {}: UDP GRO not available ({e}); receiving frame by frame",
-            io.shard.id()
-        );
-    }
+    pump::prepare_udp(&io)?;
     let mut pump = Pump::new();
     let (result, drained) = match Uring::new(&io) {
         Ok(mut u) => {
