@@ -365,11 +365,12 @@ fn three_nodes_relay_offload_uring() {
     three_nodes_with("uring", &["--offload", "on"]);
 }
 
-/// The default (`--backend auto`, offloads on) where io_uring is refused by a seccomp sandbox:
-/// the node says so, falls back to epoll, and traffic flows (ping, two checked transfers).
+/// `--backend auto` (offloads off: then auto tries io_uring) where io_uring is refused by a
+/// seccomp sandbox: the node says so, falls back to epoll, and traffic flows (ping, two checked
+/// transfers).
 #[test]
 fn two_nodes_fall_back_to_epoll_when_io_uring_is_refused() {
-    two_nodes_wrapped("auto", &["--offload", "on"], &["python3", "-c", NO_URING]);
+    two_nodes_wrapped("auto", &["--offload", "off"], &["python3", "-c", NO_URING]);
 }
 
 /// `--backend uring` where io_uring is refused: a clear error, no device left behind.
