@@ -12,7 +12,7 @@ use dataplane::stats::{NodeStats, traffic};
 use dataplane::{fibring, tun};
 use netbase::netlink;
 use std::collections::HashMap;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,6 +60,33 @@ const FIB_THREAD_NICE: i32 = -10;
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("skywire-node: {msg}");
     std::process::exit(1);
+}
+
+/// How long a port held by someone else is waited for. A killed io_uring predecessor (a
+/// restart by viscript, `kill -9` then start) still holds its sockets for a moment: the kernel
+/// releases the files its ring referenced in the ring's deferred teardown, after the process
+/// is gone. Longer than that, the port is someone else's: fail.
+const BIND_WAIT: Duration = Duration::from_secs(3);
+/// Between two attempts to bind a busy port.
+const BIND_RETRY: Duration = Duration::from_millis(5);
+
+/// Binds `addr`, waiting up to [`BIND_WAIT`] while it is in use (said in the log), else exits.
+fn bind_udp(addr: SocketAddr) -> UdpSocket {
+    let t0 = Instant::now();
+    loop {
+        match UdpSocket::bind(addr) {
+            Ok(u) => {
+                if t0.elapsed() > BIND_RETRY {
+                    tracing::info!("bound {addr} after waiting {:?} for it", t0.elapsed());
+                }
+                return u;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && t0.elapsed() < BIND_WAIT => {
+                std::thread::sleep(BIND_RETRY)
+            }
+            Err(e) => fail(format!("bind {addr}: {e}")),
+        }
+    }
 }
 
 /// Termination signals set `stop` (see [`signal::term::on_termination`]).
@@ -154,7 +181,7 @@ fn main() {
                 .checked_add(i as u16)
                 .unwrap_or_else(|| fail("listen port + shards overflows")),
         );
-        let udp = UdpSocket::bind(addr).unwrap_or_else(|e| fail(format!("bind {addr}: {e}")));
+        let udp = bind_udp(addr);
         // Bursts of a fast TCP flow overflow the default 208 KiB; as root the *_FORCE forms
         // pass net.core.rmem_max/wmem_max, else the kernel caps the plain request at them.
         use rustix::net::sockopt as so;
@@ -181,8 +208,7 @@ fn main() {
         punts,
         injector: Shard::new(shards as u8, cell.clone(), stats.clone()).receiving_probes(),
         udp: {
-            let u = UdpSocket::bind(inject_addr)
-                .unwrap_or_else(|e| fail(format!("bind {inject_addr}: {e}")));
+            let u = bind_udp(inject_addr);
             u.set_nonblocking(true)
                 .unwrap_or_else(|e| fail(format!("{inject_addr}: {e}")));
             u

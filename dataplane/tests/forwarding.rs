@@ -419,3 +419,81 @@ fn backend_uring_refused_is_a_clear_error() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Holds UDP 127.0.0.1:7000 for argv[1] seconds, saying when it has it.
+const HOLD_PORT: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 7000))
+print("holding", flush=True); time.sleep(float(sys.argv[1]))
+"#;
+
+/// A restarted node whose port is still held for a moment (a killed io_uring predecessor's
+/// ring lets go of its sockets some ms after the process is gone) waits for it and starts;
+/// a port someone keeps is a clear error after the wait, with no device left behind.
+#[test]
+fn a_port_held_a_moment_is_waited_for_and_one_held_on_is_an_error() {
+    let t = tag();
+    let dir = scratch(&t);
+    let node = node_bin();
+    for (ns_tag, hold, starts) in [("a", "0.5", true), ("b", "30", false)] {
+        let mut ns = Ns::new(format!("{t}{ns_tag}"));
+        let cfg = write_node(
+            &dir,
+            &Node {
+                ns: &ns.name,
+                listen: "127.0.0.1:7000",
+                addrs: &["fd00::1/64"],
+                sessions: vec![],
+                rules: vec![],
+                routes: vec![],
+            },
+        );
+        let held = dir.join(format!("{ns_tag}-hold.log"));
+        ns.spawn(&["python3", "-c", HOLD_PORT, hold], &held);
+        wait_until("the port held", Duration::from_secs(10), || {
+            std::fs::read_to_string(&held).is_ok_and(|s| s.contains("holding"))
+        });
+        let log = dir.join(format!("{ns_tag}.log"));
+        let fib = cfg.with_extension("fib");
+        let t0 = std::time::Instant::now();
+        let i = ns.spawn(
+            &[
+                node.to_str().unwrap(),
+                "--static",
+                cfg.to_str().unwrap(),
+                "--fib-socket",
+                fib.to_str().unwrap(),
+            ],
+            &log,
+        );
+        if starts {
+            wait_until("the node up", Duration::from_secs(10), || {
+                std::fs::read_to_string(&log).is_ok_and(|s| s.contains("sky0 up"))
+            });
+            let out = std::fs::read_to_string(&log).unwrap();
+            assert!(
+                out.contains("bound 127.0.0.1:7000 after waiting"),
+                "no word of the wait: {out}"
+            );
+            assert!(matches!(ns.child(i).try_wait(), Ok(None)), "{out}");
+        } else {
+            let st = ns.child(i).wait().unwrap();
+            let out = std::fs::read_to_string(&log).unwrap();
+            assert!(!st.success(), "started on a port in use: {out}");
+            assert!(
+                t0.elapsed() >= Duration::from_secs(3),
+                "gave up after {:?}",
+                t0.elapsed()
+            );
+            assert!(
+                out.contains("bind 127.0.0.1:7000: Address already in use"),
+                "no clear error: {out}"
+            );
+            assert!(
+                !ns.exec(&["ip", "link", "show", "sky0"]).status.success(),
+                "sky0 left behind"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
