@@ -39,8 +39,8 @@ struct Cli {
     /// nodes share a machine, as in the network-namespace testbed).
     #[arg(long)]
     no_pin: bool,
-    /// I/O backend. auto: epoll with offloads; without them io_uring when this kernel and
-    /// sandbox allow it, else epoll (said in the log). uring: io_uring or an error.
+    /// I/O backend. auto: io_uring when this kernel and sandbox allow it, else epoll (said in
+    /// the log). uring: io_uring or an error.
     #[arg(long, default_value = "auto", value_parser = ["auto", "epoll", "uring"])]
     backend: String,
     /// TUN and UDP offloads: read TCP super-packets (TSO) and partial checksums from sky0 and
@@ -122,9 +122,6 @@ fn main() {
                 "--backend uring: io_uring cannot be set up here: {e} (use --backend epoll or auto)"
             )),
         },
-        // Not the default with offloads yet: the controlplane's mesh tests (heal, SOCKS and VPN
-        // across two hops) do not pass on it (issue #14).
-        _ if offload => false,
         _ => match io_uring::probe() {
             Ok(()) => true,
             Err(e) => {
