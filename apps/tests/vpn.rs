@@ -285,12 +285,12 @@ fn vpn_across_two_hops_and_clean_teardown() {
         "curl after a controlplane restart: {}",
         text(&out)
     );
-    // The server's router: its dataplane, then its controlplane, SIGKILLed and started again
-    // (children 0 and 1 of c's namespace): the running server and client carry traffic again.
-    // (The client router's dataplane, child 0 of a's namespace, passed here on an idle machine
-    // but not always under the whole suite: left out until that is understood.)
+    // The client router's dataplane, then the server router's dataplane and controlplane
+    // (child 0 of a's namespace, children 0 and 1 of c's), SIGKILLed and started again: the
+    // running server and client carry traffic again.
     for (what, i, child) in [
-        ("server router's dataplane", 2usize, 0usize),
+        ("client router's dataplane", 0usize, 0usize),
+        ("server router's dataplane", 2, 0),
         ("server router's controlplane", 2, 1),
     ] {
         let n = ["a", "b", "c"][i];
@@ -350,7 +350,7 @@ fn vpn_across_two_hops_and_clean_teardown() {
     );
 
     // A crash leaves the changes; --cleanup (or the next start) undoes them.
-    let client = ns[0].spawn(&args_a, &client_log);
+    let client = ns[0].spawn(&args_a, &dir.join("vpn-client-2.log"));
     let out = curl_until_ok(&ns[0], Duration::from_secs(20));
     assert!(
         out.status.success(),
