@@ -34,6 +34,9 @@ pub const KEEPALIVE: Duration = Duration::from_secs(5);
 pub const DEAD: Duration = Duration::from_secs(20);
 /// Longest protocol line.
 pub const MAX_LINE: u64 = 512;
+/// How often the VPN apps look for a re-made TUN device (its skywire-node restarted): it comes
+/// without their address and routes, and traffic through the tunnel waits until they are back.
+pub const TUN_CHECK: Duration = Duration::from_millis(100);
 
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Eq)]

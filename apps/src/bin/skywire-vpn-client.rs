@@ -217,7 +217,7 @@ fn main() {
                 break 1;
             }
         }
-        let alive = match conn.recv(Duration::from_millis(500)) {
+        let alive = match conn.recv(vpn::TUN_CHECK) {
             Ok(Some(Msg::Keepalive)) | Ok(None) => conn.tick(),
             Ok(Some(m)) => Err(format!("unexpected {m:?}")),
             Err(e) => Err(e),

@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 const KIND: &str = "skywire-vpn-server";
 /// How long a disconnected client keeps its address (and its routes).
 const GRACE: Duration = Duration::from_secs(60);
+/// How often leases are expired, the controlplane checked and the counters updated.
+const CHORES: Duration = Duration::from_secs(1);
 
 #[derive(Parser)]
 #[command(name = KIND, version, about = "IPv4 exit (VPN server) for Skywire mesh nodes")]
@@ -211,6 +213,7 @@ fn main() {
             .and_then(|i| i.trim().parse::<u32>().ok())
     };
     let mut tun_index = ifindex(&cli.host.tun);
+    let mut last_chores = Instant::now();
     let code = loop {
         if stop.load(Ordering::SeqCst) {
             break 0;
@@ -229,7 +232,7 @@ fn main() {
             }
         }
         if let Some(s) = &session {
-            if s.wait_shutdown(Some(Duration::from_secs(1))).is_some() {
+            if s.wait_shutdown(Some(vpn::TUN_CHECK)).is_some() {
                 break 0;
             }
             if s.lost() {
@@ -237,8 +240,12 @@ fn main() {
                 break 1;
             }
         } else {
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(vpn::TUN_CHECK);
         }
+        if last_chores.elapsed() < CHORES {
+            continue;
+        }
+        last_chores = Instant::now();
         let gone = lock(&shared.pool).expire(Instant::now(), GRACE);
         let mut ctl = lock(&shared.ctl);
         for pk in gone {
