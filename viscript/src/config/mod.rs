@@ -122,5 +122,44 @@ impl Config {
         self.apps.iter().position(|a| a.name == name)
     }
 }
+/// What a reload changes: apps by name, compared entry by entry (every field of [`App`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// In the new config only.
+    pub added: Vec<String>,
+    /// In the old config only.
+    pub removed: Vec<String>,
+    /// In both, with a different entry.
+    pub changed: Vec<String>,
+    /// In both, the same.
+    pub same: Vec<String>,
+    /// The settings differ.
+    pub settings: bool,
+}
+
+impl Changes {
+    /// What turns `old` into `new`; each list in the order of the config it comes from.
+    pub fn between(old: &Config, new: &Config) -> Changes {
+        let mut c = Changes {
+            settings: old.settings != new.settings,
+            ..Changes::default()
+        };
+        for a in &new.apps {
+            match old.app(&a.name) {
+                None => c.added.push(a.name.clone()),
+                Some(o) if o != a => c.changed.push(a.name.clone()),
+                Some(_) => c.same.push(a.name.clone()),
+            }
+        }
+        c.removed = old
+            .apps
+            .iter()
+            .filter(|a| new.app(&a.name).is_none())
+            .map(|a| a.name.clone())
+            .collect();
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests;

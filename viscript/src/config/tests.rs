@@ -605,3 +605,21 @@ fn deep_nesting_is_rejected_not_crashing() {
     let m = err(&deep);
     assert!(m.contains("config.yaml"), "{m}");
 }
+
+#[test]
+fn changes_name_the_added_removed_changed_and_same_apps() {
+    let old = ok("apps:\n  a:\n    path: /bin/a\n  b:\n    path: /bin/b\n  c:\n    path: /bin/c\n");
+    let new = ok(
+        "settings:\n  ping_interval_ms: 500\napps:\n  c:\n    path: /bin/c\n  b:\n    path: /bin/b\n    autostart: true\n  d:\n    path: /bin/d\n",
+    );
+    let c = Changes::between(&old, &new);
+    assert_eq!(c.added, ["d"]);
+    assert_eq!(c.removed, ["a"]);
+    assert_eq!(c.changed, ["b"]);
+    assert_eq!(c.same, ["c"]);
+    assert!(c.settings);
+    let none = Changes::between(&old, &old);
+    assert!(none.added.is_empty() && none.removed.is_empty() && none.changed.is_empty());
+    assert_eq!(none.same, ["a", "b", "c"]);
+    assert!(!none.settings);
+}
