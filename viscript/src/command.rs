@@ -54,6 +54,8 @@ pub enum Command {
         /// Component id.
         id: Option<u64>,
     },
+    /// `reload`: re-read the config file and apply what changed.
+    Reload,
     /// `quit`: stop everything and exit.
     Quit,
 }
@@ -281,6 +283,15 @@ pub const COMMANDS: &[Spec] = &[
         "the controlplane's links: key, endpoint, RTT, state, traffic",
     ),
     spec(
+        "reload",
+        None,
+        &[],
+        "",
+        "re-read config.yaml: start new autostart apps, stop removed\n\
+         ones, restart changed ones, leave the rest; on an error\n\
+         the running config stays (also SIGHUP to serve)",
+    ),
+    spec(
         "quit",
         None,
         &["exit", "q"],
@@ -378,6 +389,10 @@ impl Command {
             "list" => {
                 no_more(cmd, rest)?;
                 Command::List
+            }
+            "reload" => {
+                no_more(cmd, rest)?;
+                Command::Reload
             }
             "ping" => Command::Ping(one_id(cmd, rest)?),
             "ru" => Command::Ru(one_id(cmd, rest)?),
@@ -598,6 +613,9 @@ logs ID [-n N] [-f] [--level L]
 attach ID                  follow the component's output (press Enter to detach)
 routes [ID]                the controlplane's routes: destination, path, labels, age
 peers [ID]                 the controlplane's links: key, endpoint, RTT, state, traffic
+reload                     re-read config.yaml: start new autostart apps, stop removed
+                           ones, restart changed ones, leave the rest; on an error
+                           the running config stays (also SIGHUP to serve)
 quit                       stop every component and exit";
 
     #[test]

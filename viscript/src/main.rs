@@ -137,7 +137,7 @@ fn run_supervisor(opts: &Options, serve: Option<Option<SocketAddr>>) -> i32 {
     } else {
         None
     };
-    let (handle, thread) = match start_blocked(cfg, notifier) {
+    let (handle, thread) = match start_blocked(cfg, notifier, serve) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("viscript: cannot start the supervisor: {e}");
@@ -182,7 +182,7 @@ fn run_gui(opts: &Options, refresh: Duration) -> i32 {
     if remote.reachable() {
         // Signals only restore the terminal; the daemon keeps running.
         let (_, rx) = std::sync::mpsc::sync_channel(1);
-        handle_signals_deferred(rx, true);
+        handle_signals_deferred(rx, true, false);
         return match gui::run(std::sync::Arc::new(remote), refresh) {
             Ok(()) => 0,
             Err(e) => {
@@ -204,7 +204,7 @@ fn run_gui(opts: &Options, refresh: Duration) -> i32 {
     if let Err(e) = proc::become_subreaper() {
         eprintln!("viscript: cannot become child subreaper ({e}); orphans go to init");
     }
-    let (handle, thread) = match start_blocked_with(cfg, true, None) {
+    let (handle, thread) = match start_blocked_with(cfg, true, None, false) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("viscript: cannot start the supervisor: {e}");
@@ -222,34 +222,53 @@ fn run_gui(opts: &Options, refresh: Duration) -> i32 {
     }
 }
 
+/// With `hup_reloads` (the daemon), SIGHUP is `reload`, not a termination signal.
 fn start_blocked(
     cfg: Config,
     notifier: Option<viscript::notify::Notifier>,
+    hup_reloads: bool,
 ) -> std::io::Result<(supervisor::Handle, std::thread::JoinHandle<()>)> {
-    start_blocked_with(cfg, false, notifier)
+    start_blocked_with(cfg, false, notifier, hup_reloads)
 }
 
 fn start_blocked_with(
     cfg: Config,
     tui: bool,
     notifier: Option<viscript::notify::Notifier>,
+    hup_reloads: bool,
 ) -> std::io::Result<(supervisor::Handle, std::thread::JoinHandle<()>)> {
     // The mask must be in place before the supervisor thread exists; handle_signals blocks it
     // for this thread, and the supervisor thread inherits it.
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    handle_signals_deferred(rx, tui);
+    handle_signals_deferred(rx, tui, hup_reloads);
     let r = supervisor::start_notifying(cfg, notifier)?;
     let _ = tx.send(r.0.clone());
     Ok(r)
 }
 
-/// With `tui`, the terminal is restored before anything else (the GUI owns it).
-fn handle_signals_deferred(rx: std::sync::mpsc::Receiver<supervisor::Handle>, tui: bool) {
-    signal::term::on_termination(move |sig| {
+/// With `tui`, the terminal is restored before anything else (the GUI owns it). With
+/// `hup_reloads`, SIGHUP reloads the config (its outcome on stderr) and the wait goes on.
+fn handle_signals_deferred(
+    rx: std::sync::mpsc::Receiver<supervisor::Handle>,
+    tui: bool,
+    hup_reloads: bool,
+) {
+    let mut handle = None;
+    signal::term::on_signals(move |sig| {
+        if handle.is_none() {
+            handle = rx.recv().ok();
+        }
+        if hup_reloads && sig == libc::SIGHUP {
+            if let Some(h) = &handle {
+                let r = h.call(Command::Reload);
+                eprintln!("viscript: SIGHUP: {}", r.text);
+            }
+            return true;
+        }
         if tui {
             gui::restore_terminal();
         }
-        if let Ok(h) = rx.recv() {
+        if let Some(h) = &handle {
             let r = h.call(Command::Quit);
             eprintln!("viscript: signal {sig}: {}", r.text);
         }

@@ -605,3 +605,121 @@ fn quit_is_answered_before_the_daemon_exits() {
         assert!(d.quit().success());
     }
 }
+
+/// The catalogue for the reload test: `keep`, `change` (with `change_args`) and `manual` (not
+/// autostarted), plus the `more` YAML; every app runs the demo.
+fn reload_config(change_args: &str, more: &str) -> String {
+    let demo = demo_bin();
+    let app = |name: &str, extra: &str| {
+        format!(
+            "  {name}:\n    path: {}\n    daemon: true\n{extra}",
+            demo.display()
+        )
+    };
+    format!(
+        "{FAST_SETTINGS}apps:\n{}{}{}{more}",
+        app("keep", "    autostart: true\n"),
+        app(
+            "change",
+            &format!("    autostart: true\n    default_args: [{change_args}]\n")
+        ),
+        app("manual", ""),
+    )
+}
+
+fn pid_of(d: &Daemon, id: u64) -> u64 {
+    d.component(id)["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{id} has no pid: {}", d.component(id)))
+}
+
+/// `reload` (and SIGHUP to serve): new autostart apps started, removed ones stopped, changed
+/// ones restarted with their new entry, the others untouched (same ids and processes); a
+/// broken file changes nothing and says where it is broken.
+#[test]
+fn reload_applies_what_changed_and_a_broken_file_changes_nothing() {
+    let demo = demo_bin();
+    let gone = format!(
+        "  gone:\n    path: {}\n    daemon: true\n    autostart: true\n",
+        demo.display()
+    );
+    let (d, lines) = Daemon::start_logged("reload", &reload_config("\"--a\"", &gone), &[]);
+    let ready = |id: u64| {
+        d.wait_for(id, "ready", Duration::from_secs(10), |c| {
+            c["state"] == "ready"
+        });
+    };
+    // Autostart in file order: keep 1, change 2, gone 3; manual started by hand with its own
+    // arguments as 4.
+    for id in 1..=3 {
+        ready(id);
+    }
+    assert_eq!(d.component(2)["args"], serde_json::json!(["--a"]));
+    let manual = id_of(&d.ok(&["start", "-w", "manual", "Own Arg"]));
+    assert_eq!(manual, 4);
+    let (keep_pid, change_pid, manual_pid) = (pid_of(&d, 1), pid_of(&d, 2), pid_of(&d, 4));
+
+    // gone removed, change's arguments changed, fresh added.
+    let fresh = format!(
+        "  fresh:\n    path: {}\n    daemon: true\n    autostart: true\n",
+        demo.display()
+    );
+    std::fs::write(&d.config, reload_config("\"--b\"", &fresh)).unwrap();
+    let out = d.run(&["reload"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "reload: {text}");
+    for want in [
+        "started: fresh (id 5)",
+        "stopped: gone (id 3)",
+        "restarted: change (id 2)",
+        "unchanged: keep, manual",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    ready(5);
+    d.wait_for(3, "gone stopped", Duration::from_secs(10), |c| {
+        c["state"] == "exited"
+    });
+    let c = d.wait_for(2, "change restarted", Duration::from_secs(10), |c| {
+        c["state"] == "ready" && c["pid"].as_u64() != Some(change_pid)
+    });
+    assert_eq!(c["args"], serde_json::json!(["--b"]), "{c}");
+    assert_eq!(pid_of(&d, 1), keep_pid, "keep was touched");
+    assert_eq!(pid_of(&d, 4), manual_pid, "manual was touched");
+    assert_eq!(d.component(4)["args"], serde_json::json!(["Own Arg"]));
+
+    // A broken file: refused with its position, nothing stops or starts.
+    let broken = reload_config("\"--c\"", "  fresh:\n    path: /x\n    colour: blue\n");
+    std::fs::write(&d.config, &broken).unwrap();
+    let line = broken.lines().position(|l| l.contains("colour")).unwrap() + 1;
+    let out = d.run(&["reload"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a broken file reloaded: {text}");
+    assert!(text.contains("the running config stays"), "{text}");
+    assert!(
+        text.contains(&format!("config.yaml:{line}:5: ")),
+        "no line {line}, column 5 in:\n{text}"
+    );
+    for (id, pid) in [(1, keep_pid), (4, manual_pid)] {
+        assert_eq!(pid_of(&d, id), pid, "{id} touched by a refused reload");
+    }
+    assert_eq!(d.component(5)["state"], "ready");
+    assert_eq!(d.component(2)["args"], serde_json::json!(["--b"]));
+
+    // SIGHUP to serve reloads: fresh removed again is stopped, the daemon lives on.
+    std::fs::write(&d.config, reload_config("\"--b\"", "")).unwrap();
+    let daemon = rustix::process::Pid::from_raw(d.pid() as i32).unwrap();
+    rustix::process::kill_process(daemon, rustix::process::Signal::HUP).unwrap();
+    d.wait_for(5, "fresh stopped by SIGHUP", Duration::from_secs(10), |c| {
+        c["state"] == "exited"
+    });
+    let said = lines
+        .try_iter()
+        .chain(lines.recv_timeout(Duration::from_secs(5)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(said.contains("viscript: SIGHUP: reloaded"), "{said}");
+    assert_eq!(pid_of(&d, 1), keep_pid);
+    assert!(d.quit().success());
+}

@@ -31,6 +31,7 @@ fn the_unit_has_what_viscript_relies_on() {
             "ExecStart",
             "/usr/bin/viscript serve --config /etc/skywire/config.yaml",
         ),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("Restart", "always"),
         ("RestartSec", "1"),
         ("WatchdogSec", "10"),

@@ -302,8 +302,11 @@ fn command_line_completes_and_remembers() {
 fn completion_of_commands_apps_and_ids() {
     let apps = ["demo".to_string(), "dns".to_string(), "node".to_string()];
     let ids = [1, 12, 2];
-    let c = complete("re", &apps, &ids);
+    let c = complete("res", &apps, &ids);
     assert_eq!(c.line, "restart ");
+    let c = complete("re", &apps, &ids);
+    assert_eq!(c.line, "re");
+    assert_eq!(c.candidates, ["reload", "restart"]);
     let c = complete("s -w n", &apps, &ids);
     assert_eq!(c.line, "s -w node ");
     let c = complete("help d", &apps, &ids);

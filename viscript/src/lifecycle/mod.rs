@@ -212,6 +212,11 @@ pub enum Event {
     },
     /// `restart`.
     RestartRequested,
+    /// A reload changed its app's restart policy (it applies from the next exit on).
+    Reconfigured {
+        /// The new policy.
+        restart: Restart,
+    },
     /// `quit`: nothing is to be restarted; the driver stops the running ones in order.
     QuitRequested,
     /// The signal ring broke (a protocol violation).
@@ -603,6 +608,7 @@ impl Step<'_> {
                     self.fx.push(Effect::Spawn(Cause::Requested));
                 }
             }
+            Event::Reconfigured { restart } => self.l.restart = restart,
             Event::QuitRequested => {
                 self.l.want = Want::Down;
                 self.l.next_start = None;

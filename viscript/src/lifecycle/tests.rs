@@ -1106,6 +1106,15 @@ fn restart_and_quit_requests() {
         })
         .fx(vec![Effect::Spawn(Cause::Requested)]),
         row(
+            "a reload changes the restart policy: nothing else",
+            ready(t0),
+            Event::Reconfigured {
+                restart: Restart::Never,
+            },
+            t1,
+        )
+        .to(|l| l.restart = Restart::Never),
+        row(
             "restart while stopping: wait for the exit",
             stopping(t0, Phase::Term, t1),
             Event::RestartRequested,

@@ -23,6 +23,7 @@ impl Supervisor {
         }
         let r = match cmd {
             Command::Apps => self.cmd_apps(),
+            Command::Reload => self.cmd_reload(now),
             Command::Help(app) => self.cmd_help(app.as_deref()),
             Command::List => self.cmd_list(now),
             Command::Start {
@@ -245,6 +246,127 @@ impl Supervisor {
         Ok(())
     }
 
+    /// `reload`: the config file read again. On an error nothing changes; else apps that are
+    /// gone are stopped, changed ones restarted with their new entry (a component started with
+    /// arguments of its own keeps them), new or changed autostart apps started, and the others
+    /// left as they are (same ids). Settings apply at once; log buffer sizes to components
+    /// started from now on, the control socket at the next start of viscript.
+    pub(super) fn cmd_reload(&mut self, now: Instant) -> Reply {
+        let new = match Config::load(&self.cfg.path) {
+            Ok(c) => c,
+            Err(e) => {
+                return Reply::err(format!("reload refused, the running config stays:\n{e}"));
+            }
+        };
+        let ch = Changes::between(&self.cfg, &new);
+        let socket_moved = new.settings.socket != self.cfg.settings.socket;
+        self.cfg = new;
+        self.policy = Policy::from_settings(&self.cfg.settings);
+        let (mut stopped, mut restarted, mut started, mut external) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Apps with a component restarted here: not started again.
+        let mut running = Vec::new();
+        let ids: Vec<u64> = self.procs.keys().copied().collect();
+        for id in ids {
+            let p = &self.procs[&id];
+            let active =
+                p.life.want != Want::Down && !matches!(p.life.state, State::Exited | State::Failed);
+            if !active {
+                continue;
+            }
+            let label = format!("{} (id {id})", p.app);
+            if ch.removed.contains(&p.app) {
+                let _ = self.feed(id, Event::StopRequested { kill: false }, now);
+                stopped.push(label);
+            } else if ch.changed.contains(&p.app) {
+                if p.life.external {
+                    running.push(p.app.clone());
+                    external.push(label);
+                    continue;
+                }
+                let Some(app) = self.cfg.app(&p.app).cloned() else {
+                    continue;
+                };
+                let waiting = p.life.state == State::Waiting;
+                if let Some(p) = self.procs.get_mut(&id)
+                    && !p.own_args
+                {
+                    p.args = app.default_args.clone();
+                }
+                let _ = self.feed(
+                    id,
+                    Event::Reconfigured {
+                        restart: app.restart,
+                    },
+                    now,
+                );
+                // One still waiting for its `after` apps starts with the new entry anyway.
+                if !waiting {
+                    let _ = self.feed(id, Event::RestartRequested, now);
+                }
+                restarted.push(label);
+                running.push(app.name);
+            }
+        }
+        let to_start: Vec<String> = self
+            .cfg
+            .start_order()
+            .into_iter()
+            .filter(|a| a.autostart && (ch.added.contains(&a.name) || ch.changed.contains(&a.name)))
+            .map(|a| a.name.clone())
+            .filter(|name| !running.contains(name) && !self.app_pending(name))
+            .collect();
+        let mut failed = Vec::new();
+        for name in to_start {
+            match self.start_app(&name, None) {
+                Ok(id) => started.push(format!("{name} (id {id})")),
+                Err(e) => failed.push(format!("{name}: {e}")),
+            }
+        }
+        let mut text = format!(
+            "reloaded {}: {} apps",
+            self.cfg.path.display(),
+            self.cfg.apps.len()
+        );
+        for (what, list) in [
+            ("started", &started),
+            ("stopped", &stopped),
+            ("restarted", &restarted),
+            ("unchanged", &ch.same),
+            ("started outside viscript, left as they run", &external),
+            ("could not start", &failed),
+        ] {
+            if !list.is_empty() {
+                text.push_str(&format!("\n{what}: {}", list.join(", ")));
+            }
+        }
+        if ch.settings {
+            text.push_str(if socket_moved {
+                "\nsettings: applied; the new control socket at the next start of viscript"
+            } else {
+                "\nsettings: applied"
+            });
+        }
+        let data = serde_json::json!({
+            "path": self.cfg.path,
+            "started": started,
+            "stopped": stopped,
+            "restarted": restarted,
+            "unchanged": ch.same,
+            "external": external,
+            "failed": failed,
+            "settings": ch.settings,
+        });
+        if failed.is_empty() {
+            Reply::ok(text, data)
+        } else {
+            Reply {
+                ok: false,
+                ..Reply::ok(text, data)
+            }
+        }
+    }
+
     pub(super) fn cmd_apps(&self) -> Reply {
         render::apps(&self.cfg.apps, &self.cfg.path)
     }
@@ -327,6 +449,7 @@ impl Supervisor {
         let id = self.next_id;
         self.next_id += 1;
         let now = Instant::now();
+        let own_args = args.is_some();
         self.procs.insert(
             id,
             Proc::new(
@@ -340,6 +463,9 @@ impl Supervisor {
                 now,
             ),
         );
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.own_args = own_args;
+        }
         if app.after.iter().all(|d| self.app_ready(d)) {
             if let Err(e) = self.feed(id, Event::DepsReady, now) {
                 self.procs.remove(&id);

@@ -19,8 +19,8 @@ pub use crate::render::Reply;
 pub use crate::units::shell_join;
 
 use crate::command::Command;
-use crate::config::Config;
-use crate::lifecycle::{self, Effect, Event, Life, Policy, Sig, State, Target};
+use crate::config::{Changes, Config};
+use crate::lifecycle::{self, Effect, Event, Life, Policy, Sig, State, Target, Want};
 use crate::logbuf::{Line, LineSplitter, LogBuf, Source};
 use crate::loglevel::Level;
 use crate::notify::{self, Notifier, Plan};
@@ -135,6 +135,8 @@ struct Proc {
     id: u64,
     app: String,
     args: Vec<String>,
+    /// `args` were given at start (not the app's `default_args`): a reload keeps them.
+    own_args: bool,
     /// Its lifecycle; changed only by [`Supervisor::feed`].
     life: Life,
     pidfd: Option<OwnedFd>,
@@ -173,6 +175,7 @@ impl Proc {
             id,
             app,
             args,
+            own_args: false,
             life,
             pidfd,
             chan,
