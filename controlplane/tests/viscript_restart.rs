@@ -1,7 +1,8 @@
 //! A router's viscript killed with SIGKILL (a crash) and started again (as systemd's
 //! `Restart=always` does): its skywire-node and skywire-control die with it (PDEATHSIG), the new
-//! viscript starts them again, and traffic through the router flows again. Line a - b - c, each
-//! router under its own viscript; b (the transit) is the one that crashes.
+//! viscript starts them again, and traffic through the router flows again. Then reloads of its
+//! catalogue under traffic lose nothing. Line a - b - c, each router under its own viscript; b
+//! (the transit) is the one that crashes and reloads.
 
 #![forbid(unsafe_code)]
 
@@ -132,5 +133,82 @@ fn a_crashed_viscript_started_again_brings_its_router_back() {
             "{comms:?}"
         );
     }
+
+    // Reloads of b's catalogue while a pings c through b every 20 ms: an app added, a setting
+    // changed, a broken file, the first file again. The router's components are not touched
+    // (same processes) and not one ping is lost.
+    let comp_pids = |ns: &Ns| -> Vec<u32> {
+        let mut v: Vec<u32> = pids_in(ns)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim().starts_with("skywire-"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = comp_pids(&ns[1]);
+    let pinger = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns[0].name,
+            "ping",
+            "-i",
+            "0.02",
+            "-c",
+            "150",
+            "-W",
+            "1",
+        ])
+        .arg(&c_addr)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pinger = KillOnDrop(pinger);
+    let cfg = dir.join("b-config.yaml");
+    let first = std::fs::read_to_string(&cfg).unwrap();
+    let vis = bin("viscript", "viscript");
+    let sock = dir.join("b.sock");
+    let reload = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        let out = sh(&[
+            vis.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+            "reload",
+        ]);
+        std::thread::sleep(Duration::from_millis(500));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let extra = format!("{first}  extra:\n    path: /bin/true\n");
+    let (ok, text) = reload(&extra);
+    assert!(
+        ok && text.contains("unchanged: skywire-node, skywire-control"),
+        "{text}"
+    );
+    let (ok, text) = reload(&extra.replace("shutdown_grace_ms: 1000", "shutdown_grace_ms: 900"));
+    assert!(ok && text.contains("settings: applied"), "{text}");
+    let (ok, text) = reload(&format!("{first}  broken: [\n"));
+    assert!(!ok, "a broken file reloaded: {text}");
+    let (ok, _) = reload(&first);
+    assert!(ok);
+    let mut pinger = pinger;
+    let mut said = String::new();
+    std::io::Read::read_to_string(pinger.0.stdout.as_mut().unwrap(), &mut said).unwrap();
+    let _ = pinger.0.wait();
+    assert!(
+        said.contains("150 packets transmitted, 150 received"),
+        "pings lost during the reloads:\n{said}"
+    );
+    assert_eq!(
+        comp_pids(&ns[1]),
+        before,
+        "a reload touched the router's components"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
