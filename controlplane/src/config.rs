@@ -143,7 +143,7 @@ pub struct Policy {
 }
 
 /// A configured neighbour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neighbour {
     /// Its identity.
     pub pk: NodeId,
@@ -154,7 +154,7 @@ pub struct Neighbour {
 }
 
 /// The parsed configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Key file.
     pub key: PathBuf,

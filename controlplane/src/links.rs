@@ -509,11 +509,17 @@ pub fn listen_with(ctx: LinkCtx, listener: TcpListener, limits: Limits, stats: A
 /// `HOLD_BACK`, 500 ms, then whenever a link is already up) so they do not keep replacing each
 /// other's link.
 pub fn dial(ctx: LinkCtx, peer: NodeId, addr: SocketAddr) {
+    dial_until(ctx, peer, addr, Arc::new(AtomicBool::new(false)));
+}
+
+/// [`dial`] until `gone` is set too (the neighbour left the config, or moved): no new attempt
+/// after that; a link up meanwhile is closed by its handle.
+pub fn dial_until(ctx: LinkCtx, peer: NodeId, addr: SocketAddr, gone: Arc<AtomicBool>) {
     let mut backoff = Backoff::default();
     if !linkcore::smaller_dials(&ctx.id.id(), &peer) {
         sleep_unless_stopped(&ctx, HOLD_BACK);
     }
-    while !ctx.stop.load(Ordering::SeqCst) {
+    while !ctx.stop.load(Ordering::SeqCst) && !gone.load(Ordering::SeqCst) {
         if ctx
             .linked
             .lock()

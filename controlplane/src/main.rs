@@ -237,7 +237,19 @@ fn main() {
         }
         Cmd::Run { config } => {
             let stop = Arc::new(AtomicBool::new(false));
-            watch_signals(stop.clone());
+            let reload = Arc::new(AtomicBool::new(false));
+            {
+                let (stop, reload) = (stop.clone(), reload.clone());
+                // SIGHUP: read the config file again (see `run_reloading`); others: stop.
+                signal::term::on_signals(move |sig| {
+                    if sig == signal::term::SIGHUP {
+                        reload.store(true, Ordering::SeqCst);
+                        return true;
+                    }
+                    stop.store(true, Ordering::SeqCst);
+                    false
+                });
+            }
             let cfg = match controlplane::config::Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -245,7 +257,7 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            if let Err(e) = controlplane::run::run(cfg, stop) {
+            if let Err(e) = controlplane::run::run_reloading(cfg, stop, Some((reload, config))) {
                 eprintln!("skywire-control: {e}");
                 std::process::exit(1);
             }

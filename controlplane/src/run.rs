@@ -294,6 +294,35 @@ fn sleep_until_event(dp: &mut DataplaneLink, wake: &OwnedFd, wait: Duration) {
 
 /// Runs the controlplane until `stop` is set (or viscript asks it to shut down).
 pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
+    run_reloading(cfg, stop, None)
+}
+
+/// Who may call in: the configured neighbours, or anyone with `allow_any` (a reload changes it).
+#[derive(Debug, Default)]
+struct Allowed {
+    any: bool,
+    keys: Vec<NodeId>,
+}
+
+/// The dialers of the neighbours with an endpoint: where each dials and its stop flag.
+type Dialers = HashMap<NodeId, (std::net::SocketAddr, Arc<AtomicBool>)>;
+
+fn start_dialer(ctx: &LinkCtx, dialers: &mut Dialers, pk: NodeId, addr: std::net::SocketAddr) {
+    let gone = Arc::new(AtomicBool::new(false));
+    if let Some((_, old)) = dialers.insert(pk, (addr, gone.clone())) {
+        old.store(true, Ordering::SeqCst);
+    }
+    let c = ctx.clone();
+    std::thread::spawn(move || links::dial_until(c, pk, addr, gone));
+}
+
+/// [`run`], reading `reload.1` again whenever `reload.0` is set (SIGHUP): what changed is
+/// applied as [`Router::reconfigure`] says; a file that does not load changes nothing.
+pub fn run_reloading(
+    cfg: Config,
+    stop: Arc<AtomicBool>,
+    reload: Option<(Arc<AtomicBool>, std::path::PathBuf)>,
+) -> Result<(), String> {
     let (ident, created) = Identity::load_or_create(&cfg.key).map_err(|e| e.to_string())?;
     if created {
         tracing::info!("created identity {}", cfg.key.display());
@@ -351,15 +380,21 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
     let nm = NodeManager::new(seed, nm_cfg, 0);
     let (etx, erx) = std::sync::mpsc::sync_channel(links::LINK_EVENTS);
     let wake = links::wake_fd().map_err(|e| format!("eventfd: {e}"))?;
-    let allowed_keys: Vec<NodeId> = cfg.neighbours.iter().map(|n| n.pk).collect();
-    let allow_any = cfg.allow_any;
+    let allowed = Arc::new(std::sync::RwLock::new(Allowed {
+        any: cfg.allow_any,
+        keys: cfg.neighbours.iter().map(|n| n.pk).collect(),
+    }));
+    let may_call = allowed.clone();
     let ctx = LinkCtx {
         id: Arc::new(ident),
         data_port: cfg.data_port,
         data_shards: cfg.data_shards,
         keepalive: Duration::from_millis(cfg.keepalive_ms),
         dead_after: cfg.dead_after,
-        allowed: Arc::new(move |p| allow_any || allowed_keys.contains(p)),
+        allowed: Arc::new(move |p| {
+            let a = may_call.read().unwrap_or_else(|e| e.into_inner());
+            a.any || a.keys.contains(p)
+        }),
         events: etx,
         wake: wake.clone(),
         next_session: Arc::new(AtomicU32::new(1)),
@@ -397,11 +432,10 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
             offered_tx,
         )?;
     }
+    let mut dialers = Dialers::new();
     for n in &cfg.neighbours {
         if let Some(addr) = n.endpoint {
-            let c = ctx.clone();
-            let pk = n.pk;
-            std::thread::spawn(move || links::dial(c, pk, addr));
+            start_dialer(&ctx, &mut dialers, n.pk, addr);
         }
     }
     let app_socket = cfg.app_socket.clone();
@@ -468,6 +502,44 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
                 Err(e) => {
                     tracing::warn!("overlay address on {tun}: {e}");
                     address_pending = false;
+                }
+            }
+        }
+        if let Some((flag, path)) = &reload
+            && flag.swap(false, Ordering::SeqCst)
+        {
+            match Config::load(path) {
+                Err(e) => tracing::warn!("reload refused, the running config stays: {e}"),
+                Ok(new) => {
+                    let r = d.router.reconfigure(now, &new);
+                    if let Ok(mut a) = allowed.write() {
+                        a.any = new.allow_any;
+                        a.keys = new.neighbours.iter().map(|n| n.pk).collect();
+                    }
+                    for pk in &r.removed {
+                        if let Some((_, gone)) = dialers.remove(pk) {
+                            gone.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    for (pk, endpoint) in r.added.iter().chain(&r.moved) {
+                        match endpoint {
+                            Some(addr) => start_dialer(&ctx, &mut dialers, *pk, *addr),
+                            None => {
+                                if let Some((_, gone)) = dialers.remove(pk) {
+                                    gone.store(true, Ordering::SeqCst);
+                                }
+                                if messenger {
+                                    tracing::warn!(
+                                        "neighbour {pk:?} has no endpoint: it is looked up \
+                                         through the messengers from the next start (until \
+                                         then it may call in)"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    tracing::info!("config reloaded from {}: {}", path.display(), r.summary());
+                    d.outputs();
                 }
             }
         }

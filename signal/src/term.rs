@@ -3,6 +3,9 @@
 //! `sigwait`, which runs the caller's handler. Children spawned later get a clean mask (std's
 //! spawn resets it; viscript's pre-exec does too).
 
+/// SIGHUP's number, as a handler of [`on_signals`] sees it (a reload for the daemons).
+pub const SIGHUP: i32 = libc::SIGHUP;
+
 /// Blocks the termination signals and runs `on_signal(signo)` on a dedicated thread when one
 /// arrives. Call it first thing in `main`, before any other thread exists.
 pub fn on_termination(on_signal: impl FnOnce(i32) + Send + 'static) {

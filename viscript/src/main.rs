@@ -258,7 +258,7 @@ fn handle_signals_deferred(
         if handle.is_none() {
             handle = rx.recv().ok();
         }
-        if hup_reloads && sig == libc::SIGHUP {
+        if hup_reloads && sig == signal::term::SIGHUP {
             if let Some(h) = &handle {
                 let r = h.call(Command::Reload);
                 eprintln!("viscript: SIGHUP: {}", r.text);

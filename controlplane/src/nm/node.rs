@@ -520,6 +520,25 @@ impl NodeManager {
         self.finish(now_ms);
     }
 
+    /// Replace the per-neighbour cost overrides (a config reload). An up neighbour with an
+    /// override is advertised at it at once; one whose override went is advertised at its
+    /// measured cost from the next measurement on ([`NodeManager::link_cost`]).
+    pub fn set_cost_overrides(&mut self, now_ms: u64, overrides: Vec<(NodeId, u32)>) {
+        if self.cfg.cost_override != overrides {
+            self.cfg.cost_override = overrides;
+            for (nb, n) in self.nbs.iter_mut() {
+                if let Some((_, c)) = self.cfg.cost_override.iter().find(|(o, _)| o == nb)
+                    && n.advertised != *c
+                {
+                    n.advertised = *c;
+                    self.originate_pending = true;
+                    self.originate_urgent = true;
+                }
+            }
+        }
+        self.finish(now_ms);
+    }
+
     /// Change this node's own policy flags (re-originates at once).
     pub fn set_policy(&mut self, now_ms: u64, drain: bool, no_transit: bool) {
         if self.cfg.drain != drain || self.cfg.no_transit != no_transit {

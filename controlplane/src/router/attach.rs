@@ -207,7 +207,7 @@ impl Router {
 
     /// Queues the configured services plus those apps published for the messenger client;
     /// false when there is no messenger to publish with.
-    fn publish_services(&mut self) -> bool {
+    pub(super) fn publish_services(&mut self) -> bool {
         if !self.messenger {
             return false;
         }

@@ -12,6 +12,7 @@
 
 mod attach;
 mod mirror;
+mod reload;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -25,6 +26,7 @@ use crate::nm::{Action, NodeManager, RuleThen};
 use dataplane::fibproto::{FibMsg, Key, RuleAction, Traffic};
 use mirror::Mirror;
 use netbase::Prefix;
+pub use reload::Reloaded;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -896,3 +896,65 @@ fn the_address_index_drops_nodes_no_longer_known_without_a_punt_miss() {
         assert_eq!(r.by_addr.get(&IpAddr::V6(n.overlay_addr())), Some(&n));
     }
 }
+
+#[test]
+fn a_reload_closes_removed_neighbours_and_applies_costs_and_policy_leaving_the_rest() {
+    let mut m = Mesh::new(3);
+    let (_, _) = m.link(0, 1);
+    let (l12, _) = m.link(1, 2);
+    m.run();
+    m.advance(1000);
+    let (a, c) = (m.nodes[0].id, m.nodes[2].id);
+    let with = |extra: &str| {
+        Config::parse(
+            &format!("{CFG}neighbours:\n  - {{pk: {}}}\n{extra}", a.hex()),
+            std::path::Path::new("/tmp/control.yaml"),
+        )
+        .unwrap()
+    };
+    // c and a listed (c at a cost of its own), b drains.
+    let both = with(&format!(
+        "  - {{pk: {}, endpoint: \"10.0.0.3:7100\", cost_us: 777}}\npolicy: {{drain: true}}\n",
+        c.hex()
+    ));
+    let now = m.now;
+    let r = m.nodes[1].r.reconfigure(now, &both);
+    assert_eq!(
+        r.added,
+        vec![(a, None), (c, Some("10.0.0.3:7100".parse().unwrap()))]
+    );
+    assert!(r.removed.is_empty() && r.at_restart.is_empty(), "{r:?}");
+    assert_eq!(r.applied, ["neighbours", "costs", "policy"]);
+    m.run();
+    let b = m.nodes[1].id;
+    let advert = m.nodes[1].r.node_manager().advert(&b).cloned().unwrap();
+    assert!(advert.flags.drain, "{advert:?}");
+    assert!(advert.links.contains(&(c, 777)), "{:?}", advert.links);
+    assert!(
+        m.nodes[1].closed.is_empty(),
+        "a reload that removes nothing closed a link"
+    );
+    // c removed, and the listen address changed (only at the next start).
+    let mut only_a = with("policy: {drain: true}\n");
+    only_a.listen = "127.0.0.1:7999".parse().unwrap();
+    let now = m.now;
+    let r = m.nodes[1].r.reconfigure(now, &only_a);
+    assert_eq!(r.removed, [c]);
+    assert_eq!(r.at_restart, ["listen"]);
+    assert!(
+        r.summary()
+            .contains("at the next start (not while running): listen"),
+        "{}",
+        r.summary()
+    );
+    m.run();
+    assert_eq!(
+        m.nodes[1].closed,
+        [l12],
+        "the removed neighbour's link is closed, only it"
+    );
+    // The same file again: nothing to do.
+    let now = m.now;
+    let r = m.nodes[1].r.reconfigure(now, &only_a);
+    assert_eq!(r.summary(), "at the next start (not while running): listen");
+}
