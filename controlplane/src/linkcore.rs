@@ -165,6 +165,12 @@ impl DeadTimer {
         self.last_heard = now;
     }
 
+    /// The reader was not reading for `d` (it waited for room to hand a message on): that
+    /// time is not silence, the peer's messages were waiting unread in the socket meanwhile.
+    pub fn not_listening(&mut self, d: Duration) {
+        self.last_heard += d;
+    }
+
     /// Why the link is dead at `now`, if it is.
     pub fn expired(&self, now: Instant) -> Option<String> {
         (now.saturating_duration_since(self.last_heard) > self.dead)

@@ -352,33 +352,36 @@ fn run_link(ctx: &LinkCtx, mut s: TcpStream, est: Established, stats: Option<&Li
             };
             let now = Instant::now();
             dead.heard(now);
-            match Control::parse(&plain[..n]) {
+            let ev = match Control::parse(&plain[..n]) {
                 Some(Control::Ping(t)) => {
                     let _ = tx.try_send(Control::Pong(t).encode());
+                    None
                 }
-                Some(Control::Pong(sent)) => {
-                    let _ = ctx.emit(LinkEvent::Rtt {
-                        peer,
-                        link,
-                        rtt_us: keepalive.rtt_us(now, sent),
-                    });
-                }
-                Some(Control::Rekey { generation, ack }) => {
-                    let _ = ctx.emit(LinkEvent::Rekey {
-                        peer,
-                        link,
-                        generation,
-                        ack,
-                    });
-                }
-                Some(Control::Nm(bytes)) => {
-                    let _ = ctx.emit(LinkEvent::Msg {
-                        peer,
-                        link,
-                        bytes: bytes.to_vec(),
-                    });
-                }
-                None => {} // unknown control message: ignored
+                Some(Control::Pong(sent)) => Some(LinkEvent::Rtt {
+                    peer,
+                    link,
+                    rtt_us: keepalive.rtt_us(now, sent),
+                }),
+                Some(Control::Rekey { generation, ack }) => Some(LinkEvent::Rekey {
+                    peer,
+                    link,
+                    generation,
+                    ack,
+                }),
+                Some(Control::Nm(bytes)) => Some(LinkEvent::Msg {
+                    peer,
+                    link,
+                    bytes: bytes.to_vec(),
+                }),
+                None => None, // unknown control message: ignored
+            };
+            if let Some(ev) = ev {
+                // The queue is shared by every link: while the main loop is behind (another
+                // neighbour flooding it, a loaded machine) this waits, and the time it waited
+                // is not the peer's silence.
+                let waited = Instant::now();
+                let _ = ctx.emit(ev);
+                dead.not_listening(waited.elapsed());
             }
         },
     };
@@ -619,6 +622,40 @@ mod tests {
                 break;
             }
         }
+        stop.store(true, Ordering::SeqCst);
+    }
+
+    /// A reader that waits for room in a full event queue (the main loop behind, e.g. while
+    /// another neighbour floods it: the queue is shared by every link) does not call its peer
+    /// dead for the time it waited: the peer's keepalives were in the socket all along.
+    #[test]
+    fn a_reader_waiting_for_the_main_loop_does_not_call_its_peer_dead() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ta, ra) = sync_channel(LINK_EVENTS);
+        // b's main loop: one slot, and not read for a while.
+        let (tb, rb) = sync_channel(1);
+        let a = ctx(1, ta, stop.clone());
+        let b = ctx(2, tb, stop.clone());
+        let dead = b.keepalive * b.dead_after;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let bid = b.id.id();
+        std::thread::spawn(move || listen(b, l));
+        std::thread::spawn(move || dial(a, bid, addr));
+        assert!(matches!(
+            rb.recv_timeout(Duration::from_secs(5)),
+            Ok(LinkEvent::Up(_))
+        ));
+        // The queue fills with b's first RTT sample; its reader then waits, far past `dead`.
+        std::thread::sleep(dead * 6);
+        let t = Instant::now();
+        while t.elapsed() < dead * 4 {
+            if let Ok(LinkEvent::Down { why, .. }) = rb.recv_timeout(Duration::from_millis(10)) {
+                panic!("b called a dead after waiting for its main loop: {why}");
+            }
+        }
+        // a heard b all along.
+        assert!(!ra.try_iter().any(|e| matches!(e, LinkEvent::Down { .. })));
         stop.store(true, Ordering::SeqCst);
     }
 
