@@ -323,6 +323,12 @@ const REPORT: &[(&str, &str, bool, &str)] = &[
         true,
         "Route keepalives whose authentication failed.",
     ),
+    (
+        "route_msgs_off_path",
+        "route_msgs_off_path_total",
+        true,
+        "Route teardowns and keepalives from a neighbour not on the route's path (ignored).",
+    ),
 ];
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {

@@ -381,3 +381,48 @@ fn a_table_filled_with_sybils_by_one_neighbour_still_takes_a_real_node_via_anoth
     });
     assert!(setup_via_n, "a route to r is set up through n");
 }
+
+#[test]
+fn forged_teardowns_and_keepalives_from_off_the_path_are_ignored_and_counted() {
+    // m - e - n: e is the egress of a's route through m; n is another neighbour of e's.
+    let (a, m, e, n) = (peer(1), peer(2), peer(3), peer(4));
+    let mut nm = egress(&e, &m);
+    nm.link_up(0, n.id, 100);
+    let _ = actions(&mut nm);
+    let path = vec![a.id, m.id, e.id];
+    let (bytes, init, rid) = genuine(&a, &m, &e, 700);
+    nm.handle(1, m.id, &bytes);
+    let keys = origin_keys(&actions(&mut nm), init, rid, &path);
+    // n knows the route id and sends what only m may: both Teardowns, a Keepalive (even one
+    // with the right MAC: it is not on the path).
+    for upstream in [false, true] {
+        nm.handle(2, n.id, &Msg::Teardown { rid, upstream }.encode());
+    }
+    let mac = session::control_mac(&keys.ctrl, T_KEEPALIVE, &rid, 1);
+    nm.handle(2, n.id, &Msg::Keepalive { rid, seq: 1, mac }.encode());
+    assert_eq!(nm.counters().route_msgs_off_path, 3);
+    assert_eq!(nm.counters().transit_states, 1, "the route is still held");
+    // The same from m are taken; a Teardown for a route not held is not counted.
+    nm.handle(3, m.id, &Msg::Keepalive { rid, seq: 1, mac }.encode());
+    nm.handle(
+        3,
+        m.id,
+        &Msg::Teardown {
+            rid,
+            upstream: false,
+        }
+        .encode(),
+    );
+    assert_eq!(nm.counters().transit_states, 0);
+    nm.handle(
+        4,
+        n.id,
+        &Msg::Teardown {
+            rid,
+            upstream: false,
+        }
+        .encode(),
+    );
+    assert_eq!(nm.counters().route_msgs_off_path, 3);
+    assert_eq!(nm.counters().keepalives_unauthenticated, 0);
+}

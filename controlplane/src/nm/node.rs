@@ -171,6 +171,10 @@ pub struct Counters {
     pub setup_acks_unauthenticated: u64,
     /// Keepalives the egress did not take: wrong MAC, or a sequence number not newer.
     pub keepalives_unauthenticated: u64,
+    /// Teardowns and Keepalives of a route held here that came from a neighbour not next to
+    /// this node on the route's path (forged: ignored; a Keepalive is answered with a Teardown,
+    /// as for an unknown route).
+    pub route_msgs_off_path: u64,
     /// Setups dropped: the neighbour was over its setup rate.
     pub setups_rate_limited: u64,
     /// Adverts of new origins left unacknowledged: the neighbour was over its new-origin rate.

@@ -786,13 +786,18 @@ impl NodeManager {
                     self.c.keepalives_unauthenticated += 1;
                 }
             }
-            _ => self.send(
-                from,
-                &Msg::Teardown {
-                    rid,
-                    upstream: true,
-                },
-            ),
+            other => {
+                if other.is_some() {
+                    self.c.route_msgs_off_path += 1;
+                }
+                self.send(
+                    from,
+                    &Msg::Teardown {
+                        rid,
+                        upstream: true,
+                    },
+                )
+            }
         }
     }
 
@@ -802,9 +807,13 @@ impl NodeManager {
                 self.fail_own(now_ms, &rid, false);
             } else if self.hops.get(&rid).is_some_and(|h| h.next == Some(from)) {
                 self.remove_hop(&rid, false, true);
+            } else if self.own.contains_key(&rid) || self.hops.contains_key(&rid) {
+                self.c.route_msgs_off_path += 1;
             }
         } else if self.hops.get(&rid).is_some_and(|h| h.prev == from) {
             self.remove_hop(&rid, true, false);
+        } else if self.own.contains_key(&rid) || self.hops.contains_key(&rid) {
+            self.c.route_msgs_off_path += 1;
         }
     }
 

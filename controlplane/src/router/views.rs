@@ -171,6 +171,7 @@ impl Router {
                 "keepalives_unauthenticated".to_string(),
                 c.keepalives_unauthenticated,
             ),
+            ("route_msgs_off_path".to_string(), c.route_msgs_off_path),
         ];
         v
     }
