@@ -343,6 +343,10 @@ pub struct DataKeys {
     bytes_at_rekey: u64,
     /// Requests refused: sooner than [`MIN_REKEY_INTERVAL`] after the last rotation.
     too_soon: u64,
+    /// Messages that fit no step (see [`DataKeys::ignored`]).
+    ignored: u64,
+    /// When a generation this side already has was last confirmed again.
+    reconfirmed: Option<Instant>,
 }
 
 impl DataKeys {
@@ -357,7 +361,18 @@ impl DataKeys {
             since: now,
             bytes_at_rekey: 0,
             too_soon: 0,
+            ignored: 0,
+            reconfirmed: None,
         }
+    }
+
+    /// Rekey messages ignored: a request for a generation beyond the next or in the wrong
+    /// role, a confirmation of nothing asked, or a repeated request for a generation already
+    /// confirmed again within [`MIN_REKEY_INTERVAL`] (a real initiator repeats a lost one only
+    /// after its retry time, so one answer per interval serves it; more would let a neighbour
+    /// have this side answer every request it sends).
+    pub fn ignored(&self) -> u64 {
+        self.ignored
     }
 
     /// Rotation requests refused as too soon after the previous one.
@@ -429,11 +444,22 @@ impl DataKeys {
                 });
                 rotated = true;
             }
-            if generation <= self.generation {
+            if generation > self.generation {
+                self.ignored += 1;
+            } else if rotated
+                || self
+                    .reconfirmed
+                    .is_none_or(|t| now.saturating_duration_since(t) >= MIN_REKEY_INTERVAL)
+            {
+                if !rotated {
+                    self.reconfirmed = Some(now);
+                }
                 steps.push(KeyStep::Send {
                     generation,
                     ack: true,
                 });
+            } else {
+                self.ignored += 1;
             }
         } else if ack && self.initiator && self.pending.is_some_and(|(g, _)| g == generation) {
             self.advance(now, generation);
@@ -443,6 +469,8 @@ impl DataKeys {
                 rx: self.rx,
             });
             rotated = true;
+        } else {
+            self.ignored += 1;
         }
         (steps, rotated)
     }
@@ -626,6 +654,36 @@ mod tests {
         assert!(rotated);
         assert_eq!(steps.len(), 2, "program and confirm");
         assert_eq!(b.generation(), 2);
+    }
+
+    /// Rekey messages that fit no step are counted and answered with nothing; a generation
+    /// already had is confirmed again at most once per MIN_REKEY_INTERVAL.
+    #[test]
+    fn stray_rekey_messages_are_ignored_and_counted_and_repeats_answered_once_per_interval() {
+        let t0 = Instant::now();
+        let mut b = DataKeys::new(t0, false, [2; 32], [1; 32]);
+        let t1 = t0 + MIN_REKEY_INTERVAL;
+        assert!(b.handle(t1, 1, false).1);
+        // Beyond the next generation, a confirmation to a responder.
+        assert_eq!(b.handle(t1, 7, false), (Vec::new(), false));
+        assert_eq!(b.handle(t1, 1, true), (Vec::new(), false));
+        assert_eq!(b.ignored(), 2);
+        // The current generation asked again (a lost confirmation): answered once...
+        let (steps, _) = b.handle(t1 + Duration::from_millis(1), 1, false);
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        // ... and not again within the interval, however often it is asked.
+        for i in 0..1000u64 {
+            let at = t1 + Duration::from_millis(1) + Duration::from_micros(i * 40);
+            assert!(b.handle(at, 1, false).0.is_empty(), "answered request {i}");
+        }
+        assert_eq!(b.ignored(), 1002);
+        let (steps, _) = b.handle(t1 + MIN_REKEY_INTERVAL * 2, 1, false);
+        assert_eq!(steps.len(), 1, "a repeat after the interval is answered");
+        // An initiator ignores requests, and confirmations of nothing it asked.
+        let mut a = DataKeys::new(t0, true, [1; 32], [2; 32]);
+        assert_eq!(a.handle(t1, 1, false), (Vec::new(), false));
+        assert_eq!(a.handle(t1, 1, true), (Vec::new(), false));
+        assert_eq!(a.ignored(), 2);
     }
 
     #[test]

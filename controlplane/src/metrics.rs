@@ -179,6 +179,12 @@ const REPORT: &[(&str, &str, bool, &str)] = &[
         "Rotation requests refused as too soon after the last one.",
     ),
     (
+        "rekeys_ignored",
+        "rekeys_ignored_total",
+        true,
+        "Rekey messages that fit no step, or repeats of one answered within the interval.",
+    ),
+    (
         "attached_prefixes",
         "attached_prefixes",
         false,

@@ -146,6 +146,9 @@ pub struct Stats {
     pub rekeys: u64,
     /// Rotation requests refused: sooner than `MIN_REKEY_INTERVAL` after the last one.
     pub rekeys_too_soon: u64,
+    /// Rekey messages that fit no step, or repeats answered once already (see
+    /// [`DataKeys::ignored`]).
+    pub rekeys_ignored: u64,
     /// App socket requests refused.
     pub app_errors: u64,
     /// Times the dataplane went away (and its links were closed).
@@ -483,9 +486,10 @@ impl Router {
         let Some(l) = self.links.get_mut(&peer).filter(|l| l.id == link) else {
             return;
         };
-        let before = l.keys.refused_too_soon();
+        let (before, ignored) = (l.keys.refused_too_soon(), l.keys.ignored());
         let (steps, rotated) = l.keys.handle(now, generation, ack);
         self.stats.rekeys_too_soon += l.keys.refused_too_soon() - before;
+        self.stats.rekeys_ignored += l.keys.ignored() - ignored;
         if rotated {
             self.stats.rekeys += 1;
             l.forget_previous_at = Some(now + PREVIOUS_KEY_LIFETIME);

@@ -124,6 +124,7 @@ impl Router {
             ("fib_errors".to_string(), self.stats.fib_errors),
             ("rekeys".to_string(), self.stats.rekeys),
             ("rekeys_too_soon".to_string(), self.stats.rekeys_too_soon),
+            ("rekeys_ignored".to_string(), self.stats.rekeys_ignored),
             (
                 "attached_prefixes".to_string(),
                 self.programmed.len() as u64,
