@@ -335,6 +335,12 @@ const REPORT: &[(&str, &str, bool, &str)] = &[
         true,
         "Route teardowns and keepalives from a neighbour not on the route's path (ignored).",
     ),
+    (
+        "cost_claims_below_ours",
+        "cost_claims_below_ours_total",
+        true,
+        "Neighbour adverts claiming their link to us costs under half our own figure (unused).",
+    ),
 ];
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {

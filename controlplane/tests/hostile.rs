@@ -731,6 +731,13 @@ fn cost_0_adverts_from_a_keyed_neighbour_do_not_attract_routes() {
     wait_until("b to take x's re-adverts", SNAPSHOT_WITHIN, || {
         try_scrape(&b_name).is_some_and(|m| accepted(&Metrics(m)) >= f64::from(claims))
     });
+    // ... and counted each as a claim below b's own cost of the link (X_COST_US).
+    let below = |m: &Metrics| {
+        m.get("cost_claims_below_ours_total") - before.get("cost_claims_below_ours_total")
+    };
+    wait_until("b to count x's claims", SNAPSHOT_WITHIN, || {
+        try_scrape(&b_name).is_some_and(|m| below(&Metrics(m)) >= f64::from(claims))
+    });
     bed.all_running();
 }
 

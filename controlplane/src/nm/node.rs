@@ -175,6 +175,10 @@ pub struct Counters {
     /// this node on the route's path (forged: ignored; a Keepalive is answered with a Teardown,
     /// as for an unknown route).
     pub route_msgs_off_path: u64,
+    /// Adverts of a neighbour claiming its link to this node costs less than half of what
+    /// this node advertises for it (measured, or the operator's `cost_us`): the claim is
+    /// stored but never used (a link costs the larger of its two ends' claims).
+    pub cost_claims_below_ours: u64,
     /// Setups dropped: the neighbour was over its setup rate.
     pub setups_rate_limited: u64,
     /// Adverts of new origins left unacknowledged: the neighbour was over its new-origin rate.
@@ -365,6 +369,17 @@ pub struct NodeManager {
     pub(super) actions: VecDeque<Action>,
     pub(super) c: Counters,
     pub(super) topo_dirty: bool,
+}
+
+/// A neighbour's claimed cost of its link to us below this much less than ours is counted
+/// ([`Counters::cost_claims_below_ours`]): two ends measure the same link a little
+/// differently (RTT jitter, a few hundred µs on a loaded router), so only a claim under half
+/// of ours and more than this below it is taken as a lie.
+const COST_CLAIM_SLACK_US: u32 = 1000;
+
+/// Whether `claim` (the neighbour's cost of our link) is a lie against `ours`.
+fn claim_below(claim: u32, ours: u32) -> bool {
+    u64::from(claim) * 2 < u64::from(ours) && ours - claim > COST_CLAIM_SLACK_US
 }
 
 impl NodeManager {
@@ -866,6 +881,15 @@ impl NodeManager {
             // is checked again (routes over them fail over), caches keyed by the LSDB version
             // are rebuilt, and flooding skips them (`pump` sends only what the LSDB holds).
             Ok(_evicted) => {
+                if let Some(n) = self.nbs.get(&origin)
+                    && let Some(lsdb_adv) = self.lsdb.advert(&origin)
+                    && lsdb_adv
+                        .links
+                        .iter()
+                        .any(|(to, c)| *to == self.id && claim_below(*c, n.advertised))
+                {
+                    self.c.cost_claims_below_ours += 1;
+                }
                 self.ack(from, origin, seq);
                 if let Some(n) = self.nbs.get_mut(&from) {
                     n.flood.acked(&origin, seq, Some(seq));
@@ -939,5 +963,22 @@ impl NodeManager {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::claim_below;
+
+    #[test]
+    fn only_a_claim_far_below_ours_counts_as_a_lie() {
+        // Cost 0 against an operator cost of 1 s, or half of a measured 10 ms.
+        assert!(claim_below(0, 1_000_000));
+        assert!(claim_below(4_000, 10_000));
+        // RTT jitter between the two ends of a fast link, or a claim above ours: not a lie.
+        assert!(!claim_below(20, 50));
+        assert!(!claim_below(600, 1_500));
+        assert!(!claim_below(9_000, 10_000));
+        assert!(!claim_below(20_000, 10_000));
     }
 }

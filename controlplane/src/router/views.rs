@@ -173,6 +173,10 @@ impl Router {
                 c.keepalives_unauthenticated,
             ),
             ("route_msgs_off_path".to_string(), c.route_msgs_off_path),
+            (
+                "cost_claims_below_ours".to_string(),
+                c.cost_claims_below_ours,
+            ),
         ];
         v
     }
