@@ -7,9 +7,10 @@
 //!    with b's controlplane and the messenger under a 1024-descriptor limit: the transfer
 //!    completes, a fresh router links to b and reaches c, and registers with the messenger; b's
 //!    threads, descriptors and memory stay bounded; the refusals are counted.
-//! 2. Garbage, forged and replayed UDP at b's data port (real frames captured in flight with an
-//!    AF_PACKET socket in b's namespace, sent again from x): the transfer completes, the drops
-//!    are counted by reason, b's dataplane memory stays bounded.
+//! 2. Garbage, forged and replayed UDP at b's data port and its probe port (real frames
+//!    captured in flight with an AF_PACKET socket in b's namespace, sent again from x): the
+//!    transfer completes, the drops are counted by reason (data frames at the probe port as
+//!    wrong_shard), b's dataplane memory stays bounded.
 //! 3. A local punt flood: a process in a sends UDP to random overlay addresses as fast as it
 //!    can: a's own transfer completes, the punts that reach a's controlplane stay within the
 //!    dataplane's budget, and a keeps its link.
@@ -555,7 +556,7 @@ const UDP_FLOOD_CAP: usize = 1_000_000;
 const DP_RSS_GROWTH_KIB: u64 = 16 * 1024;
 
 #[test]
-fn garbage_forged_and_replayed_udp_at_the_data_port() {
+fn garbage_forged_and_replayed_udp_at_the_data_and_probe_ports() {
     let b_extra = format!("metrics: \"{METRICS}\"\n{LOADED_BOX_LIVENESS}");
     let mut bed = Bed::new([LOADED_BOX_LIVENESS, &b_extra, LOADED_BOX_LIVENESS]);
     let t = bed.t.clone();
@@ -594,7 +595,8 @@ fn garbage_forged_and_replayed_udp_at_the_data_port() {
         UDP_FLOOD,
         &[
             B_ON_X,
-            "7000",
+            // The data port and the probe port (base + shards: b runs one shard).
+            "7000,7001",
             &UDP_FLOOD_SECS.to_string(),
             &UDP_FLOOD_CAP.to_string(),
             cap_file.to_str().unwrap(),
@@ -624,7 +626,14 @@ fn garbage_forged_and_replayed_udp_at_the_data_port() {
             &format!("skywire_control_dataplane_drops_total{{reason=\"{r}\"}}"),
         )
     };
-    let reasons = ["malformed", "unknown_session", "replay", "bad_tag"];
+    // wrong_shard: captured data frames replayed at the probe port, which takes probes only.
+    let reasons = [
+        "malformed",
+        "unknown_session",
+        "replay",
+        "bad_tag",
+        "wrong_shard",
+    ];
     let mut after = String::new();
     wait_until("the drops in a scrape", SNAPSHOT_WITHIN, || {
         after = scrape(&b_name, METRICS);
