@@ -26,8 +26,6 @@ use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use testbed::*;
 
@@ -96,67 +94,6 @@ fn value(body: &str, series: &str) -> f64 {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// Threads, open descriptors and resident memory (KiB) of `pid`.
-#[derive(Debug, Default, Clone, Copy)]
-struct Use {
-    threads: u64,
-    fds: u64,
-    rss_kib: u64,
-}
-
-fn usage(pid: u32) -> Use {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
-    Use {
-        threads: field("Threads:"),
-        fds,
-        rss_kib: field("VmRSS:"),
-    }
-}
-
-/// How often the sampler looks, and the longest it runs (it is stopped before that).
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-const SAMPLE_AT_MOST: Duration = Duration::from_secs(90);
-
-/// Samples `pid` until stopped; the highest of each figure.
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Use>,
-}
-
-impl Sampler {
-    fn start(pid: u32) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let t = Instant::now();
-            let mut max = Use::default();
-            while !s.load(Ordering::Relaxed) && t.elapsed() < SAMPLE_AT_MOST {
-                let u = usage(pid);
-                max.threads = max.threads.max(u.threads);
-                max.fds = max.fds.max(u.fds);
-                max.rss_kib = max.rss_kib.max(u.rss_kib);
-                std::thread::sleep(SAMPLE_EVERY);
-            }
-            max
-        });
-        Sampler { stop, thread }
-    }
-
-    fn finish(self) -> Use {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
 }
 
 /// The line a - b - c, the attacker x linked to b (addresses 10.85.3.10 and up), the keys.

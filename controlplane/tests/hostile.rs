@@ -45,7 +45,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use testbed::*;
@@ -90,10 +89,6 @@ const FD_GROWTH: u64 = 16;
 /// attacks may fill (measured: at most 6 MiB, for the ~2100 Sybil adverts of 16 links each
 /// that b takes; the 6000 it takes without the new-origin limit cost 14 MiB).
 const RSS_GROWTH_KIB: u64 = 16 * 1024;
-
-/// How often the sampler looks, and the longest it runs (it is stopped before that).
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-const SAMPLE_AT_MOST: Duration = Duration::from_secs(90);
 
 /// Connects to `addr` from inside the namespace `ns` (a thread enters it; the socket stays in
 /// it).
@@ -142,63 +137,6 @@ impl Metrics {
     /// `skywire_control_NAME` (no labels); 0 when absent.
     fn get(&self, name: &str) -> f64 {
         value(&self.0, &format!("skywire_control_{name}")).unwrap_or(0.0)
-    }
-}
-
-/// Threads, open descriptors and resident memory (KiB) of `pid`.
-#[derive(Debug, Default, Clone, Copy)]
-struct Use {
-    threads: u64,
-    fds: u64,
-    rss_kib: u64,
-}
-
-fn usage(pid: u32) -> Use {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
-    Use {
-        threads: field("Threads:"),
-        fds,
-        rss_kib: field("VmRSS:"),
-    }
-}
-
-/// Samples `pid` until stopped; the highest of each figure.
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Use>,
-}
-
-impl Sampler {
-    fn start(pid: u32) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let t = Instant::now();
-            let mut max = Use::default();
-            while !s.load(Ordering::Relaxed) && t.elapsed() < SAMPLE_AT_MOST {
-                let u = usage(pid);
-                max.threads = max.threads.max(u.threads);
-                max.fds = max.fds.max(u.fds);
-                max.rss_kib = max.rss_kib.max(u.rss_kib);
-                std::thread::sleep(SAMPLE_EVERY);
-            }
-            max
-        });
-        Sampler { stop, thread }
-    }
-
-    fn finish(self) -> Use {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
     }
 }
 

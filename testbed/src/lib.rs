@@ -510,3 +510,71 @@ pub fn promtool_check(body: &str) {
         "promtool: {said}\n{body}"
     );
 }
+
+/// How often a [`Sampler`] looks, and the longest it runs (it is stopped before that).
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// See [`SAMPLE_EVERY`].
+pub const SAMPLE_AT_MOST: Duration = Duration::from_secs(90);
+
+/// Threads, open descriptors and resident memory (KiB) of a process.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Use {
+    /// Threads.
+    pub threads: u64,
+    /// Open descriptors.
+    pub fds: u64,
+    /// Resident memory, KiB.
+    pub rss_kib: u64,
+}
+
+/// [`Use`] of `pid` now (zeros for a process that is gone).
+pub fn usage(pid: u32) -> Use {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    Use {
+        threads: field("Threads:"),
+        fds,
+        rss_kib: field("VmRSS:"),
+    }
+}
+
+/// Samples `pid` until stopped; the highest of each figure.
+pub struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Use>,
+}
+
+impl Sampler {
+    /// Starts sampling `pid` every [`SAMPLE_EVERY`], for [`SAMPLE_AT_MOST`] at the most.
+    pub fn start(pid: u32) -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let t = Instant::now();
+            let mut max = Use::default();
+            while !s.load(Ordering::Relaxed) && t.elapsed() < SAMPLE_AT_MOST {
+                let u = usage(pid);
+                max.threads = max.threads.max(u.threads);
+                max.fds = max.fds.max(u.fds);
+                max.rss_kib = max.rss_kib.max(u.rss_kib);
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+            max
+        });
+        Sampler { stop, thread }
+    }
+
+    /// Stops; the highest figures seen.
+    pub fn finish(self) -> Use {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
