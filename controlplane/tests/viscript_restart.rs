@@ -197,6 +197,33 @@ fn a_crashed_viscript_started_again_brings_its_router_back() {
     assert!(!ok, "a broken file reloaded: {text}");
     let (ok, _) = reload(&first);
     assert!(ok);
+    // `reload ID`: b's controlplane (id 2, after its node) reads its own config again; its
+    // node (id 1) would stop on SIGHUP and is refused.
+    let one = |args: &[&str]| {
+        let mut v = vec![vis.to_str().unwrap(), "--socket", sock.to_str().unwrap()];
+        v.extend_from_slice(args);
+        let out = sh(&v);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = one(&["reload", "2"]);
+    assert!(
+        ok && text.contains("sent SIGHUP to 2 (skywire-control"),
+        "{text}"
+    );
+    wait_until("b's controlplane to reload", Duration::from_secs(5), || {
+        one(&["logs", "2", "-n", "200"])
+            .1
+            .contains("config reloaded")
+    });
+    let (ok, text) = one(&["reload", "1"]);
+    assert!(
+        !ok && text.contains("does not reload its config on SIGHUP"),
+        "{text}"
+    );
     let mut pinger = pinger;
     let mut said = String::new();
     std::io::Read::read_to_string(pinger.0.stdout.as_mut().unwrap(), &mut said).unwrap();

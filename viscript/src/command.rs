@@ -54,8 +54,9 @@ pub enum Command {
         /// Component id.
         id: Option<u64>,
     },
-    /// `reload`: re-read the config file and apply what changed.
-    Reload,
+    /// `reload`: re-read the config file and apply what changed; `reload ID`: ask component
+    /// ID to read its own config again (SIGHUP).
+    Reload(Option<u64>),
     /// `quit`: stop everything and exit.
     Quit,
 }
@@ -286,10 +287,11 @@ pub const COMMANDS: &[Spec] = &[
         "reload",
         None,
         &[],
-        "",
+        "[ID]",
         "re-read config.yaml: start new autostart apps, stop removed\n\
          ones, restart changed ones, leave the rest; on an error\n\
-         the running config stays (also SIGHUP to serve)",
+         the running config stays (also SIGHUP to serve);\n\
+         with ID: SIGHUP to that component (skywire-control reloads)",
     ),
     spec(
         "quit",
@@ -390,10 +392,10 @@ impl Command {
                 no_more(cmd, rest)?;
                 Command::List
             }
-            "reload" => {
-                no_more(cmd, rest)?;
-                Command::Reload
-            }
+            "reload" => match rest {
+                [] => Command::Reload(None),
+                _ => Command::Reload(Some(one_id(cmd, rest)?)),
+            },
             "ping" => Command::Ping(one_id(cmd, rest)?),
             "ru" => Command::Ru(one_id(cmd, rest)?),
             "sd" => Command::Shutdown(one_id(cmd, rest)?),
@@ -486,6 +488,15 @@ mod tests {
 
     fn toks(s: &str) -> Vec<String> {
         tokenize(s).unwrap()
+    }
+
+    #[test]
+    fn reload_takes_an_optional_id() {
+        let parse = |s: &str| Command::parse(&toks(s));
+        assert_eq!(parse("reload"), Ok(Command::Reload(None)));
+        assert_eq!(parse("reload 3"), Ok(Command::Reload(Some(3))));
+        assert!(parse("reload x").is_err());
+        assert!(parse("reload 3 4").is_err());
     }
 
     #[test]
@@ -613,9 +624,10 @@ logs ID [-n N] [-f] [--level L]
 attach ID                  follow the component's output (press Enter to detach)
 routes [ID]                the controlplane's routes: destination, path, labels, age
 peers [ID]                 the controlplane's links: key, endpoint, RTT, state, traffic
-reload                     re-read config.yaml: start new autostart apps, stop removed
+reload [ID]                re-read config.yaml: start new autostart apps, stop removed
                            ones, restart changed ones, leave the rest; on an error
-                           the running config stays (also SIGHUP to serve)
+                           the running config stays (also SIGHUP to serve);
+                           with ID: SIGHUP to that component (skywire-control reloads)
 quit                       stop every component and exit";
 
     #[test]

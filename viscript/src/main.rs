@@ -260,7 +260,7 @@ fn handle_signals_deferred(
         }
         if hup_reloads && sig == signal::term::SIGHUP {
             if let Some(h) = &handle {
-                let r = h.call(Command::Reload);
+                let r = h.call(Command::Reload(None));
                 eprintln!("viscript: SIGHUP: {}", r.text);
             }
             return true;

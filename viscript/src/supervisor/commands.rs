@@ -4,6 +4,9 @@ use super::*;
 use crate::render::{self, ListRow};
 use crate::reply::{Component, Started};
 
+/// Component kinds (as they register) that read their config again on SIGHUP.
+pub const RELOADS_ON_HUP: &[&str] = &["skywire-control"];
+
 impl Supervisor {
     pub(super) fn request(&mut self, req: Req) {
         match req {
@@ -23,7 +26,8 @@ impl Supervisor {
         }
         let r = match cmd {
             Command::Apps => self.cmd_apps(),
-            Command::Reload => self.cmd_reload(now),
+            Command::Reload(None) => self.cmd_reload(now),
+            Command::Reload(Some(id)) => self.cmd_hup(id),
             Command::Help(app) => self.cmd_help(app.as_deref()),
             Command::List => self.cmd_list(now),
             Command::Start {
@@ -364,6 +368,45 @@ impl Supervisor {
                 ok: false,
                 ..Reply::ok(text, data)
             }
+        }
+    }
+
+    /// `reload ID`: SIGHUP to the component's process, for the kinds that read their config
+    /// again on it ([`RELOADS_ON_HUP`]); it says what it did in its log. Any other kind is
+    /// refused: SIGHUP would stop it.
+    pub(super) fn cmd_hup(&mut self, id: u64) -> Reply {
+        let Some(p) = self.procs.get(&id) else {
+            return Reply::err(self.unknown_id(id));
+        };
+        if !RELOADS_ON_HUP.contains(&p.kind.as_str()) {
+            return Reply::err(format!(
+                "{id} ({}) does not reload its config on SIGHUP (only {} do); `restart {id}` \
+                 starts it again with its entry",
+                p.app,
+                RELOADS_ON_HUP.join(", ")
+            ));
+        }
+        let (Some(pid), Some(fd)) = (p.life.pid, p.pidfd.as_ref()) else {
+            return Reply::err(format!(
+                "{id} ({}) is not running ({})",
+                p.app,
+                p.life.state.name()
+            ));
+        };
+        match proc::signal_pidfd(fd.as_fd(), Signal::HUP) {
+            Ok(()) => {
+                let text = format!(
+                    "sent SIGHUP to {id} ({}, pid {pid}): it reads its config again (see `logs {id}`)",
+                    p.app
+                );
+                let app = p.app.clone();
+                self.note(id, "SIGHUP sent (reload)");
+                Reply::ok(
+                    text,
+                    serde_json::json!({ "id": id, "app": app, "pid": pid, "signal": "HUP" }),
+                )
+            }
+            Err(e) => Reply::err(format!("{id} ({}): SIGHUP: {e}", p.app)),
         }
     }
 
