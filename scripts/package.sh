@@ -89,7 +89,10 @@ install -d -m 0755 "$root/usr/share/man/man1"
 mandate=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
 for b in "${bins[@]}"; do
     help=$("$bindir/$b" --help)
-    summary=$(printf '%s\n' "$help" | head -n 1 | sed 's/\\/\\e/g; s/-/\\-/g')
+    # The first line without a pipe into head: head's early exit would SIGPIPE printf once
+    # the help is longer than one write (pipefail then fails the build).
+    first=${help%%$'\n'*}
+    summary=$(sed 's/\\/\\e/g; s/-/\\-/g' <<<"$first")
     {
         printf '.TH %s 1 "%s" "skywire %s" "Skywire"\n' "${b^^}" "$mandate" "$upstream"
         printf '.SH NAME\n%s \\- %s\n' "${b//-/\\-}" "$summary"
